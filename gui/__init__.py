@@ -1,0 +1,1 @@
+"""PyQt6 + pyqtgraph window of bci-app (needs the ``gui`` extra)."""
