@@ -1,1 +1,4 @@
-"""PyTorch decoders, training and ONNX export (needs the ``train`` extra; never on the live path)."""
+"""PyTorch decoders, training and ONNX export.
+
+Needs the ``train`` extra; never imported on the live path.
+"""

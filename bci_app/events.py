@@ -1,0 +1,61 @@
+"""Text events: what a decoder emits, for the GUI, the LSL text outlet and the session log."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+#: Kinds of text event.
+KINDS = ("keystroke", "sentence_end", "gap", "candidates")
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """One update of the decoded text.
+
+    Attributes
+    ----------
+    kind : str
+        ``"keystroke"`` (a typed character was decoded), ``"sentence_end"`` (the sentence was
+        committed), ``"gap"`` (data were missing; marked in the text), ``"candidates"`` (speech
+        retrieval result).
+    committed : str
+        Text of finished sentences of this session.
+    hypothesis : str
+        Best decoding of the current sentence so far (may change with later keystrokes).
+    confidence : tuple of float
+        Per-character confidence (0..1) of ``hypothesis``.
+    candidates : tuple of (str, float)
+        Top-k alternatives of the latest step (characters for typing, segments for speech) with
+        probabilities, best first.
+    target : str | None
+        The sentence being typed or heard, when known (calibration, replay, simulator).
+    timestamp : float
+        Stream time (s) of the data that produced the event.
+    stages : dict
+        Stage name -> LSL local-clock time when the stage finished, for latency accounting.
+    """
+
+    kind: str
+    committed: str = ""
+    hypothesis: str = ""
+    confidence: tuple[float, ...] = ()
+    candidates: tuple[tuple[str, float], ...] = ()
+    target: str | None = None
+    timestamp: float = float("nan")
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"Invalid value for 'kind': {self.kind!r}; use one of {KINDS}.")
+
+    @property
+    def text(self) -> str:
+        """Committed text followed by the live hypothesis."""
+        if not self.committed:
+            return self.hypothesis
+        return f"{self.committed} {self.hypothesis}" if self.hypothesis else self.committed
+
+    def to_json(self) -> str:
+        """One JSON line (for the session log and ``--json`` output)."""
+        return json.dumps({**asdict(self), "text": self.text})

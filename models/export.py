@@ -1,0 +1,264 @@
+"""ONNX export with the dynamo exporter, verified in onnxruntime against torch eager.
+
+:func:`export_onnx` writes one graph and checks it on fresh random inputs whose dynamic axes have
+other sizes than the example (so a graph that silently specialised on the example's batch size or
+length fails here, not live). Models list their graphs as :class:`ExportGraph` (``export_graphs()``
+on each registered model) and :func:`export_model` writes them all.
+
+Weights are embedded in the ``.onnx`` file (one self-contained file) unless they exceed
+:data:`EXTERNAL_DATA_BYTES`; then they go to ``<file>.data`` next to it (ONNX protobuf files are
+limited to 2 GB). Every model of this project, ``paper`` sizes included, stays embedded.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+#: Default bound on ``max |onnxruntime - torch|`` for float32 graphs. Float32 reorderings of a
+#: few thousand multiply-adds differ by ~1e-6 relative; 1e-4 absolute leaves room for deep graphs
+#: while catching any real mismatch (a wrong op or mask gives errors of order 1e-2 and up).
+DEFAULT_ATOL = 1e-4
+#: Weights above this size are written as external data next to the ``.onnx`` file.
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+class ExportMismatchError(RuntimeError):
+    """The exported graph's outputs differ from torch's by more than the allowed bound."""
+
+
+@dataclass
+class ExportGraph:
+    """One graph a model exports: the module, example inputs, names and dynamic axes.
+
+    ``dynamic_axes`` maps an input name to ``{axis: dim name or torch.export.Dim}``; axes with the
+    same name share one symbolic size.
+    """
+
+    module: nn.Module
+    example_inputs: tuple[Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    dynamic_axes: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
+
+
+def _dynamic_shapes(
+    input_names: Sequence[str], dynamic_axes: Mapping[str, Mapping[int, Any]]
+) -> tuple[dict[int, Any] | None, ...]:
+    """Turn ``{input: {axis: name | Dim}}`` into torch.export's per-input tuple of dicts."""
+    unknown = sorted(set(dynamic_axes) - set(input_names))
+    if unknown:
+        raise ValueError(
+            f"Invalid value for 'dynamic_axes': inputs {unknown} are not in "
+            f"input_names={list(input_names)}."
+        )
+    dims: dict[str, Any] = {}
+    shapes = []
+    for name in input_names:
+        axes = dynamic_axes.get(name)
+        if not axes:
+            shapes.append(None)
+            continue
+        spec = {}
+        for axis, dim in axes.items():
+            if isinstance(dim, str):
+                dim = dims.setdefault(dim, torch.export.Dim(dim, min=1))
+            spec[int(axis)] = dim
+        shapes.append(spec)
+    return tuple(shapes)
+
+
+def fresh_inputs(
+    example_inputs: Sequence[Tensor],
+    input_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, Any]],
+    grow: int = 3,
+    seed: int = 0,
+) -> tuple[Tensor, ...]:
+    """Random inputs like the example, with every dynamic axis ``grow`` longer.
+
+    Float inputs are standard normal; integer and bool inputs are drawn from the values the
+    example holds (so subject indices stay valid and masks keep both states).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for name, example in zip(input_names, example_inputs, strict=True):
+        shape = list(example.shape)
+        for axis in dynamic_axes.get(name, {}):
+            shape[int(axis)] += grow
+        if example.is_floating_point():
+            value = torch.randn(shape, generator=generator, dtype=example.dtype)
+        else:
+            pool = example.reshape(-1).cpu()
+            index = torch.randint(len(pool), shape, generator=generator)
+            value = pool[index]
+        out.append(value.to(example.device))
+    return tuple(out)
+
+
+def _to_numpy(outputs: Any) -> list[np.ndarray]:
+    """Flatten a tensor or tuple of tensors into numpy arrays."""
+    if isinstance(outputs, Tensor):
+        outputs = (outputs,)
+    return [o.detach().cpu().numpy() for o in outputs]
+
+
+def _param_bytes(module: nn.Module) -> int:
+    """Bytes of parameters and buffers."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def export_onnx(
+    module: nn.Module,
+    example_inputs: Sequence[Tensor],
+    path: str | os.PathLike,
+    *,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    dynamic_axes: Mapping[str, Mapping[int, Any]] | None = None,
+    check_inputs: Sequence[Sequence[Tensor]] | None = None,
+    atol: float = DEFAULT_ATOL,
+    external_data: bool | None = None,
+) -> dict[str, Any]:
+    """Export ``module`` to ONNX (dynamo exporter), then verify it in onnxruntime against torch.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Exported in eval mode (the training flags of it and its submodules are restored).
+    example_inputs : sequence of Tensor
+        Inputs used to trace the graph.
+    path : path-like
+        Destination ``.onnx`` file (parent folders are created).
+    input_names, output_names : sequence of str
+        Names of the graph's inputs and outputs, in order.
+    dynamic_axes : dict, optional
+        ``{input_name: {axis: dim_name or torch.export.Dim}}``; equal names share one size.
+    check_inputs : sequence of input tuples, optional
+        Inputs to compare torch and onnxruntime on. Default: the example inputs and
+        :func:`fresh_inputs` (every dynamic axis 3 longer).
+    atol : float
+        Largest allowed ``max |onnxruntime - torch|`` over all outputs and checks.
+    external_data : bool, optional
+        Write weights to a side file. Default: only above :data:`EXTERNAL_DATA_BYTES`.
+
+    Returns
+    -------
+    report : dict
+        ``path``, ``max_abs_diff`` (over all checks and outputs), ``max_abs_diff_per_output``,
+        ``check_shapes`` (input shapes of each check), ``atol``, ``external_data``, ``file_bytes``.
+
+    Raises
+    ------
+    ExportMismatchError
+        If onnxruntime and torch differ by more than ``atol`` (or in output shapes).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dynamic_axes = dict(dynamic_axes or {})
+    inputs = tuple(example_inputs)
+    if len(input_names) != len(inputs):
+        raise ValueError(
+            f"Invalid value for 'input_names': {len(input_names)} names for {len(inputs)} inputs."
+        )
+    if external_data is None:
+        external_data = _param_bytes(module) > EXTERNAL_DATA_BYTES
+    modes = {sub: sub.training for sub in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            # The exporter warns about its own internals (e.g. deprecated torch APIs it calls);
+            # pytest turns warnings into errors, and they say nothing about this model.
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                module,
+                inputs,
+                dynamo=True,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_shapes=_dynamic_shapes(input_names, dynamic_axes),
+                optimize=True,
+                verbose=False,
+            )
+            program.save(str(path), external_data=external_data)
+        if check_inputs is None:
+            check_inputs = [inputs, fresh_inputs(inputs, input_names, dynamic_axes)]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        per_output = np.zeros(len(output_names))
+        for check in check_inputs:
+            with torch.no_grad():
+                expected = _to_numpy(module(*check))
+            feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names, check, strict=True)}
+            got = session.run(list(output_names), feed)
+            for i, (want, have) in enumerate(zip(expected, got, strict=True)):
+                if want.shape != have.shape:
+                    raise ExportMismatchError(
+                        f"Output '{output_names[i]}' of {path.name} has shape {have.shape} in "
+                        f"onnxruntime but {want.shape} in torch for inputs of shapes "
+                        f"{[tuple(t.shape) for t in check]}: a dynamic axis was specialised."
+                    )
+                per_output[i] = max(per_output[i], float(np.max(np.abs(want - have), initial=0.0)))
+    finally:
+        for sub, mode in modes.items():
+            sub.training = mode
+    max_abs_diff = float(per_output.max(initial=0.0))
+    if not max_abs_diff <= atol:
+        raise ExportMismatchError(
+            f"Exported graph {path} differs from torch: max |onnxruntime - torch| = "
+            f"{max_abs_diff:.3g} > atol={atol:g} (per output: "
+            f"{dict(zip(output_names, per_output.tolist()))}). The graph does not compute what "
+            "the model computes; do not ship it."
+        )
+    return {
+        "path": str(path),
+        "max_abs_diff": max_abs_diff,
+        "max_abs_diff_per_output": dict(zip(output_names, per_output.tolist())),
+        "check_shapes": [[tuple(t.shape) for t in check] for check in check_inputs],
+        "atol": atol,
+        "external_data": bool(external_data),
+        "file_bytes": path.stat().st_size,
+    }
+
+
+def export_model(
+    model: nn.Module, out_dir: str | os.PathLike, atol: float = DEFAULT_ATOL
+) -> dict[str, dict[str, Any]]:
+    """Export every graph of ``model.export_graphs()`` to ``out_dir/<graph>.onnx``, verified.
+
+    Returns ``{graph name: export_onnx report}``.
+    """
+    if not hasattr(model, "export_graphs"):
+        raise ValueError(
+            f"Invalid value for 'model': {type(model).__name__} has no export_graphs() method, so "
+            "its ONNX graphs are unknown. Register models that list their graphs."
+        )
+    modes = {sub: sub.training for sub in model.modules()}
+    model.eval()
+    try:
+        graphs = model.export_graphs()
+    finally:
+        for sub, mode in modes.items():
+            sub.training = mode
+    reports = {}
+    for name, graph in graphs.items():
+        reports[name] = export_onnx(
+            graph.module,
+            graph.example_inputs,
+            Path(out_dir) / f"{name}.onnx",
+            input_names=graph.input_names,
+            output_names=graph.output_names,
+            dynamic_axes=graph.dynamic_axes,
+            atol=atol,
+        )
+    return reports
