@@ -88,7 +88,7 @@ class ChannelSpec:
         """Return a JSON-serialisable dict (positions as lists, NaN as None)."""
         pos = None
         if self.positions is not None:
-            pos = [[None if not np.isfinite(v) else float(v) for v in row] for row in self.positions]
+            pos = [[float(v) if np.isfinite(v) else None for v in row] for row in self.positions]
         return {
             "names": list(self.names),
             "types": list(self.types),

@@ -1,0 +1,340 @@
+"""The base class of LSL consumers: inlet, worker thread, clock offset, loss and reconnection.
+
+:class:`InletWorker` is the one place that owns an inlet's life: resolving the stream, opening
+the inlet, clock correction, the worker thread, loss detection and reconnection, and the handling
+of worker errors. :class:`~acquisition.stream.StreamSource` and
+:class:`~acquisition.markers.MarkerSource` only say how to validate a stream and what to do with
+each pulled chunk.
+
+Inlets are opened with ``recover=False``. liblsl's own recovery (``recover=True``) reconnects
+silently, without any signal to the application, so a source could neither report the loss
+within a second nor reset its dejitter and measure the outage. Here a lost connection raises
+``LostError`` at once (the outlet's TCP connection closes when its process dies); the worker then
+marks the source lost, keeps its buffer, and watches the network with a ``ContinuousResolver``
+for a compatible stream with the same ``source_id``, name and type, and reopens it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+
+import pylsl
+from pylsl.util import LostError
+from pylsl.util import TimeoutError as LSLTimeoutError
+
+from acquisition._lsl import (
+    HAS_MIN_SAMPLES,
+    StreamNotFoundError,
+    describe,
+    query_predicate,
+    resolve_stream,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable: when "1", a worker error is re-raised from the next public call.
+RAISE_ENV = "BCI_APP_RAISE_STREAM_ERRORS"
+
+
+class InletWorker:
+    """Base class of LSL consumers: one inlet, one worker thread, loss detection, reconnection.
+
+    Subclasses implement :meth:`_check_info`, :meth:`_on_open` and :meth:`_pull`, and may override
+    :meth:`_prefer`, :meth:`_on_lost` and the class attributes below.
+    """
+
+    #: What the consumer is called in messages.
+    _what = "stream"
+    #: Seconds between two refreshes of the clock offset.
+    _clock_refresh_s = 5.0
+    #: Seconds without data after which a regular stream is reported stalled.
+    _stall_s = 1.0
+
+    def __init__(
+        self,
+        name: str | None,
+        stype: str | None,
+        source_id: str | None,
+        *,
+        resolve_timeout: float,
+        max_buflen: int,
+        background: bool = True,
+    ) -> None:
+        self._query = (name, stype, source_id)
+        query_predicate(name, stype, source_id)  # validate now, not at connect()
+        if not resolve_timeout > 0:
+            raise ValueError(
+                f"Invalid value for 'resolve_timeout': {resolve_timeout!r}; it must be > 0 s."
+            )
+        self._resolve_timeout = float(resolve_timeout)
+        self._max_buflen = int(max_buflen)
+        self._background = bool(background)
+        self._inlet: pylsl.StreamInlet | None = None
+        self._info: pylsl.StreamInfo | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._state = "disconnected"
+        self._reconnections = 0
+        self._last_error: str | None = None
+        self._pending_error: BaseException | None = None
+        self._resolver: pylsl.ContinuousResolver | None = None
+        self._rejected: set[str] = set()
+        self._tc = 0.0
+        self._tc_at = -float("inf")
+        self._last_data_at = 0.0
+        self._regular = False
+
+    # ----------------------------------------------------------------- public lifecycle
+    @property
+    def info(self) -> pylsl.StreamInfo:
+        """Full ``StreamInfo`` (with its description) of the connected stream."""
+        if self._info is None:
+            raise RuntimeError(f"connect() the {self._what} before reading its info.")
+        return self._info
+
+    @property
+    def worker_thread(self) -> threading.Thread | None:
+        """The worker thread while connected (for monitoring, e.g. its CPU time)."""
+        return self._thread
+
+    @property
+    def connected(self) -> bool:
+        """Whether the inlet is open and data is flowing (False while lost or stalled)."""
+        return self._state == "connected"
+
+    def connect(self) -> InletWorker:
+        """Resolve the stream, open the inlet and start the worker; returns ``self``."""
+        self._raise_pending()
+        if self._state != "disconnected":
+            warnings.warn(
+                f"The {self._what} is already connected; connect() did nothing.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self
+        info = resolve_stream(*self._query, self._resolve_timeout, self._prefer)
+        self._check_info(info)
+        try:
+            inlet, full = self._open_inlet(info)
+        except (LostError, LSLTimeoutError) as exc:
+            raise StreamNotFoundError(
+                f"Found {describe(info)} but could not open it ({exc}). Check that its outlet "
+                "is still running, then connect() again."
+            ) from exc
+        self._info = full
+        self._regular = full.nominal_srate() > 0
+        self._on_open(full, first=True)
+        self._inlet = inlet
+        self._stop.clear()
+        self._set_state("connected")
+        self._last_data_at = pylsl.local_clock()
+        if self._background:
+            self._thread = threading.Thread(
+                target=self._run, name=f"bci-app-{self._what}-{full.name()}", daemon=True
+            )
+            self._thread.start()
+        logger.info("Connected %s: %s", self._what, describe(full))
+        return self
+
+    def disconnect(self) -> None:
+        """Stop the worker and close the inlet; the buffered data stays readable."""
+        if self._state == "disconnected":
+            warnings.warn(
+                f"The {self._what} is not connected; disconnect() did nothing.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._raise_pending()
+            return
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+        self._on_close()
+        if self._inlet is not None:
+            self._inlet.close_stream()
+        self._inlet = None
+        self._resolver = None
+        self._set_state("disconnected")
+        self._raise_pending()
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        if self._state != "disconnected":
+            self.disconnect()
+
+    # ----------------------------------------------------------------- subclass hooks
+    def _prefer(self, info: pylsl.StreamInfo) -> bool:
+        """Whether ``info`` is the preferred kind of stream when several match."""
+        return True
+
+    def _check_info(self, info: pylsl.StreamInfo) -> None:
+        """Raise ValueError if the stream cannot be consumed."""
+        raise NotImplementedError
+
+    def _on_open(self, info: pylsl.StreamInfo, first: bool) -> None:
+        """Prepare for data from a newly opened inlet (``first`` on connect())."""
+        raise NotImplementedError
+
+    def _pull(self, inlet: pylsl.StreamInlet, timeout: float) -> int:
+        """Pull and handle what is available; return the number of samples received."""
+        raise NotImplementedError
+
+    def _on_lost(self) -> None:
+        """Called when the connection is lost (from the worker)."""
+
+    def _on_close(self) -> None:
+        """Called by disconnect() once the worker has stopped."""
+
+    # ----------------------------------------------------------------- worker
+    def _set_state(self, state: str) -> None:
+        self._state = state
+
+    def _raise_pending(self) -> None:
+        err, self._pending_error = self._pending_error, None
+        if err is not None:
+            raise err
+
+    def _open_inlet(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+        """Open an inlet on ``info``, fetch the full info and the first clock offset."""
+        inlet = pylsl.StreamInlet(info, max_buflen=self._max_buflen, recover=False)
+        full = inlet.info(timeout=2.0)
+        inlet.open_stream(timeout=2.0)
+        try:
+            self._tc = inlet.time_correction(timeout=2.0)
+        except LSLTimeoutError:
+            logger.warning("No clock offset for %s yet; assuming 0 for now.", describe(full))
+        self._tc_at = pylsl.local_clock()
+        return inlet, full
+
+    def _run(self) -> None:
+        timeout = 0.05 if HAS_MIN_SAMPLES else 0.0
+        while not self._stop.is_set():
+            try:
+                self._step(timeout)
+            except Exception as exc:
+                self._fail(exc)
+                if self._pending_error is not None:
+                    return
+                self._stop.wait(0.5)
+
+    def _step(self, timeout: float) -> int:
+        """Do one unit of work: pull from the inlet, or look for the lost stream."""
+        inlet = self._inlet
+        if inlet is None:
+            self._try_reconnect()
+            return 0
+        try:
+            self._refresh_clock(inlet)
+            n = self._pull(inlet, timeout)
+        except LostError:
+            self._mark_lost()
+            return 0
+        self._watch_stall(n)
+        if n == 0 and not HAS_MIN_SAMPLES and self._background:
+            self._stop.wait(0.002)
+        return n
+
+    def _refresh_clock(self, inlet: pylsl.StreamInlet) -> None:
+        """Update the clock offset every few seconds (instant once liblsl has an estimate)."""
+        now = pylsl.local_clock()
+        if now - self._tc_at <= self._clock_refresh_s:
+            return
+        self._tc_at = now
+        try:
+            self._tc = inlet.time_correction(timeout=0.2)
+        except LSLTimeoutError:
+            logger.debug("No new clock offset for %r; keeping %.6f s.", self._info.name(), self._tc)
+
+    def _watch_stall(self, n: int) -> None:
+        now = pylsl.local_clock()
+        if n:
+            self._last_data_at = now
+            if self._state == "stalled":
+                logger.warning("%s %r: data flows again.", self._what, self._info.name())
+                self._set_state("connected")
+        elif (
+            self._state == "connected"
+            and self._regular
+            and now - self._last_data_at > self._stall_s
+        ):
+            logger.warning(
+                "%s %r: no data for %.1f s (outlet stalled or unreachable).",
+                self._what,
+                self._info.name(),
+                now - self._last_data_at,
+            )
+            self._set_state("stalled")
+
+    def _mark_lost(self) -> None:
+        info = self._info
+        self._inlet = None
+        self._set_state("lost")
+        self._on_lost()
+        pred = query_predicate(info.name(), info.type(), info.source_id() or None)
+        self._resolver = pylsl.ContinuousResolver(pred=pred, forget_after=2.0)
+        self._rejected.clear()
+        logger.warning(
+            "%s lost: %s. The buffer is kept; waiting for a stream matching %s to reconnect.",
+            self._what.capitalize(),
+            describe(info),
+            pred,
+        )
+
+    def _compatible(self, candidate: pylsl.StreamInfo) -> str | None:
+        """Return why ``candidate`` cannot replace the lost stream, or None if it can."""
+        old = self._info
+        for what, a, b in (
+            ("channel count", old.channel_count(), candidate.channel_count()),
+            ("sampling rate", old.nominal_srate(), candidate.nominal_srate()),
+            ("channel format", old.channel_format(), candidate.channel_format()),
+        ):
+            if a != b:
+                return f"its {what} is {b} instead of {a}"
+        return None
+
+    def _try_reconnect(self) -> None:
+        if self._resolver is None:
+            self._stop.wait(0.05)
+            return
+        for candidate in self._resolver.results():
+            reason = self._compatible(candidate)
+            if reason is not None:
+                if candidate.uid() not in self._rejected:
+                    self._rejected.add(candidate.uid())
+                    self._last_error = f"Not reconnecting to {describe(candidate)}: {reason}."
+                    logger.warning(self._last_error)
+                continue
+            try:
+                inlet, full = self._open_inlet(candidate)
+            except (LostError, LSLTimeoutError):
+                continue  # it went away again before we could open it
+            if self._stop.is_set():
+                return  # disconnect() was called meanwhile
+            self._on_open(full, first=False)
+            self._info = full
+            self._inlet = inlet
+            self._resolver = None
+            self._reconnections += 1
+            self._last_data_at = pylsl.local_clock()
+            self._set_state("connected")
+            logger.warning("%s reconnected: %s", self._what.capitalize(), describe(full))
+            return
+        if self._background:
+            self._stop.wait(0.05)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Log a worker error, mark the source unhealthy, and store it or start recovering."""
+        logger.exception("%s worker failed: %r", self._what.capitalize(), exc)
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if os.environ.get(RAISE_ENV, "0") == "1":
+            self._inlet = None
+            self._set_state("lost")
+            self._pending_error = exc
+        else:
+            self._mark_lost()
