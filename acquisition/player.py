@@ -1,0 +1,471 @@
+"""Stream a recording to LSL as if it were live: data stream plus a string marker stream.
+
+Timeline: sample ``i`` (counted from the start, across loops) carries the LSL timestamp
+``t0 + i / (sfreq * speed)`` for a numeric ``speed``, where ``t0`` is the ``local_clock()`` at
+the first push; each chunk is pushed once the clock reaches its last sample's timestamp, its due
+time computed from ``t0`` and the sample count (never from summed sleeps), so pacing does not
+drift. With ``speed="max"`` sample ``i`` is stamped ``t0 + i / sfreq`` (the recording's own time
+base, ahead of the clock) and chunks go out back to back.
+
+``"max"`` policy: the player waits for a consumer before the first chunk and pauses whenever the
+data outlet has none, so nothing is pushed into the void. LSL gives an outlet no word on how far
+a consumer has read, so the player cannot slow down for a slow reader: a consumer that falls
+further behind than the LSL buffers (the outlet's ``max_buffered`` and the inlet's
+``max_buflen``, both in seconds of stream data, 360 s by default) loses the oldest samples.
+Consumers that cannot keep up should use a numeric speed. Connect the marker inlet before the data
+inlet: markers pushed before a consumer connects are not delivered (LSL keeps no history).
+
+Controls: :meth:`Player.pause` holds the replay before its next chunk and :meth:`Player.resume`
+continues it. At a numeric speed the timeline is re-anchored on resume: the next sample is stamped
+when it goes out (never before the previous one), so a pause appears to consumers as what it is,
+time without data (a gap), and pacing stays on the clock. :meth:`Player.seek` makes the next chunk
+start at another sample of the recording, with the timestamps running on (no jump in time);
+markers go out from the new position on.
+
+Markers go out on ``<name>-markers`` (source_id ``<source_id>-markers``), each stamped with the
+exact timestamp of the data sample it belongs to (the nearest sample), just before that sample's
+chunk. Gaps in a recording's timestamps (e.g. XDF) are not reproduced: samples are played back to
+back at the nominal rate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+import pylsl
+
+from acquisition.channels import ChannelSpec, make_stream_info
+from acquisition.io import RecordingReader, open_recording
+from acquisition.outlets import DataOutlet, MarkerOutlet
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable: when "1", a worker error is re-raised from the next stop() or join().
+RAISE_ENV = "BCI_APP_RAISE_STREAM_ERRORS"
+
+#: Default chunk length in seconds of data (the chunk size is this times the rate, at least 1).
+DEFAULT_CHUNK_S = 0.02
+# Samples are read from files in blocks of about this many seconds, then pushed chunk by chunk.
+_READ_BLOCK_S = 1.0
+_CONSUMER_POLL_S = 0.1
+
+
+def check_speed(speed: Any) -> float | str:
+    """Return a valid replay speed: a finite float > 0, or ``"max"``.
+
+    Numeric strings (``"2"``, from a command line) are accepted as numbers.
+    """
+    value = speed
+    if isinstance(speed, str):
+        if speed.strip().lower() == "max":
+            return "max"
+        try:
+            value = float(speed)
+        except ValueError:
+            value = None
+    elif isinstance(speed, bool) or not isinstance(speed, int | float | np.integer | np.floating):
+        value = None
+    if value is None or not (np.isfinite(value) and value > 0):
+        raise ValueError(
+            f"Invalid value for 'speed': {speed!r}. Use a number > 0 (1 = real time, 10 = ten "
+            "times faster) or 'max' (as fast as the consumer reads)."
+        )
+    return float(value)
+
+
+def _default_stype(channels: ChannelSpec, meta: dict) -> str:
+    """LSL stream type for a recording: its own if known, else from its channel types."""
+    for key in ("stype", "stream_type", "type"):
+        if isinstance(meta.get(key), str) and meta[key]:
+            return meta[key]
+    types = set(channels.types)
+    if types & {"mag", "grad"}:
+        return "MEG"
+    if types & {"seeg", "ecog", "dbs"}:
+        return "iEEG"
+    if "eeg" in types:
+        return "EEG"
+    return "misc"
+
+
+class Player:
+    """Replay a recording file (or :class:`Recording`) to LSL from a worker thread.
+
+    Parameters
+    ----------
+    source : path-like | Recording | mne_bids.BIDSPath
+        What to play; anything :func:`acquisition.io.open_recording` opens. MNE formats are read
+        block by block while playing; XDF is loaded whole.
+    speed : float | "max"
+        1.0 plays in real time, N plays N times faster, ``"max"`` as fast as a consumer reads
+        (see the module docstring for the policy).
+    loop : bool
+        Restart from the beginning at the end, with continuing timestamps, until :meth:`stop`.
+    name, source_id : str | None
+        LSL name and source_id of the data stream (default: the recording's). The marker
+        stream is ``<name>-markers`` / ``<source_id>-markers``.
+    chunk_size : int | None
+        Samples per pushed chunk (default: 20 ms of data, at least 1).
+    stype : str | None
+        LSL stream type (default: the recording's, else MEG/iEEG/EEG from its channel types).
+    stream : str | None
+        XDF only: the data stream to play when the file holds several.
+    max_buffered : float
+        Seconds of data the outlets buffer per consumer (LSL's ``max_buffered``).
+    wait_for_consumer : bool
+        Numeric speeds: hold the first sample until a consumer connects to the data stream (the
+        clock starts then). ``"max"`` always waits, and also pauses while no consumer is there.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        speed: float | str = 1.0,
+        loop: bool = False,
+        name: str | None = None,
+        source_id: str | None = None,
+        chunk_size: int | None = None,
+        stype: str | None = None,
+        stream: str | None = None,
+        max_buffered: float = 360,
+        wait_for_consumer: bool = False,
+    ) -> None:
+        self._speed = check_speed(speed)
+        self._reader: RecordingReader = open_recording(source, stream=stream)
+        if self._reader.n_times == 0:
+            raise ValueError(f"Invalid value for 'source': {source!r} holds no samples to play.")
+        sfreq = self._reader.sfreq
+        if chunk_size is None:
+            chunk_size = max(1, round(DEFAULT_CHUNK_S * sfreq))
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(
+                f"Invalid value for 'chunk_size': {chunk_size!r}; it must be an int >= 1 "
+                "(samples per chunk), or None for 20 ms of data."
+            )
+        self._chunk_size = chunk_size
+        self._loop = bool(loop)
+        self._max_buffered = max_buffered
+        self._wait_first = bool(wait_for_consumer)
+        name = name or self._reader.name
+        source_id = source_id or self._reader.source_id
+        stype = stype or _default_stype(self._reader.channels, self._reader.meta)
+        self._stream_args = (name, stype, self._reader.channels, sfreq, source_id)
+        self._info = make_stream_info(*self._stream_args)
+        self._marker_info = pylsl.StreamInfo(
+            f"{name}-markers",
+            "Markers",
+            1,
+            pylsl.IRREGULAR_RATE,
+            pylsl.cf_string,
+            f"{source_id}-markers",
+        )
+        samples = self._reader.marker_samples()
+        order = np.argsort(samples, kind="stable")
+        self._marker_samples = samples[order]
+        self._marker_values = [self._reader.markers[i].value for i in order]
+        self._outlet: DataOutlet | None = None
+        self._marker_outlet: MarkerOutlet | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._done = threading.Event()
+        self._n_samples_sent = 0
+        self._start_timestamp: float | None = None
+        self._resume_event = threading.Event()
+        self._resume_event.set()
+        self._control_lock = threading.Lock()
+        self._seek_to: int | None = None
+        self._position = 0
+        self._error: BaseException | None = None
+        self._pending_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def info(self) -> pylsl.StreamInfo:
+        """LSL description of the data stream (name, type, source_id, channel metadata)."""
+        return self._info
+
+    @property
+    def marker_info(self) -> pylsl.StreamInfo:
+        """LSL name, type and source_id of the marker stream."""
+        return self._marker_info
+
+    @property
+    def name(self) -> str:
+        """LSL name of the data stream (the marker stream is ``<name>-markers``)."""
+        return self._info.name()
+
+    @property
+    def source_id(self) -> str:
+        """LSL source_id of the data stream (the marker stream's is ``<source_id>-markers``)."""
+        return self._info.source_id()
+
+    @property
+    def reader(self) -> RecordingReader:
+        """The opened recording: rate, channels, markers, length."""
+        return self._reader
+
+    @property
+    def speed(self) -> float | str:
+        """Replay speed (a float, or ``"max"``)."""
+        return self._speed
+
+    @property
+    def chunk_size(self) -> int:
+        """Samples per pushed chunk."""
+        return self._chunk_size
+
+    @property
+    def n_samples_sent(self) -> int:
+        """Samples pushed so far (across loops)."""
+        return self._n_samples_sent
+
+    @property
+    def position(self) -> int:
+        """Recording sample the next pushed chunk starts at (a pending :meth:`seek` included)."""
+        with self._control_lock:
+            return self._position if self._seek_to is None else self._seek_to
+
+    @property
+    def paused(self) -> bool:
+        """Whether :meth:`pause` holds the replay."""
+        return not self._resume_event.is_set()
+
+    @property
+    def start_timestamp(self) -> float | None:
+        """LSL timestamp of the first sample (None until it is pushed)."""
+        return self._start_timestamp
+
+    @property
+    def done(self) -> threading.Event:
+        """Set when playing has ended: the recording is over, :meth:`stop` was called, or error."""
+        return self._done
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that ended the worker, if any (it is also logged)."""
+        return self._error
+
+    def start(self) -> Player:
+        """Create the LSL outlets and start playing in a worker thread."""
+        if self._thread is not None:
+            raise RuntimeError(
+                "This Player was already started; a Player plays once. Create a new Player to "
+                "play the recording again."
+            )
+        self._marker_outlet = MarkerOutlet(
+            self._marker_info.name(), self._marker_info.source_id(), self._marker_info.type()
+        )
+        self._outlet = DataOutlet(
+            *self._stream_args, chunk_size=self._chunk_size, max_buffered=self._max_buffered
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=f"Player-{self._info.source_id()}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop playing and close the outlets; safe to call twice or before :meth:`start`."""
+        self._stop_event.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        for outlet in (self._outlet, self._marker_outlet):
+            if outlet is not None:
+                outlet.close()
+        self._outlet = None
+        self._marker_outlet = None
+        self._done.set()
+        self._raise_pending()
+
+    def pause(self) -> None:
+        """Hold the replay before its next chunk (also before :meth:`start`); see the module doc."""
+        self._check_playable("pause")
+        if not self._resume_event.is_set():
+            warnings.warn(
+                "The player is already paused; pause() did nothing.", RuntimeWarning, stacklevel=2
+            )
+            return
+        self._resume_event.clear()
+
+    def resume(self) -> None:
+        """Continue a paused replay; the next sample is stamped when it goes out."""
+        self._check_playable("resume")
+        if self._resume_event.is_set():
+            warnings.warn(
+                "The player is not paused; resume() did nothing.", RuntimeWarning, stacklevel=2
+            )
+            return
+        self._resume_event.set()
+
+    def seek(self, sample: int) -> None:
+        """Make the next chunk start at ``sample`` of the recording (0-based).
+
+        Works while playing, paused, or before :meth:`start`; timestamps run on without a jump
+        and markers go out from the new position on.
+        """
+        n_times = self._reader.n_times
+        if isinstance(sample, bool) or not isinstance(sample, int | np.integer):
+            raise TypeError(
+                f"Invalid type for 'sample': expected an int (sample index), got {sample!r}. "
+                "Convert seconds with round(seconds * player.reader.sfreq)."
+            )
+        if not 0 <= sample < n_times:
+            raise ValueError(
+                f"Invalid value for 'sample': {sample}; the recording has {n_times} samples, so "
+                f"seek to 0..{n_times - 1}."
+            )
+        self._check_playable("seek")
+        with self._control_lock:
+            self._seek_to = int(sample)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until playing ends; return whether it did within ``timeout`` seconds."""
+        finished = self._done.wait(timeout)
+        self._raise_pending()
+        return finished
+
+    def __enter__(self) -> Player:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Player {self._info.name()!r} source_id={self._info.source_id()!r} "
+            f"speed={self._speed!r} loop={self._loop} sent={self._n_samples_sent}>"
+        )
+
+    # ------------------------------------------------------------------ worker
+    def _check_playable(self, action: str) -> None:
+        if self._done.is_set():
+            raise RuntimeError(
+                f"Cannot {action}(): this Player has finished (end of the recording, stop() or "
+                "an error). Create a new Player and seek() it to play again."
+            )
+
+    def _take_seek(self) -> int | None:
+        """Return and clear a pending seek target."""
+        with self._control_lock:
+            target, self._seek_to = self._seek_to, None
+            return target
+
+    def _raise_pending(self) -> None:
+        """Re-raise a worker error once, from the caller's thread (tests: RAISE_ENV=1)."""
+        err, self._pending_error = self._pending_error, None
+        if err is not None:
+            raise err
+
+    def _run(self) -> None:
+        try:
+            self._play()
+        except Exception as err:
+            self._error = err
+            logger.exception("Player %r failed", self._info.source_id())
+            if os.environ.get(RAISE_ENV, "0") == "1":
+                self._pending_error = err
+        finally:
+            self._done.set()
+
+    def _play(self) -> None:
+        """Push every chunk (and its markers) at its due time; loop if asked."""
+        sfreq, n_times = self._reader.sfreq, self._reader.n_times
+        self._rate = sfreq if self._speed == "max" else sfreq * self._speed
+        chunk = self._chunk_size
+        block = chunk * max(1, round(_READ_BLOCK_S * sfreq / chunk))
+        self._anchor: tuple[float, int] | None = None  # (timestamp, samples sent) of the timeline
+        self._sent = 0
+        pos = self._take_seek() or 0
+        while True:
+            while pos < n_times:
+                next_pos = self._play_block(pos, block, chunk)
+                if next_pos is None:
+                    return
+                pos = next_pos
+            if not self._loop:
+                return
+            pos = 0
+
+    def _play_block(self, start: int, block: int, chunk: int) -> int | None:
+        """Push samples ``start..start+block-1``; return where to go on (None: stopped)."""
+        samples = np.ascontiguousarray(self._reader.read(start, start + block)[0], np.float32)
+        marker_pos = int(np.searchsorted(self._marker_samples, start, side="left"))
+        for first in range(0, samples.shape[0], chunk):
+            data = samples[first : first + chunk]
+            stamps = self._next_stamps(data.shape[0])
+            if stamps is None:
+                return None
+            target = self._take_seek()
+            if target is not None:
+                return target
+            marker_pos = self._push_markers(marker_pos, start + first, stamps)
+            self._outlet.push_chunk(data, stamps)
+            self._sent += data.shape[0]
+            self._n_samples_sent = self._sent
+            with self._control_lock:
+                self._position = start + first + data.shape[0]
+        return start + samples.shape[0]
+
+    def _next_stamps(self, n: int) -> np.ndarray | None:
+        """Wait until the next ``n`` samples are due (holding while paused); None if stopped."""
+        while True:
+            if not self._hold() or not self._wait_for_consumer():
+                return None
+            stamps = self._stamps(n)
+            if not self._wait_until(stamps[-1]):
+                return None
+            if self._resume_event.is_set():  # not paused while waiting
+                return stamps
+
+    def _stamps(self, n: int) -> np.ndarray:
+        """Timestamps of the next ``n`` samples on the (possibly re-anchored) timeline."""
+        if self._anchor is None:
+            self._start_timestamp = pylsl.local_clock()
+            self._anchor = (self._start_timestamp, 0)
+        t0, sent0 = self._anchor
+        return t0 + (self._sent - sent0 + np.arange(n)) / self._rate
+
+    def _hold(self) -> bool:
+        """Wait while paused; re-anchor the timeline on resume. False if stopped."""
+        if not self._resume_event.is_set():
+            while not self._resume_event.wait(_CONSUMER_POLL_S):
+                if self._stop_event.is_set():
+                    return False
+            if self._anchor is not None and self._speed != "max":
+                t0, sent0 = self._anchor
+                next_due = t0 + (self._sent - sent0) / self._rate
+                self._anchor = (max(pylsl.local_clock(), next_due), self._sent)
+        return not self._stop_event.is_set()
+
+    def _wait_for_consumer(self) -> bool:
+        """Block until the data outlet has a consumer if the policy says so; False if stopped."""
+        if self._speed == "max" or (self._wait_first and self._start_timestamp is None):
+            while not self._outlet.have_consumers():
+                if self._stop_event.is_set():
+                    return False
+                self._outlet.wait_for_consumers(_CONSUMER_POLL_S)
+        return not self._stop_event.is_set()
+
+    def _wait_until(self, due: float) -> bool:
+        """Sleep until the LSL clock reaches ``due`` (paced speeds only); False if stopped."""
+        if self._speed == "max":
+            return not self._stop_event.is_set()
+        delay = due - pylsl.local_clock()
+        if delay > 0:
+            return not self._stop_event.wait(delay)
+        return not self._stop_event.is_set()
+
+    def _push_markers(self, pos: int, first: int, stamps: np.ndarray) -> int:
+        """Push markers of samples ``first..first+len(stamps)-1`` (of this pass)."""
+        stop = first + stamps.shape[0]
+        while pos < len(self._marker_values) and self._marker_samples[pos] < stop:
+            timestamp = float(stamps[self._marker_samples[pos] - first])
+            self._marker_outlet.push(self._marker_values[pos], timestamp)
+            pos += 1
+        return pos
