@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install everything bci-app needs.
+#
+# CPU-only machine: onnxruntime + the CPU build of torch. Machine with an NVIDIA GPU (nvidia-smi
+# works): onnxruntime-gpu + the CUDA build of torch. Override with BCI_APP_DEVICE=cpu|gpu.
+# Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
+# Usage: source it (`. scripts/setup.sh`) or run it; it leaves the venv path in $BCI_APP_VENV.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${BCI_APP_VENV:-$root/.venv}"
+py="${PYTHON:-python3}"
+
+"$py" - <<'PYCHECK' || { echo "bci-app needs Python >= 3.10 (set PYTHON=/path/to/python3.x)" >&2; exit 1; }
+import sys; sys.exit(sys.version_info < (3, 10))
+PYCHECK
+
+device="${BCI_APP_DEVICE:-}"
+if [ -z "$device" ]; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then device=gpu; else device=cpu; fi
+fi
+
+# espeak-ng gives the simulator's listening task real synthesized speech (optional: the simulator
+# falls back to a documented synthetic envelope without it).
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing espeak-ng (Debian package) for the listening simulator"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } \
+      || echo "[setup] could not install espeak-ng; the listening simulator will use its fallback" >&2
+  else
+    echo "[setup] espeak-ng not found; install it (e.g. 'sudo apt-get install espeak-ng') for real speech in the listening simulator" >&2
+  fi
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+  echo "[setup] creating virtual environment $venv"
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+fi
+pip=("$venv/bin/python" -m pip)
+
+stamp="$venv/.bci-app-installed-$device"
+want="$(cat "$root/pyproject.toml" "$root/scripts/setup.sh" | sha256sum | cut -c1-16)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$venv/bin/python" -c "import bci_app" 2>/dev/null; then
+  echo "[setup] environment up to date ($venv, $device)"
+else
+  if [ "$device" = gpu ]; then
+    # onnxruntime and onnxruntime-gpu share one module name: never have both installed.
+    "${pip[@]}" uninstall -y -q onnxruntime >/dev/null 2>&1 || true
+    "${pip[@]}" install -q torch
+    "${pip[@]}" install -q -e "$root[gpu,train,gui,dev]"
+  else
+    "${pip[@]}" uninstall -y -q onnxruntime-gpu >/dev/null 2>&1 || true
+    if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+      # An unpinned torch from PyPI is a multi-GB CUDA build on Linux: take the CPU build, from a
+      # local wheel when pip's find-links has one, else from PyTorch's CPU index.
+      # torch itself without its dependencies first; the project install below resolves them.
+      "${pip[@]}" install -q --no-deps --no-index "torch==${BCI_APP_TORCH_VERSION:-2.13.0}" 2>/dev/null \
+        || "${pip[@]}" install -q --no-deps "torch==${BCI_APP_TORCH_VERSION:-2.13.0}" \
+             --index-url https://download.pytorch.org/whl/cpu
+    fi
+    "${pip[@]}" install -q -e "$root[cpu,train,gui,dev]"
+  fi
+  echo "$want" > "$stamp"
+  echo "[setup] installed bci-app ($device) into $venv"
+fi
+export BCI_APP_VENV="$venv"

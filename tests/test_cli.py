@@ -1,0 +1,174 @@
+"""The ``bci-app`` command line, run as a user runs it: a real process, real LSL, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pylsl
+import pytest
+
+from acquisition.io import read_recording
+from acquisition.xdf import read_xdf
+
+COMMANDS = ["streams", "simulate", "record", "replay", "convert", "run", "lm"]
+
+
+def bci(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
+    """Run ``bci-app ARGS`` in a subprocess and return the finished process."""
+    return subprocess.run(
+        [sys.executable, "-m", "bci_app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def bci_background(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bci_app.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command):
+    proc = bci(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: bci-app " + command in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def simulated_xdf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "session.xdf"
+    proc = bci(
+        "simulate", "--modality", "eeg", "--duration", "12", "--seed", "3", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "keystrokes" in proc.stdout
+    return out
+
+
+def test_simulate_writes_a_recording_with_keystrokes(simulated_xdf):
+    rec = read_recording(simulated_xdf)
+    assert rec.channels.n_channels == 64 and rec.sfreq == 500.0
+    assert abs(rec.duration - 12.0) < 1e-6
+    keys = rec.markers_of("key")
+    assert len(keys) > 10
+    assert rec.markers_of("sentence_start")
+
+
+def test_replay_then_streams_lists_it_and_data_arrives(simulated_xdf, source_id):
+    player = bci_background(
+        "replay",
+        str(simulated_xdf),
+        "--speed",
+        "4",
+        "--source-id",
+        source_id,
+        "--name",
+        "cli-replay",
+    )
+    try:
+        found = pylsl.resolve_byprop("source_id", source_id, timeout=20)
+        assert found, player.stderr.read() if player.poll() is not None else "no stream"
+        inlet = pylsl.StreamInlet(found[0])
+        inlet.open_stream(timeout=10)
+        listing = bci("streams", "--json", "--timeout", "1.5")
+        rows = json.loads(listing.stdout)
+        mine = [r for r in rows if r["source_id"] == source_id]
+        assert mine and mine[0]["channels"] == 64 and mine[0]["sfreq"] == 500.0
+        assert mine[0]["name"] == "cli-replay"
+        got = 0
+        deadline = time.monotonic() + 20
+        while got < 500 and time.monotonic() < deadline:
+            chunk, _ = inlet.pull_chunk(timeout=0.5)
+            got += len(chunk)
+        assert got >= 500
+    finally:
+        player.terminate()
+        player.wait(timeout=20)
+        player.stdout.close()
+        player.stderr.close()
+
+
+@pytest.mark.slow
+def test_record_a_simulated_stream_to_xdf(tmp_path, source_id):
+    sim = bci_background(
+        "simulate", "--modality", "eeg", "--source-id", source_id, "--duration", "40"
+    )
+    try:
+        assert pylsl.resolve_byprop("source_id", source_id, timeout=30)
+        out = tmp_path / "rec.xdf"
+        proc = bci(
+            "record", str(out), "--stream", source_id, "--stream", f"{source_id}-markers",
+            "--duration", "4", timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        sim.terminate()
+        sim.wait(timeout=20)
+        sim.stdout.close()
+        sim.stderr.close()
+    rec = read_xdf(out)
+    assert rec.channels.n_channels == 64
+    assert rec.duration > 2.5
+    assert np.isfinite(rec.data).all()
+    assert len(rec.markers_of("key")) >= 1
+
+
+def test_convert_xdf_to_fif_and_bids(simulated_xdf, tmp_path):
+    fif = tmp_path / "session_raw.fif"
+    proc = bci("convert", str(simulated_xdf), str(fif))
+    assert proc.returncode == 0, proc.stderr
+    back = read_recording(fif)
+    orig = read_recording(simulated_xdf)
+    assert back.channels.names == orig.channels.names
+    np.testing.assert_allclose(back.data, orig.data, rtol=1e-6, atol=1e-12)
+    assert [m.value for m in back.markers_of("key")] == [m.value for m in orig.markers_of("key")]
+    bids_root = tmp_path / "bids"
+    proc = bci("convert", str(simulated_xdf), str(bids_root) + "/", "--subject", "07")
+    assert proc.returncode == 0, proc.stderr
+    assert (bids_root / "dataset_description.json").is_file()
+    assert list(bids_root.glob("sub-07/**/*_events.tsv"))
+
+
+def test_run_default_processes_the_simulated_stream():
+    proc = bci("run", "--duration", "9", "--calibration", "3", "--json", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    health = [e for e in events if e["event"] == "health"]
+    windows = [e for e in events if e["event"] == "window"]
+    assert health and health[-1]["state"] == "connected"
+    assert health[-1]["dropped"] == 0
+    assert windows and all(w["marker"].startswith("key:") for w in windows)
+    assert all(w["shape"] == [306, 25] for w in windows)
+    assert "window complete->windowed" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("replay", "/no/such/file.xdf"), "File not found: /no/such/file.xdf"),
+        (("replay", "x.xdf", "--speed", "fast"), "invalid speed 'fast'"),
+        (("simulate", "--out", "x.xdf"), "--out needs --duration"),
+        (("record", "o.xdf", "--stream", "no-such-stream-xyz", "--timeout", "0.6"), "not found"),
+        (("convert", "/no/such.xdf", "out.fif"), "no/such.xdf"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(args, message, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bci_app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
