@@ -1,4 +1,4 @@
-"""Shared test fixtures: offscreen Qt, stream errors re-raised, unique LSL source ids, subprocesses."""
+"""Shared test fixtures: offscreen Qt, errors re-raised, unique LSL source ids, subprocesses."""
 
 from __future__ import annotations
 
