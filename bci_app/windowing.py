@@ -273,7 +273,10 @@ class EventWindower(_Windower):
         t = np.array([m.timestamp for m in ready])
         right = np.searchsorted(held, t)
         left = np.maximum(right - 1, 0)
-        nearest = np.where((right > 0) & (t - held[left] <= held[right] - t), left, right)
+        # Ties go to the earlier sample, within a tolerance of 0.1 % of a period: a replayed or
+        # dejittered stream carries the same times plus an offset, and rounding must not flip a tie.
+        tie_tol = 1e-3 / self.sfreq
+        nearest = np.where((right > 0) & (t - held[left] <= held[right] - t + tie_tol), left, right)
         starts = history.oldest + nearest + self.offset
         too_old = (starts < history.oldest) | (t < held[0] - 0.5 / self.sfreq)
         near = np.abs(held[nearest] - t) <= 1.0 / self.sfreq

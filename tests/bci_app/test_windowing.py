@@ -49,6 +49,20 @@ def test_ties_go_to_the_earlier_sample():
     np.testing.assert_array_equal(windows[0].data[0], [18, 19, 20, 21, 22])  # anchor 20 (5.0 s)
 
 
+@pytest.mark.parametrize("t0", [0.0, 12345.678901, 98765.4321])
+def test_ties_survive_a_clock_offset(t0):
+    """A replay stamps the same samples with an offset: rounding must not flip any tie."""
+    n = 2000
+    data = np.repeat(np.arange(n, dtype=np.float32)[:, None], 2, axis=1)
+    ts = t0 + np.arange(n) / SFREQ
+    # markers exactly half-way between samples (the 1 kHz -> 50 Hz case: key at input 10 mod 20)
+    markers = [Marker(t0 + (k + 0.5) / SFREQ, "key:a") for k in range(20, n - 20, 37)]
+    windower = EventWindower(-0.2, 0.3, SFREQ, baseline=None, clamp=None)
+    windows = windower.push_markers(markers) + windower.push_data(data, ts)
+    starts = [int(w.data[0, 0]) for w in windows]
+    assert starts == [k - 10 for k in range(20, n - 20, 37)]
+
+
 def test_window_is_emitted_as_soon_as_complete_never_before():
     data, ts = index_stream(100)
     windower = EventWindower(-0.2, 0.3, SFREQ)
