@@ -1,0 +1,161 @@
+"""Turn a training checkpoint into a decoder bundle: verified ONNX graphs, manifest and LM.
+
+:func:`export_checkpoint` rebuilds the model from a checkpoint's description, loads its best
+weights, exports every graph with :func:`models.export.export_model` (dynamo exporter, checked
+in onnxruntime against torch) and writes the bundle with :func:`bci_app.bundle.save_bundle`.
+Training calls it on its final checkpoint, ``bci-app export CHECKPOINT --out BUNDLE`` on any.
+
+Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by ``save_bundle``):
+
+- ``name``, ``task: "typing"``, ``arch`` (``brain2qwerty_v1`` | ``brain2qwerty_v2``),
+  ``model_config`` (the config's ``to_dict()``);
+- ``stream: {sfreq, channels}``: the input rate and the picked channels (``ChannelSpec.to_dict``);
+- ``preprocessing``: ``PreprocessConfig.to_dict()`` with the scaler statistics (median over the
+  training recordings of each one's median/IQR; see :mod:`models.data`); v2 also clamps here;
+- ``window: {tmin, tmax, sfreq, baseline, clamp}`` (v1: keystroke windows);
+  ``ctc: {blank, frame_stride, frame_s}`` (v2);
+- ``classes`` (the 29 of :mod:`bci_app.alphabet`), ``lm: {file: "lm.npz", order, weight}``,
+  ``decoding: {top_k, beam_width}``, ``subject: {n_subjects, default, labels}``;
+- ``provenance`` (created, versions, recordings, seed, config, git commit) and ``metrics``;
+- ``export``: the largest |onnxruntime - torch| of each graph and the bound it was checked against.
+
+Graph roles: v1 ``keystroke`` (window -> embedding, conv-only logits) and ``sentence``
+(embeddings -> logits); v2 ``ctc`` (continuous data -> log-probabilities, blank last).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from acquisition.channels import ChannelSpec
+from bci_app.alphabet import CLASSES
+from bci_app.beam import DEFAULT_LM_WEIGHT
+from bci_app.bundle import save_bundle
+from models.checkpoint import load_checkpoint
+from models.config import BLANK_INDEX
+from models.export import DEFAULT_ATOL, export_model
+from models.registry import build_model
+
+LM_FILE = "lm.npz"
+LM_ORDER = 6
+#: Beam search defaults of the paper: top-5 characters per keystroke, beam of 30.
+DECODING = {"top_k": 5, "beam_width": 30}
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's INFO chatter (graph passes) and its torchvision notice."""
+    names = ("onnxscript", "onnx_ir", "torch.onnx._internal.exporter._registration")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def model_from_checkpoint(payload: dict[str, Any], weights: str = "best_model") -> nn.Module:
+    """Rebuild the model a checkpoint describes, with its ``best_model`` (or ``model``) weights."""
+    meta = payload["meta"]
+    try:
+        channels = ChannelSpec.from_dict(meta["channels"])
+        model = build_model(
+            meta["arch"], meta["model_config"], meta["n_chans"], channels.positions,
+            meta["n_subjects"],
+        )  # fmt: skip
+        model.load_state_dict(payload[weights])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(
+            f"Corrupt checkpoint: its description and weights do not make a model ({err}). "
+            "Re-train, or give the checkpoint.pt that 'bci-app train' wrote."
+        ) from None
+    return model.eval()
+
+
+def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[str, Any]:
+    """The bundle manifest (module docstring) of a checkpoint description and export reports."""
+    manifest = {
+        "name": meta["name"],
+        "task": "typing",
+        "arch": meta["arch"],
+        "model_config": meta["model_config"],
+        "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
+        "preprocessing": meta["preprocessing"],
+        "classes": list(CLASSES),
+        "lm": {"file": LM_FILE, "order": LM_ORDER, "weight": DEFAULT_LM_WEIGHT},
+        "decoding": dict(DECODING),
+        "subject": {
+            "n_subjects": meta["n_subjects"],
+            "default": 0,
+            "labels": meta["subject_labels"],
+        },
+        "provenance": meta["provenance"],
+        "metrics": meta["metrics"],
+        "export": {
+            role: {"max_abs_diff": r["max_abs_diff"], "atol": r["atol"]}
+            for role, r in reports.items()
+        },
+    }
+    if meta["arch"] == "brain2qwerty_v1":
+        manifest["window"] = dict(meta["window"])
+    else:
+        stride = meta["model_config"]["frame_stride"]
+        sfreq = meta["model_config"]["sfreq"]
+        manifest["ctc"] = {"blank": BLANK_INDEX, "frame_stride": stride, "frame_s": stride / sfreq}
+    return manifest
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike | dict[str, Any],
+    out_dir: str | os.PathLike,
+    *,
+    name: str | None = None,
+    atol: float = DEFAULT_ATOL,
+) -> dict[str, Any]:
+    """Export a checkpoint's best model as a decoder bundle in ``out_dir``.
+
+    Returns
+    -------
+    result : dict
+        ``bundle`` (the :class:`~bci_app.bundle.Bundle`), ``reports`` (per graph, from
+        :func:`models.export.export_onnx`) and ``max_abs_diff`` (per graph).
+
+    Raises
+    ------
+    ValueError
+        For a corrupt or foreign checkpoint.
+    models.export.ExportMismatchError
+        If a graph's onnxruntime output differs from torch's by more than ``atol``.
+    """
+    from bci_app.lm import default_lm
+
+    payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    meta = dict(payload["meta"])
+    if name is not None:
+        meta["name"] = name
+    model = model_from_checkpoint(payload)
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, _quiet_exporter():
+        reports = export_model(model, tmp, atol=atol)
+        graphs = {role: Path(report["path"]) for role, report in reports.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        default_lm(LM_ORDER).save(out / LM_FILE)
+        bundle = save_bundle(out, manifest_from_meta(meta, reports), graphs)
+    for report in reports.values():
+        report["path"] = str(out / Path(report["path"]).name)
+    return {
+        "bundle": bundle,
+        "reports": reports,
+        "max_abs_diff": {role: r["max_abs_diff"] for role, r in reports.items()},
+    }
