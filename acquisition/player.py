@@ -1,11 +1,12 @@
 """Stream a recording to LSL as if it were live: data stream plus a string marker stream.
 
 Timeline: sample ``i`` (counted from the start, across loops) carries the LSL timestamp
-``t0 + i / (sfreq * speed)`` for a numeric ``speed``, where ``t0`` is the ``local_clock()`` at
-the first push; each chunk is pushed once the clock reaches its last sample's timestamp, its due
-time computed from ``t0`` and the sample count (never from summed sleeps), so pacing does not
-drift. With ``speed="max"`` sample ``i`` is stamped ``t0 + i / sfreq`` (the recording's own time
-base, ahead of the clock) and chunks go out back to back.
+``t0 + i / sfreq`` at every speed (the recording's own time base), where ``t0`` is the
+``local_clock()`` at the first push, so the data a consumer sees (and the windows and text it
+decodes) are the same at 1x, Nx and ``max``. Only the pacing changes: at a numeric ``speed`` each
+chunk is pushed once the clock reaches ``t0 + i_last / (sfreq * speed)``, computed from ``t0`` and
+the sample count (never from summed sleeps), so pacing does not drift; at ``max`` chunks go out
+back to back. Above 1x the timestamps run ahead of the clock.
 
 ``"max"`` policy: the player waits for a consumer before the first chunk and pauses whenever the
 data outlet has none, so nothing is pushed into the void. LSL gives an outlet no word on how far
@@ -16,9 +17,9 @@ Consumers that cannot keep up should use a numeric speed. Connect the marker inl
 inlet: markers pushed before a consumer connects are not delivered (LSL keeps no history).
 
 Controls: :meth:`Player.pause` holds the replay before its next chunk and :meth:`Player.resume`
-continues it. At a numeric speed the timeline is re-anchored on resume: the next sample is stamped
-when it goes out (never before the previous one), so a pause appears to consumers as what it is,
-time without data (a gap), and pacing stays on the clock. :meth:`Player.seek` makes the next chunk
+continues it. At a numeric speed the timeline is re-anchored on resume: the paused wall time
+(times the speed) is added to the timestamps, so a pause appears to consumers as what it is, time
+without data (a gap), and pacing stays on the clock. :meth:`Player.seek` makes the next chunk
 start at another sample of the recording, with the timestamps running on (no jump in time);
 markers go out from the new position on.
 
@@ -376,10 +377,12 @@ class Player:
     def _play(self) -> None:
         """Push every chunk (and its markers) at its due time; loop if asked."""
         sfreq, n_times = self._reader.sfreq, self._reader.n_times
+        self._sfreq = sfreq
         self._rate = sfreq if self._speed == "max" else sfreq * self._speed
         chunk = self._chunk_size
         block = chunk * max(1, round(_READ_BLOCK_S * sfreq / chunk))
-        self._anchor: tuple[float, int] | None = None  # (timestamp, samples sent) of the timeline
+        # (wall-clock due time, timestamp, samples sent) where the current timeline starts
+        self._anchor: tuple[float, float, int] | None = None
         self._sent = 0
         pos = self._take_seek() or 0
         while True:
@@ -417,19 +420,20 @@ class Player:
         while True:
             if not self._hold() or not self._wait_for_consumer():
                 return None
-            stamps = self._stamps(n)
-            if not self._wait_until(stamps[-1]):
+            stamps, due = self._stamps(n)
+            if not self._wait_until(due):
                 return None
             if self._resume_event.is_set():  # not paused while waiting
                 return stamps
 
-    def _stamps(self, n: int) -> np.ndarray:
-        """Timestamps of the next ``n`` samples on the (possibly re-anchored) timeline."""
+    def _stamps(self, n: int) -> tuple[np.ndarray, float]:
+        """Timestamps of the next ``n`` samples and the clock time the last one is due."""
         if self._anchor is None:
             self._start_timestamp = pylsl.local_clock()
-            self._anchor = (self._start_timestamp, 0)
-        t0, sent0 = self._anchor
-        return t0 + (self._sent - sent0 + np.arange(n)) / self._rate
+            self._anchor = (self._start_timestamp, self._start_timestamp, 0)
+        wall0, stamp0, sent0 = self._anchor
+        k = self._sent - sent0 + np.arange(n)
+        return stamp0 + k / self._sfreq, wall0 + k[-1] / self._rate
 
     def _hold(self) -> bool:
         """Wait while paused; re-anchor the timeline on resume. False if stopped."""
@@ -438,9 +442,12 @@ class Player:
                 if self._stop_event.is_set():
                     return False
             if self._anchor is not None and self._speed != "max":
-                t0, sent0 = self._anchor
-                next_due = t0 + (self._sent - sent0) / self._rate
-                self._anchor = (max(pylsl.local_clock(), next_due), self._sent)
+                wall0, stamp0, sent0 = self._anchor
+                k = self._sent - sent0
+                next_due, next_stamp = wall0 + k / self._rate, stamp0 + k / self._sfreq
+                now = pylsl.local_clock()
+                late = max(0.0, now - next_due)
+                self._anchor = (max(now, next_due), next_stamp + late * self._speed, self._sent)
         return not self._stop_event.is_set()
 
     def _wait_for_consumer(self) -> bool:

@@ -1,0 +1,300 @@
+"""Decoded text and candidates panels, and the feed that drains the decoder's TextEvent queue.
+
+The live engine hands the GUI a ``queue.Queue[TextEvent]`` and a
+:class:`~bci_app.metrics.LatencyStats`; :class:`DecoderFeed` reads that queue from a QTimer
+(never blocking) and updates :class:`TextPanel`, :class:`CandidatesPanel` and the latency panel.
+"""
+
+from __future__ import annotations
+
+import difflib
+import html
+import queue
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pylsl
+from PyQt6.QtCore import QObject, QRectF, Qt, QTimer
+from PyQt6.QtGui import QColor, QFontMetrics, QPainter
+from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
+
+from bci_app.alphabet import cer, normalize_text
+from bci_app.events import TextEvent
+from bci_app.metrics import LatencyStats
+from gui import style
+
+if TYPE_CHECKING:
+    from gui.health import LatencyPanel
+
+_LOW_CONFIDENCE = QColor("#ff9800")  # background of a character decoded with confidence 0
+_MISMATCH = "#c62828"
+_MAX_EVENTS_PER_POLL = 1000
+
+
+def confidence_color(confidence: float) -> str:
+    """Background of a decoded character: white at confidence 1, orange at 0."""
+    if confidence != confidence:  # NaN: unknown
+        return "#ffffff"
+    weight = 1.0 - min(max(float(confidence), 0.0), 1.0)
+    white = QColor("#ffffff")
+    mixed = [
+        round(a + (b - a) * weight)
+        for a, b in zip(
+            (white.red(), white.green(), white.blue()),
+            (_LOW_CONFIDENCE.red(), _LOW_CONFIDENCE.green(), _LOW_CONFIDENCE.blue()),
+        )
+    ]
+    return QColor(*mixed).name()
+
+
+class TextPanel(QWidget):
+    """Committed text, live hypothesis shaded by confidence, and target with CER when known."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.committed_text = ""
+        self.hypothesis_text = ""
+        self.confidence: tuple[float, ...] = ()
+        self.target_text: str | None = None
+        self.cer_so_far: float | None = None
+        self.sentence_cers: list[float] = []
+        self._font = style.mono_font(12)
+        self.committed = QTextBrowser(placeholderText="Finished sentences appear here.")
+        self.committed.setFont(style.mono_font(11))
+        self.committed.setMinimumHeight(60)
+        self.live = QLabel(textFormat=Qt.TextFormat.RichText)
+        self.live.setFont(self._font)
+        self.live.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.live.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.live.setStyleSheet("background: #ffffff; border: 1px solid #cfd8dc; padding: 6px;")
+        self.stats = QLabel(objectName="muted", wordWrap=True)
+        legend = QLabel(
+            "Shading: confidence of each decoded character "
+            + "".join(
+                f'<span style="background:{confidence_color(c)}">&nbsp;{c:g}&nbsp;</span>'
+                for c in (0.0, 0.25, 0.5, 0.75, 1.0)
+            )
+            + f' &nbsp; <span style="color:{_MISMATCH}">red</span>: differs from the target',
+            objectName="muted",
+            textFormat=Qt.TextFormat.RichText,
+            wordWrap=True,
+        )
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(QLabel("Committed", objectName="panelTitle"))
+        layout.addWidget(self.committed, stretch=1)
+        layout.addWidget(QLabel("Current sentence", objectName="panelTitle"))
+        layout.addWidget(self.live)
+        layout.addWidget(self.stats)
+        layout.addWidget(legend)
+        self.render()
+
+    @property
+    def session_cer(self) -> float | None:
+        """Mean CER of the finished sentences whose target was known."""
+        return sum(self.sentence_cers) / len(self.sentence_cers) if self.sentence_cers else None
+
+    def clear(self) -> None:
+        """Forget the session's text."""
+        self.committed_text = self.hypothesis_text = ""
+        self.confidence, self.target_text, self.cer_so_far = (), None, None
+        self.sentence_cers.clear()
+        self.render()
+
+    def add_event(self, event: TextEvent) -> None:
+        """Take the state of one TextEvent (call :meth:`render` after a batch)."""
+        if event.kind == "sentence_end":
+            finished = event.committed[len(self.committed_text) :].strip() or self.hypothesis_text
+            target = event.target if event.target else self.target_text
+            if target and normalize_text(target):
+                self.sentence_cers.append(cer(finished, target))
+        self.committed_text = event.committed
+        self.hypothesis_text = event.hypothesis
+        self.confidence = tuple(event.confidence)
+        if event.target is not None or event.kind == "sentence_end":
+            self.target_text = event.target
+        self.cer_so_far = self._cer_so_far()
+
+    def _cer_so_far(self) -> float | None:
+        """CER of the hypothesis against as much of the target as has been typed."""
+        if not self.target_text or not self.hypothesis_text:
+            return None
+        target = normalize_text(self.target_text)
+        typed = normalize_text(self.hypothesis_text)
+        prefix = target[: max(1, len(typed))]
+        return cer(typed, prefix, normalize=False) if prefix else None
+
+    def render(self) -> None:
+        """Redraw the text from the current state."""
+        if self.committed.toPlainText() != self.committed_text:
+            self.committed.setPlainText(self.committed_text)
+            bar = self.committed.verticalScrollBar()
+            bar.setValue(bar.maximum())
+        self.live.setText(self._live_html())
+        parts = []
+        if self.cer_so_far is not None:
+            parts.append(f"CER so far {self.cer_so_far:.2f}")
+        if self.sentence_cers:
+            parts.append(f"last sentence CER {self.sentence_cers[-1]:.2f}")
+            parts.append(
+                f"session CER {self.session_cer:.2f} over {len(self.sentence_cers)} sentence"
+                + ("s" if len(self.sentence_cers) > 1 else "")
+            )
+        if self.target_text is None:
+            parts.append("no target known (CER needs the typed sentence)")
+        self.stats.setText(" · ".join(parts))
+
+    def _live_html(self) -> str:
+        hypothesis = self.hypothesis_text
+        target = normalize_text(self.target_text) if self.target_text else None
+        width = QFontMetrics(self._font).horizontalAdvance("M") or 8
+        per_line = max(12, (self.live.width() - 16) // width - 9)
+        matched = _matched_positions(hypothesis, target) if target is not None else None
+        lines = []
+        length = max(len(hypothesis), len(target or ""), 1)
+        for start in range(0, length, per_line):
+            if target is not None:
+                chunk = html.escape(target[start : start + per_line]).replace(" ", "&nbsp;")
+                lines.append(f'<span style="color:#607d8b">Target&nbsp;&nbsp;</span>{chunk}')
+            cells = []
+            for i in range(start, min(start + per_line, len(hypothesis))):
+                conf = self.confidence[i] if i < len(self.confidence) else float("nan")
+                color = _MISMATCH if matched is not None and i not in matched else "#000000"
+                char = html.escape(hypothesis[i]).replace(" ", "&nbsp;")
+                cells.append(
+                    f'<span style="background:{confidence_color(conf)};color:{color}">{char}</span>'
+                )
+            if cells or start == 0:
+                lines.append('<span style="color:#607d8b">Decoded&nbsp;</span>' + "".join(cells))
+        return '<div style="line-height:140%">' + "<br>".join(lines) + "</div>"
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.live.setText(self._live_html())
+
+
+def _matched_positions(hypothesis: str, target: str) -> set[int]:
+    """Positions of hypothesis characters aligned to equal target characters."""
+    matcher = difflib.SequenceMatcher(a=hypothesis, b=target, autojunk=False)
+    return {
+        i for block in matcher.get_matching_blocks() for i in range(block.a, block.a + block.size)
+    }
+
+
+class CandidatesPanel(QWidget):
+    """Top-k alternatives of the latest decoding step, with their probabilities as bars."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.candidates: tuple[tuple[str, float], ...] = ()
+        self._row_h = 21
+        self.setMinimumHeight(5 * self._row_h + 12)
+        self._font = style.mono_font(11)
+
+    def show_candidates(self, candidates: Sequence[tuple[str, float]]) -> None:
+        """Show ``(label, probability)`` pairs, best first."""
+        self.candidates = tuple((str(label), float(p)) for label, p in candidates)
+        self.setMinimumHeight(max(5, len(self.candidates)) * self._row_h + 12)
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor("#ffffff"))
+        painter.setFont(self._font)
+        metrics = painter.fontMetrics()
+        if not self.candidates:
+            painter.setFont(self.font())
+            painter.setPen(QColor("#757575"))
+            painter.drawText(
+                self.rect().adjusted(8, 0, -8, 0),
+                Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap,
+                "No candidates yet: the decoder's top-k alternatives appear here with the "
+                "first decoded keystroke.",
+            )
+            return
+        label_w = min(self.width() // 3, max(metrics.horizontalAdvance("M") * 3, 40))
+        label_w = max(label_w, *(metrics.horizontalAdvance(_shown(c)) for c, _ in self.candidates))
+        label_w = min(label_w, self.width() // 3)
+        value_w = metrics.horizontalAdvance("100.0 %") + 8
+        bar_w = max(10, self.width() - label_w - value_w - 32)
+        for row, (label, prob) in enumerate(self.candidates):
+            top = 6 + row * self._row_h
+            text_rect = QRectF(8, top, label_w, self._row_h - 4)
+            painter.setPen(QColor("#263238"))
+            elided = metrics.elidedText(_shown(label), Qt.TextElideMode.ElideRight, label_w)
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter, elided)
+            bar = QRectF(label_w + 16, top + 3, bar_w * min(max(prob, 0.0), 1.0), self._row_h - 10)
+            painter.fillRect(QRectF(label_w + 16, top + 3, bar_w, bar.height()), QColor("#eceff1"))
+            painter.fillRect(bar, QColor("#1e88e5" if row == 0 else "#90caf9"))
+            painter.drawText(
+                QRectF(label_w + 20 + bar_w, top, value_w, self._row_h - 4),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
+                f"{100 * prob:.1f} %",
+            )
+
+
+def _shown(label: str) -> str:
+    return {" ": "␣ space"}.get(label, label)
+
+
+class DecoderFeed(QObject):
+    """Drain a ``queue.Queue[TextEvent]`` on a QTimer into the text, candidates, latency panels.
+
+    Parameters
+    ----------
+    text, candidates : TextPanel, CandidatesPanel
+        Panels to update.
+    latency : LatencyPanel | None
+        Receives each event with the time it was shown (``emitted -> shown`` latency).
+    interval_ms : int
+        Polling period.
+    """
+
+    def __init__(
+        self,
+        text: TextPanel,
+        candidates: CandidatesPanel,
+        latency: LatencyPanel | None = None,
+        interval_ms: int = 20,
+    ) -> None:
+        super().__init__(text)
+        self.text, self.candidates, self.latency = text, candidates, latency
+        self.events: queue.Queue[TextEvent] | None = None
+        self.n_events = 0
+        self._timer = QTimer(self, interval=interval_ms)
+        self._timer.timeout.connect(self.poll)
+
+    def attach(self, events: queue.Queue[TextEvent], stats: LatencyStats | None = None) -> None:
+        """Show the events of ``events`` (and the stage latencies of ``stats``) from now on."""
+        self.events = events
+        if self.latency is not None:
+            self.latency.set_stats(stats)
+        self._timer.start()
+
+    def detach(self) -> None:
+        """Stop reading the queue (the text stays on screen)."""
+        self._timer.stop()
+        self.events = None
+
+    def poll(self) -> int:
+        """Handle every queued event without waiting; return how many there were."""
+        if self.events is None:
+            return 0
+        batch = []
+        while len(batch) < _MAX_EVENTS_PER_POLL:
+            try:
+                batch.append(self.events.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return 0
+        for event in batch:
+            self.text.add_event(event)
+        self.text.render()
+        self.candidates.show_candidates(batch[-1].candidates)
+        shown_at = pylsl.local_clock()
+        if self.latency is not None:
+            for event in batch:
+                self.latency.add_event(event, shown_at)
+        self.n_events += len(batch)
+        return len(batch)

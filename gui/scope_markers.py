@@ -1,0 +1,91 @@
+"""Marker lines of the scope: one labelled vertical line per marker, placed by its timestamp."""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6.QtGui import QFont
+
+from acquisition.recording import Marker, parse_marker
+from gui import style
+
+_MAX_MARKERS = 200
+
+
+class MarkerLines:
+    """The most recent markers, drawn as vertical lines with short labels on a plot.
+
+    Lines are pooled and only restyled when the marker they show changes, so a frame costs a
+    ``setPos`` per visible marker.
+    """
+
+    def __init__(self, plot_item: pg.PlotItem) -> None:
+        self._plot_item = plot_item
+        self._markers: collections.deque[Marker] = collections.deque(maxlen=_MAX_MARKERS)
+        self.lines: list[pg.InfiniteLine] = []
+        self._font = QFont()
+        self._font.setBold(True)
+
+    def add(self, markers: Iterable[Marker]) -> None:
+        """Remember markers to draw (local-clock timestamps)."""
+        self._markers.extend(markers)
+
+    def clear(self) -> None:
+        """Forget every marker."""
+        self._markers.clear()
+
+    def place(self, times: np.ndarray, column_s: float) -> None:
+        """Put each marker at the x of its time, given each column's first-sample time.
+
+        The newest column starts ``column_s`` seconds before x = 0; markers newer than the
+        newest column are placed by their time difference.
+        """
+        shown = [m for m in self._markers if m.timestamp >= times[0]]
+        while len(self.lines) < len(shown):
+            line = pg.InfiniteLine(angle=90, movable=False, label="", labelOpts={"position": 0.03})
+            line.setZValue(10)
+            line.label.fill = pg.mkBrush(255, 255, 255, 240)
+            line.label.setFont(self._font)
+            line.marker = None
+            self._plot_item.addItem(line)
+            self.lines.append(line)
+        column_x = -column_s * (np.arange(times.size)[::-1] + 1)
+        stamps = np.array([m.timestamp for m in shown])
+        xs = np.where(
+            stamps <= times[-1],
+            np.interp(stamps, times, column_x),
+            column_x[-1] + (stamps - times[-1]),
+        )
+        for marker, line, x in zip(shown, self.lines, xs):
+            if line.marker is not marker:
+                line.marker = marker
+                _style(line, marker)
+            line.setPos(min(float(x), 0.0))
+            line.show()
+        for line in self.lines[len(shown) :]:
+            line.marker = None
+            line.hide()
+
+
+def _style(line: pg.InfiniteLine, marker: Marker) -> None:
+    kind, payload = parse_marker(marker.value)
+    color = style.MARKER_COLORS.get(kind, style.OTHER_MARKER)
+    line.setPen(pg.mkPen(color, width=1))
+    line.label.setFormat(marker_text(kind, payload, marker.value))
+    line.label.setColor(color)
+    line.label.border = pg.mkPen(color)
+    line.label.setPosition(0.03 if kind == "key" else 0.09)
+
+
+def marker_text(kind: str, payload: str, value: str) -> str:
+    """Short label of a marker: the key typed, the sentence start, or the value cut short."""
+    if kind == "key":
+        return {" ": "␣", "\n": "⏎", "\b": "⌫"}.get(payload, payload)
+    if kind == "sentence_start":
+        return "▶ " + (payload if len(payload) <= 28 else payload[:27] + "…")
+    if kind == "sentence_end":
+        return "■ end"
+    return value if len(value) <= 18 else value[:17] + "…"

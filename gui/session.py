@@ -1,0 +1,320 @@
+"""The live session behind the window: discover streams, connect, record, stop, off the GUI thread.
+
+:class:`LiveSession` owns the :class:`~acquisition.stream.StreamSource` the scope and panels read,
+the :class:`~acquisition.markers.MarkerSource` whose markers the scope draws, the built-in
+simulator when no amplifier stream is chosen (as ``bci-app run`` does), and the
+:class:`~acquisition.recorder.Recorder`. Every blocking step (resolving, connecting, starting and
+stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pylsl
+from PyQt6.QtCore import QObject, pyqtSignal
+
+from acquisition.markers import MarkerSource
+from acquisition.recorder import Recorder
+from acquisition.stream import StreamNotFoundError, StreamSource
+from gui.tasks import run_in_background
+
+logger = logging.getLogger(__name__)
+
+SIMULATOR_MODALITIES = {"meg": "MEG typing, 306 ch", "eeg": "EEG typing, 64 ch"}
+
+
+@dataclass(frozen=True)
+class StreamChoice:
+    """A stream to connect to: one found on the LSL network, or the built-in simulator.
+
+    Attributes
+    ----------
+    label : str
+        What the session bar shows.
+    source_id, name, stype : str | None
+        LSL query (source_id first when the stream has one).
+    simulator : str | None
+        Modality of the built-in simulator (``"meg"``/``"eeg"``) instead of an LSL stream.
+    dejitter : bool
+        Dejitter the timestamps at the nominal rate (False for a replay faster or slower than
+        real time, whose samples do not come at the nominal rate).
+    or_name : bool
+        If no stream has ``source_id``, look for one named so (a name typed by the user).
+    """
+
+    label: str
+    source_id: str | None = None
+    name: str | None = None
+    stype: str | None = None
+    simulator: str | None = None
+    dejitter: bool = True
+    or_name: bool = False
+
+    @classmethod
+    def from_text(cls, text: str) -> StreamChoice:
+        """A stream given by the user as a source_id or, failing that, a name."""
+        return cls(text, source_id=text, name=text, or_name=True)
+
+    @classmethod
+    def from_info(cls, info: pylsl.StreamInfo) -> StreamChoice:
+        """Describe a resolved LSL stream."""
+        rate = f"{info.nominal_srate():g} Hz" if info.nominal_srate() > 0 else "irregular"
+        label = (
+            f"{info.name()} ({info.type()}, {info.channel_count()} ch, {rate}) — "
+            f"{info.source_id() or 'no source_id'} @ {info.hostname()}"
+        )
+        return cls(label, info.source_id() or None, info.name(), info.type() or None)
+
+    @classmethod
+    def builtin(cls, modality: str) -> StreamChoice:
+        """The built-in simulator of ``modality`` (its markers come with it)."""
+        if modality not in SIMULATOR_MODALITIES:
+            raise ValueError(
+                f"Invalid value for 'modality': {modality!r}; the built-in simulator offers "
+                f"{', '.join(SIMULATOR_MODALITIES)}."
+            )
+        return cls(f"Built-in simulator ({SIMULATOR_MODALITIES[modality]})", simulator=modality)
+
+    @property
+    def key(self) -> str:
+        """Stable identifier stored in the settings."""
+        if self.simulator:
+            return f"sim:{self.simulator}"
+        return f"lsl:{self.source_id or ''}|{self.name or ''}"
+
+    @property
+    def query(self) -> dict:
+        """Keyword arguments that find this stream (source_id alone when it has one)."""
+        if self.source_id:
+            return {"source_id": self.source_id}
+        return {"name": self.name, "stype": self.stype}
+
+    @property
+    def record_id(self) -> str:
+        """What the recorder resolves this stream by."""
+        return self.source_id or self.name or ""
+
+
+def discover_streams(wait_time: float = 1.0) -> tuple[list[StreamChoice], list[StreamChoice]]:
+    """Resolve the LSL streams on the network (blocks ``wait_time``): (data, marker) streams."""
+    data, markers = [], []
+    for info in pylsl.resolve_streams(wait_time=wait_time):
+        regular = info.nominal_srate() > 0 and info.channel_format() != pylsl.cf_string
+        (data if regular else markers).append(StreamChoice.from_info(info))
+    data.sort(key=lambda c: c.label.lower())
+    markers.sort(key=lambda c: c.label.lower())
+    return data, markers
+
+
+@dataclass
+class _Opened:
+    source: StreamSource
+    markers: MarkerSource | None
+    simulator: object | None
+    data_id: str
+    marker_id: str | None
+
+
+class LiveSession(QObject):
+    """Connect to a data (and marker) stream or the simulator, record it, stop it.
+
+    Signals
+    -------
+    started : the sources are connected (read :attr:`source`, :attr:`markers`).
+    stopped : everything is closed.
+    failed(str) : a readable message; the session is idle again (or keeps running if only the
+        recording failed).
+    recording_changed(str) : the file being recorded, or "" when recording stopped.
+    """
+
+    started = pyqtSignal()
+    stopped = pyqtSignal()
+    failed = pyqtSignal(str)
+    recording_changed = pyqtSignal(str)
+
+    def __init__(self, parent: QObject | None = None, *, resolve_timeout: float = 3.0) -> None:
+        super().__init__(parent)
+        self.resolve_timeout = resolve_timeout
+        self.state = "idle"
+        self.source: StreamSource | None = None
+        self.markers: MarkerSource | None = None
+        self.data_choice: StreamChoice | None = None
+        self.recorder: Recorder | None = None
+        self._opened: _Opened | None = None
+        self._just_opened: _Opened | None = None  # set by the worker, taken by the GUI
+
+    @property
+    def recording_path(self) -> Path | None:
+        """The file being recorded, if any."""
+        return self.recorder.path if self.recorder is not None else None
+
+    def start(self, data: StreamChoice, markers: StreamChoice | None = None) -> None:
+        """Connect in the background; ``started`` or ``failed`` follows."""
+        if self.state != "idle":
+            raise RuntimeError(f"The session is {self.state}; stop it before starting another.")
+        self.state = "starting"
+        self.data_choice = data
+
+        def open_and_keep() -> _Opened:
+            self._just_opened = _open(data, markers, self.resolve_timeout)
+            return self._just_opened
+
+        run_in_background(
+            open_and_keep,
+            name="connect",
+            owner=self,
+            on_done=self._on_opened,
+            on_error=lambda exc: self._on_failed(exc, "Could not start the session"),
+        )
+
+    def stop(self) -> None:
+        """Stop recording, disconnect and stop the simulator in the background."""
+        if self.state != "running":
+            return
+        self.state = "stopping"
+        opened, recorder = self._opened, self.recorder
+        self.source = self.markers = self.recorder = self._opened = None
+        if recorder is not None:
+            self.recording_changed.emit("")
+        run_in_background(
+            lambda: _close(opened, recorder),
+            name="disconnect",
+            owner=self,
+            on_done=lambda _r: self._on_closed(),
+            on_error=lambda exc: (self._on_closed(), self.failed.emit(_readable(exc, "Stop"))),
+        )
+
+    def start_recording(self, path: str | Path) -> None:
+        """Record the data and marker streams to the XDF file ``path`` (in the background)."""
+        if self.state != "running" or self._opened is None:
+            raise RuntimeError("Start a session before recording it.")
+        if self.recorder is not None:
+            raise RuntimeError(f"Already recording to '{self.recorder.path}'; stop that first.")
+        ids = [self._opened.data_id] + ([self._opened.marker_id] if self._opened.marker_id else [])
+        recorder = Recorder(path, ids, resolve_timeout=self.resolve_timeout)
+        self.recorder = recorder
+
+        def failed(exc: BaseException) -> None:
+            if self.recorder is recorder:
+                self.recorder = None
+                self.recording_changed.emit("")
+            self.failed.emit(_readable(exc, "Could not record"))
+
+        run_in_background(
+            recorder.start,
+            name="record",
+            owner=self,
+            on_done=lambda _r: self.recording_changed.emit(str(recorder.path)),
+            on_error=failed,
+        )
+
+    def stop_recording(self) -> None:
+        """Close the recording (in the background)."""
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        self.recording_changed.emit("")
+        run_in_background(
+            recorder.stop,
+            name="stop-recording",
+            owner=self,
+            on_error=lambda exc: self.failed.emit(_readable(exc, "The recording failed")),
+        )
+
+    def close_now(self) -> None:
+        """Close whatever is open or being opened, now (the window is closing; this blocks)."""
+        opened = self._opened or self._just_opened
+        recorder = self.recorder
+        self._opened = self._just_opened = self.recorder = None
+        self.source = self.markers = None
+        self.state = "idle"
+        if opened is None and recorder is None:
+            return
+        try:
+            _close(opened, recorder)
+        except Exception as exc:
+            logger.warning("Closing the session at exit: %s", exc)
+
+    def _on_opened(self, opened: _Opened) -> None:
+        self._just_opened = None
+        if self.state != "starting":  # stopped meanwhile
+            run_in_background(lambda: _close(opened, None), name="disconnect", owner=self)
+            return
+        self._opened = opened
+        self.source, self.markers = opened.source, opened.markers
+        self.state = "running"
+        self.started.emit()
+
+    def _on_failed(self, exc: BaseException, what: str) -> None:
+        self.state = "idle"
+        self.failed.emit(_readable(exc, what))
+
+    def _on_closed(self) -> None:
+        self.state = "idle"
+        self.stopped.emit()
+
+
+def _open(data: StreamChoice, markers: StreamChoice | None, timeout: float) -> _Opened:
+    """Start the simulator if asked, connect the marker source, then the data source."""
+    with ExitStack() as stack:
+        simulator, query, marker_query = None, data.query, markers.query if markers else None
+        if data.simulator:
+            from acquisition.simulator import Simulator, SimulatorStream
+
+            source_id = f"bci-app-sim-{data.simulator}-{uuid.uuid4().hex[:8]}"
+            sim = Simulator(data.simulator, "typing", snr=2.0, seed=uuid.uuid4().int % 10_000)
+            name = f"bci-app-sim-{data.simulator}"
+            simulator = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
+            query = {"source_id": source_id}
+            marker_query = marker_query or {"source_id": f"{source_id}-markers"}
+        marker_source = None
+        if marker_query is not None:
+            fallback = markers is not None and markers.or_name
+            marker_source = _connect(stack, MarkerSource, marker_query, fallback, timeout)
+        source = _connect(stack, StreamSource, query, data.or_name, timeout, dejitter=data.dejitter)
+        stack.pop_all()
+    info = source.info
+    marker_id = None
+    if marker_source is not None:
+        marker_id = marker_source.info.source_id() or marker_source.info.name()
+    return _Opened(source, marker_source, simulator, info.source_id() or info.name(), marker_id)
+
+
+def _connect(stack: ExitStack, cls, query: dict, or_name: bool, timeout: float, **kwargs):
+    """Connect ``cls(**query)``; when asked, retry with the source_id as a stream name."""
+    try:
+        return stack.enter_context(cls(**query, resolve_timeout=timeout, **kwargs))
+    except StreamNotFoundError:
+        if not (or_name and "source_id" in query):
+            raise
+        name = query["source_id"]
+        return stack.enter_context(cls(name=name, resolve_timeout=timeout, **kwargs))
+
+
+def _close(opened: _Opened | None, recorder: Recorder | None) -> None:
+    """Stop the recorder, disconnect the sources and stop the simulator (errors re-raised last)."""
+    errors = []
+    steps = [recorder.stop] if recorder is not None else []
+    if opened is not None:
+        steps += [opened.source.disconnect]
+        steps += [opened.markers.disconnect] if opened.markers is not None else []
+        steps += [opened.simulator.stop] if opened.simulator is not None else []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            logger.warning("Closing the session: %s", exc, exc_info=exc)
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def _readable(exc: BaseException, what: str) -> str:
+    """One readable line for the window: what failed and the error's own message."""
+    text = str(exc).strip() or type(exc).__name__
+    return f"{what}: {text}"

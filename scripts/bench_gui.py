@@ -1,0 +1,160 @@
+"""Benchmark the live scope: frame time at 64 and 306 channels while acquisition runs.
+
+For each montage, a simulated typing stream (64-channel EEG or 306-channel MEG, both at 1 kHz)
+runs in another process, as an amplifier would. This process acquires it with a StreamSource
+(and its markers with a MarkerSource) and draws it in a full-size ScopeWidget (Qt offscreen)
+paced by the scope's own 30 fps timer. One frame is what the timer does (read what is new in the
+ring buffer, min/max decimation, rasterisation of the new columns) plus painting the plot
+(``grab()``, since the offscreen platform does not paint on its own); full redraws (first frame,
+auto scale, a drifting channel) are counted. Printed per montage: frame time p50/p99 (ms), the
+frame rate that cost allows, the frames drawn per second, and acquisition with and without the
+scope running: chunk latency (sample -> ring buffer) p50/p99, effective rate and dropped samples.
+
+Usage: ``python scripts/bench_gui.py [--seconds 10] [--channels 64 306] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np
+
+MODALITY = {64: "eeg", 306: "meg"}
+SFREQ = 1000.0
+
+
+def _start_outlet(modality: str, source_id: str) -> subprocess.Popen:
+    code = f"""
+        import sys
+        from acquisition.simulator import Simulator, SimulatorStream
+        sim = Simulator({modality!r}, "typing", snr=2.0, seed=0, sfreq={SFREQ})
+        with SimulatorStream(sim, name="bci-gui-bench-{modality}", source_id={source_id!r}):
+            print("ready", flush=True)
+            sys.stdin.read()
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"the {modality} outlet process did not start")
+    return proc
+
+
+def _acquisition(source, since: int, seconds_before) -> tuple[dict, int]:
+    """Chunk latency percentiles since chunk ``since``, and health deltas."""
+    latencies, n_chunks = source.chunk_latencies(since)
+    health = source.health()
+    return {
+        "chunk_latency_p50_ms": float(np.percentile(latencies, 50) * 1e3),
+        "chunk_latency_p99_ms": float(np.percentile(latencies, 99) * 1e3),
+        "effective_rate_hz": health.effective_rate,
+        "dropped_samples": health.dropped_samples - seconds_before.dropped_samples,
+        "gaps": health.n_gaps - seconds_before.n_gaps,
+    }, n_chunks
+
+
+def bench(n_channels: int, seconds: float, app) -> dict:
+    """Run one montage; return the measurements."""
+    from acquisition.markers import MarkerSource
+    from acquisition.stream import StreamSource
+    from gui.scope import ScopeWidget
+
+    source_id = f"bci-gui-bench-{uuid.uuid4().hex[:8]}"
+    proc = _start_outlet(MODALITY[n_channels], source_id)
+    try:
+        markers = MarkerSource(source_id=f"{source_id}-markers").connect()
+        source = StreamSource(source_id=source_id).connect()
+        try:
+            time.sleep(1.0)
+            _, since = source.chunk_latencies()
+            start = source.health()
+            time.sleep(seconds)
+            alone, since = _acquisition(source, since, start)
+
+            scope = ScopeWidget()
+            scope.resize(1600, 900)
+            scope.show()
+            scope.set_source(source)
+            frame_ms, paced_until = [], time.perf_counter()
+            start, first = source.health(), time.perf_counter()
+            while time.perf_counter() - first < seconds:
+                app.processEvents()
+                paced_until += scope._timer.interval() / 1000.0
+                t0 = time.perf_counter()
+                scope.add_markers(markers.pull())
+                scope.refresh()
+                scope.plot.grab()
+                frame_ms.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(max(0.0, paced_until - time.perf_counter()))
+            elapsed = time.perf_counter() - first
+            with_scope, _ = _acquisition(source, since, start)
+            full_redraws = scope._trace.n_full_redraws
+            scope.close()
+        finally:
+            source.disconnect()
+            markers.disconnect()
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=20)
+    frames = np.array(frame_ms[5:])
+    p50, p99 = np.percentile(frames, [50, 99])
+    return {
+        "channels": n_channels,
+        "sfreq_hz": SFREQ,
+        "frame_p50_ms": float(p50),
+        "frame_p99_ms": float(p99),
+        "max_fps_at_p50": float(1e3 / p50),
+        "drawn_fps": float(len(frame_ms) / elapsed),
+        "full_redraws": full_redraws,
+        "acquisition_alone": alone,
+        "acquisition_with_scope": with_scope,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase")
+    parser.add_argument("--channels", type=int, nargs="+", default=[64, 306], choices=[64, 306])
+    parser.add_argument("--json", action="store_true", help="print one JSON object per montage")
+    args = parser.parse_args(argv)
+    from PyQt6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    for n_channels in args.channels:
+        result = bench(n_channels, args.seconds, app)
+        if args.json:
+            print(json.dumps(result), flush=True)
+            continue
+        a, b = result["acquisition_alone"], result["acquisition_with_scope"]
+        print(
+            f"{n_channels:3d} channels @ {SFREQ:g} Hz: frame p50 {result['frame_p50_ms']:.1f} ms, "
+            f"p99 {result['frame_p99_ms']:.1f} ms (p50 allows {result['max_fps_at_p50']:.0f} "
+            f"fps; drew {result['drawn_fps']:.1f} fps at the 30 fps timer; "
+            f"{result['full_redraws']} full redraws, the rest column by column)\n"
+            f"    acquisition alone:      chunk latency p50 {a['chunk_latency_p50_ms']:.2f} ms, "
+            f"p99 {a['chunk_latency_p99_ms']:.2f} ms, rate {a['effective_rate_hz']:.1f} Hz, "
+            f"dropped {a['dropped_samples']}, gaps {a['gaps']}\n"
+            f"    acquisition with scope: chunk latency p50 {b['chunk_latency_p50_ms']:.2f} ms, "
+            f"p99 {b['chunk_latency_p99_ms']:.2f} ms, rate {b['effective_rate_hz']:.1f} Hz, "
+            f"dropped {b['dropped_samples']}, gaps {b['gaps']}",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Scope display decimation: min/max columns (chunked == one-shot) and their rasterisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gui.trace_raster import ColumnDecimator, TraceImage, rasterize_traces
+
+
+def _direct_columns(data: np.ndarray, per_column: int):
+    n = data.shape[0] // per_column
+    blocks = data[: n * per_column].reshape(n, per_column, -1)
+    return blocks.min(axis=1), blocks.max(axis=1)
+
+
+def test_chunked_pushes_equal_one_push_and_direct_min_max():
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((5003, 7)).astype(np.float32)
+    stamps = 100.0 + np.arange(5003) / 1000.0
+    whole = ColumnDecimator(7, 400, 11)
+    assert whole.push(data, stamps) == 5003 // 11
+    chunked = ColumnDecimator(7, 400, 11)
+    start = 0
+    for size in rng.integers(0, 60, size=10_000):
+        if start >= data.shape[0]:
+            break
+        chunked.push(data[start : start + size], stamps[start : start + size])
+        start += size
+    for a, b in zip(whole.columns(), chunked.columns()):
+        np.testing.assert_array_equal(a, b)
+    mins, maxs = _direct_columns(data, 11)
+    got_min, got_max, times = whole.columns()
+    # The ring keeps the newest 400 of the 454 columns.
+    np.testing.assert_array_equal(got_min, mins[-400:])
+    np.testing.assert_array_equal(got_max, maxs[-400:])
+    np.testing.assert_array_equal(times, stamps[: 454 * 11 : 11][-400:])
+
+
+def test_nan_sample_makes_its_column_missing():
+    data = np.ones((40, 2), dtype=np.float32)
+    data[13, 1] = np.nan
+    dec = ColumnDecimator(2, 10, 10)
+    dec.push(data, np.arange(40.0))
+    mins, maxs, _ = dec.columns()
+    assert np.isnan(mins[1, 1]) and np.isnan(maxs[1, 1])
+    assert np.isfinite(mins[:, 0]).all()
+
+
+def test_bad_decimator_arguments():
+    with pytest.raises(ValueError, match="'samples_per_column': 0; it must be an int >= 1"):
+        ColumnDecimator(3, 10, 0)
+    dec = ColumnDecimator(3, 10, 2)
+    with pytest.raises(ValueError, match=r"'data': expected shape \(n, 3\), got \(5, 2\)"):
+        dec.push(np.zeros((5, 2)), np.zeros(5))
+
+
+def _draw(mins, maxs, **kwargs):
+    n = mins.shape[1]
+    args = {
+        "baseline": np.zeros(n),
+        "gain": np.full(n, 10.0),
+        "centers": 20.0 + 40.0 * np.arange(n),
+        "clip": 15.0,
+        "height": 40 * n,
+        "labels": np.arange(1, n + 1, dtype=np.uint8),
+    }
+    args.update(kwargs)
+    return rasterize_traces(mins, maxs, **args)
+
+
+def test_flat_channels_draw_one_row_each_with_their_label():
+    zeros = np.zeros((50, 2), dtype=np.float32)
+    image = _draw(zeros, zeros)
+    assert image.shape == (80, 50)
+    np.testing.assert_array_equal(np.flatnonzero(image[:, 0]), [20, 60])
+    assert (image[20] == 1).all() and (image[60] == 2).all()
+    assert image.sum(axis=0).tolist() == [3] * 50
+
+
+def test_min_max_runs_are_joined_and_positive_values_go_up():
+    mins = np.zeros((4, 1), dtype=np.float32)
+    maxs = np.array([[0.0], [1.0], [1.0], [0.0]], dtype=np.float32)
+    mins[2] = 1.0  # column 2 is a flat line at +1 (10 px above the centre)
+    image = _draw(mins, maxs)
+    rows = [np.flatnonzero(image[:, c]) for c in range(4)]
+    assert rows[0].tolist() == [20]
+    assert rows[1].min() == 10 and rows[1].max() == 20  # 0..+1: rows 10..20
+    assert rows[2].tolist() == [10]  # joined to the previous column's top
+    assert rows[3].min() == 10 and rows[3].max() == 20  # back down, joined
+
+
+def test_missing_columns_leave_a_gap_and_excursions_are_clipped():
+    mins = np.zeros((5, 1), dtype=np.float32)
+    maxs = np.zeros((5, 1), dtype=np.float32)
+    mins[2] = maxs[2] = np.nan
+    maxs[4] = 100.0  # 1000 px up: clipped to 15 px above the centre
+    image = _draw(mins, maxs)
+    assert not image[:, 2].any()
+    assert np.flatnonzero(image[:, 4]).min() == 5
+
+
+def _trace_args(n_channels: int, height: int = 120) -> dict:
+    row_px = height / n_channels
+    return {
+        "gain": np.full(n_channels, 8.0),
+        "row_px": row_px,
+        "height": height,
+        "labels": np.ones(n_channels, dtype=np.uint8),
+    }
+
+
+def test_incremental_image_equals_a_full_redraw_with_the_same_baseline():
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal((4000, 4)).astype(np.float32)
+    dec = ColumnDecimator(4, 150, 10)
+    trace = TraceImage()
+    picks = np.array([0, 2, 3])
+    args = _trace_args(3)
+    dec.push(data[:500], np.arange(500.0))
+    trace.update(dec, picks, **args)
+    start = 500
+    for size in rng.integers(1, 120, size=200):
+        if start >= 3500:
+            break
+        dec.push(data[start : start + size], np.arange(start, start + size, dtype=float))
+        start += size
+        image = trace.update(dec, picks, **args)
+    assert trace.n_full_redraws == 1  # only new columns were drawn after the first frame
+    mins, maxs, _ = dec.columns()
+    full = rasterize_traces(
+        mins[:, picks],
+        maxs[:, picks],
+        baseline=trace.baseline,
+        gain=args["gain"],
+        centers=(np.arange(3) + 0.5) * args["row_px"],
+        clip=2 * args["row_px"],
+        height=args["height"],
+        labels=args["labels"],
+    )
+    assert image.shape == full.shape == (120, 150)
+    # The oldest column was joined to a column that has left the ring since.
+    np.testing.assert_array_equal(image[:, 1:], full[:, 1:])
+
+
+def test_a_drifting_channel_triggers_a_full_redraw():
+    dec = ColumnDecimator(2, 100, 5)
+    trace = TraceImage()
+    picks = np.array([0, 1])
+    args = _trace_args(2, height=100)
+    dec.push(np.zeros((500, 2), np.float32), np.arange(500.0))
+    trace.update(dec, picks, **args)
+    drifted = np.zeros((50, 2), np.float32)
+    drifted[:, 1] = 10.0  # 80 px from its line: far outside its 50 px row
+    dec.push(drifted, np.arange(500.0, 550.0))
+    trace.update(dec, picks, **args)
+    trace.update(dec, picks, **args)
+    assert trace.n_full_redraws == 2
+    assert trace.baseline[1] > 0
