@@ -274,17 +274,18 @@ class InletWorker:
     def _mark_lost(self) -> None:
         info = self._info
         self._inlet = None
-        self._set_state("lost")
-        self._on_lost()
         pred = query_predicate(info.name(), info.type(), info.source_id() or None)
-        self._resolver = pylsl.ContinuousResolver(pred=pred, forget_after=2.0)
-        self._rejected.clear()
+        # say it before anything slow (the resolver below takes a while to start)
         logger.warning(
             "%s lost: %s. The buffer is kept; waiting for a stream matching %s to reconnect.",
             self._what.capitalize(),
             describe(info),
             pred,
         )
+        self._set_state("lost")
+        self._on_lost()
+        self._resolver = pylsl.ContinuousResolver(pred=pred, forget_after=2.0)
+        self._rejected.clear()
 
     def _compatible(self, candidate: pylsl.StreamInfo) -> str | None:
         """Return why ``candidate`` cannot replace the lost stream, or None if it can."""
