@@ -1,0 +1,222 @@
+"""Benchmark the Brain2Qwerty typing decoder on simulated sessions: CER ablation and latency.
+
+    .venv/bin/python scripts/bench_typing.py            # full grid (about an hour on 2 CPU cores)
+    .venv/bin/python scripts/bench_typing.py --quick    # MEG and EEG, one short condition
+    .venv/bin/python scripts/bench_typing.py --json
+
+For every condition (modality x calibration length x SNR) a calibration session is simulated
+(subject 0, seed 100), the ``small`` v1 decoder is trained on it with ``models.train.train_typing``
+(split by sentence, early stopping), exported to a bundle, and evaluated with
+:func:`bci_app.evaluate.evaluate_bundle` on held-out sessions of the same simulated subject
+(other seeds): CER of conv only / + transformer / + LM, as in the paper's ablation table.
+
+Latency (CPU, onnxruntime threads as the live path sets them, torch with as many threads): the
+per-keystroke graphs of the first trained model, onnxruntime vs torch eager on the same input
+(p50/p99 and the ratio of p50s; torch runs the exported module, whose spatial attention is
+precomputed, and, for reference, the training module, which recomputes it), and the decoder
+step (both graphs + one LM beam step, as ``TypingDecoder.add_window`` does live) over the
+held-out sessions. Numbers come from one run on a shared machine: compare ratios, not absolute
+times across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TRAIN_SEED = 100
+TEST_SEEDS = (1000, 1001)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--modalities", nargs="+", default=["meg", "eeg"], choices=["meg", "eeg"])
+    p.add_argument("--durations", nargs="+", type=float, default=[300.0, 600.0])
+    p.add_argument("--snrs", nargs="+", type=float, default=[0.5, 1.0])
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--test-duration", type=float, default=120.0, help="seconds per test session")
+    p.add_argument("--repeats", type=int, default=300, help="runs per latency measurement")
+    p.add_argument("--quick", action="store_true", help="one short condition per modality")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.durations, args.snrs, args.epochs = [240.0], [2.0], 8
+        args.test_duration, args.repeats = 60.0, 100
+    return args
+
+
+def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
+    """Simulate, train, export and evaluate one condition; return its row."""
+    from acquisition.simulator import Simulator
+    from bci_app.evaluate import evaluate_bundle
+    from models.train import train_typing
+
+    tag = f"{modality}-{duration:g}s-snr{snr:g}"
+    calibration = Simulator(modality, "typing", snr=snr, seed=TRAIN_SEED).generate(duration)
+    started = time.perf_counter()
+    metrics = train_typing(
+        [calibration], workdir / tag, config="small", arch="v1", epochs=args.epochs,
+        name=tag, progress=False,
+    )  # fmt: skip
+    train_s = time.perf_counter() - started
+    sessions = [
+        Simulator(modality, "typing", snr=snr, seed=seed).generate(args.test_duration)
+        for seed in TEST_SEEDS
+    ]
+    report = evaluate_bundle(workdir / tag, sessions, provider="cpu")
+    overall = report["overall"]
+    return {
+        "modality": modality,
+        "calibration_s": duration,
+        "snr": snr,
+        "train_keys": metrics["n_windows"],
+        "epochs_run": metrics["epochs_run"],
+        "train_s": round(train_s, 1),
+        "test_keys": overall["n_keys"],
+        "test_sentences": overall["n_sentences"],
+        "cer": overall["cer"],
+        "wer": overall["wer"],
+        "top1": overall["topk"]["transformer"]["top1"],
+        "top5": overall["topk"]["transformer"]["top5"],
+        "decoder_step_ms": report["latency_ms"],
+        "bundle": str(workdir / tag),
+        "checkpoint": metrics["paths"]["checkpoint"],
+    }
+
+
+def _percentiles(run, repeats: int) -> dict:
+    for _ in range(10):
+        run()
+    times = np.empty(repeats)
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times[i] = time.perf_counter() - t0
+    p50, p99 = np.percentile(times * 1e3, [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99)}
+
+
+def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
+    """onnxruntime vs torch eager on the same trained model and the same inputs."""
+    import torch
+
+    from bci_app.bundle import load_bundle
+    from bci_app.runtime import OnnxRuntime, default_threads
+    from models.brain2qwerty import KeystrokeGraph
+    from models.bundle_export import model_from_checkpoint
+    from models.checkpoint import load_checkpoint
+
+    threads = default_threads()
+    torch.set_num_threads(threads)
+    bundle = load_bundle(row["bundle"])
+    model = model_from_checkpoint(load_checkpoint(row["checkpoint"]))
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(1, model.n_chans, model.n_times)).astype(np.float32)
+    subject = np.zeros(1, np.int64)
+    embeddings = rng.normal(size=(1, n_keys, model.embedding_dim)).astype(np.float32)
+    mask = np.ones((1, n_keys), bool)
+    keystroke = OnnxRuntime(bundle.graph_path("keystroke"), "cpu", threads=threads)
+    sentence = OnnxRuntime(bundle.graph_path("sentence"), "cpu", threads=threads)
+    tensors = [torch.from_numpy(a) for a in (window, subject, embeddings, mask)]
+    exported = KeystrokeGraph(model, freeze_spatial=True).eval()
+
+    def torch_keystroke():  # the module that was exported (spatial attention precomputed)
+        with torch.no_grad():
+            exported(tensors[0], tensors[1])
+
+    def torch_training_module():  # as trained: spatial attention recomputed every call
+        with torch.no_grad():
+            model.conv_head(model.encode(tensors[0], tensors[1]))
+
+    def torch_sentence():
+        with torch.no_grad():
+            model.sentence(tensors[2], tensors[3])
+
+    out = {"threads": threads, "n_keys": n_keys, "n_chans": model.n_chans}
+    pairs = {
+        "keystroke": (lambda: keystroke.run({"x": window, "subject": subject}), torch_keystroke),
+        "sentence": (
+            lambda: sentence.run({"embeddings": embeddings, "key_mask": mask}),
+            torch_sentence,
+        ),
+    }
+    for name, (ort_run, torch_run) in pairs.items():
+        ort_times, torch_times = _percentiles(ort_run, repeats), _percentiles(torch_run, repeats)
+        out[name] = {
+            "onnxruntime": ort_times,
+            "torch_eager": torch_times,
+            "torch_over_ort_p50": torch_times["p50_ms"] / ort_times["p50_ms"],
+        }
+    out["keystroke"]["torch_eager_training_module"] = _percentiles(
+        torch_training_module, max(10, repeats // 10)
+    )
+    return out
+
+
+def format_results(rows: list[dict], lat: dict | None) -> str:
+    """The ablation table per condition, then the latency lines."""
+    head = (
+        f"{'modality':<8} {'snr':>4} {'calib_s':>7} {'train_keys':>10} {'test_keys':>9} "
+        f"{'conv only':>9} {'+transf.':>9} {'+ LM':>7} {'top-1':>6} {'top-5':>6} {'train_s':>8}"
+    )
+    lines = ["CER on held-out simulated sessions (small Brain2Qwerty v1)", head]
+    for r in rows:
+        c = r["cer"]
+        lines.append(
+            f"{r['modality']:<8} {r['snr']:>4g} {r['calibration_s']:>7g} {r['train_keys']:>10} "
+            f"{r['test_keys']:>9} {c['conv']:>9.3f} {c['transformer']:>9.3f} {c['lm']:>7.3f} "
+            f"{r['top1']:>6.3f} {r['top5']:>6.3f} {r['train_s']:>8.0f}"
+        )
+    if lat:
+        lines.append(
+            f"\nPer-keystroke inference, {lat['n_chans']} channels, {lat['threads']} threads "
+            f"(sentence graph over {lat['n_keys']} keystrokes):"
+        )
+        for name in ("keystroke", "sentence"):
+            o, t = lat[name]["onnxruntime"], lat[name]["torch_eager"]
+            lines.append(
+                f"  {name:<9} onnxruntime p50 {o['p50_ms']:.3f} ms p99 {o['p99_ms']:.3f} ms | "
+                f"torch eager p50 {t['p50_ms']:.3f} ms p99 {t['p99_ms']:.3f} ms | "
+                f"torch/ORT {lat[name]['torch_over_ort_p50']:.2f}x"
+            )
+        train = lat["keystroke"]["torch_eager_training_module"]
+        lines.append(
+            f"  (torch eager of the training module, spatial attention recomputed per call: "
+            f"p50 {train['p50_ms']:.3f} ms)"
+        )
+    for r in rows:
+        step = r["decoder_step_ms"]
+        lines.append(
+            f"Decoder step ({r['modality']}, snr {r['snr']:g}, {r['calibration_s']:g} s; graphs + "
+            f"beam step): p50 {step['p50']:.2f} ms, p99 {step['p99']:.2f} ms over {step['n']} keys"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the grid, then the latency comparison; print a table or JSON."""
+    args = parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bci-bench-typing-") as tmp:
+        grid = itertools.product(args.modalities, args.durations, args.snrs)
+        for modality, duration, snr in grid:
+            print(f"[bench] {modality} {duration:g} s snr {snr:g}", file=sys.stderr, flush=True)
+            rows.append(run_condition(modality, duration, snr, args, Path(tmp)))
+        lat = latency(rows[0], args.repeats) if rows else None
+    for row in rows:
+        row.pop("bundle"), row.pop("checkpoint")
+    results = {"conditions": rows, "latency": lat}
+    print(json.dumps(results, indent=2) if args.json else format_results(rows, lat))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
