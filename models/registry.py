@@ -99,3 +99,6 @@ def build_model(
         Number of subjects the model has heads for.
     """
     return _spec(name).build(n_chans, positions, n_subjects, get_config(name, config))
+
+
+import models.speech  # noqa: E402,F401  (registers "speech_clip")

@@ -72,6 +72,12 @@ def test_every_registered_model_exports_and_matches_torch(name, positions, tmp_p
                 {"embeddings": embeddings.numpy(), "key_mask": mask.numpy()},
             )
             np.testing.assert_allclose(logits, model.sentence(embeddings, mask), atol=1e-4)
+        elif name == "speech_clip":
+            x = torch.randn(1, N_CHANS, model.n_times)
+            (embedding,) = _run(
+                tmp_path / "brain.onnx", {"x": x.numpy(), "subject": subject.numpy()}
+            )
+            np.testing.assert_allclose(embedding, model(x, subject), atol=1e-4)
         else:
             for n_times in (1, 7, 250):
                 x = torch.randn(1, N_CHANS, n_times)

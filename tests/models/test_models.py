@@ -61,6 +61,9 @@ def test_every_registered_model_builds_and_runs(name, positions):
         x = torch.randn(2, 4, N_CHANS, model.n_times)
         out = model(x, subject, torch.ones(2, 4, dtype=torch.bool))
         assert out.shape == (2, 4, 29)
+    elif name == "speech_clip":
+        out = model(torch.randn(2, N_CHANS, model.n_times), subject)
+        assert out.shape == (2, model.config.embed_dim)
     else:
         out = model(torch.randn(2, N_CHANS, 51), subject)
         assert out.shape == (2, 26, 30)
@@ -188,8 +191,11 @@ def test_parameter_counts_306_meg(name):
     for preset in ("small", "paper"):
         model = build_model(name, preset, 306, meg_like_positions(), 4)
         counts[preset] = sum(p.numel() for p in model.parameters())
-    assert 0.5e6 <= counts["small"] <= 3e6
-    assert counts["paper"] > 20 * counts["small"]
+    typing = name.startswith("brain2qwerty")
+    # small trains on 2 CPU cores in minutes; the typing paper configs are tens of M parameters,
+    # the speech paper encoder about 10 M (Defossez et al. 2023)
+    assert (0.5e6 if typing else 0.2e6) <= counts["small"] <= 3e6
+    assert counts["paper"] > (20 if typing else 4) * counts["small"]
 
 
 def test_positions_to_2d_sphere_cap():

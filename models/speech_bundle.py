@@ -1,0 +1,220 @@
+"""What a speech training run leaves: description, final checkpoint, report and bundle.
+
+Bundle (``task: "speech"``): ``brain.onnx`` and ``audio.onnx`` (:class:`models.speech.SpeechClip`
+graphs, checked in onnxruntime), ``candidates.npz`` + ``candidates.json`` (the candidate set:
+one per distinct word heard in the training recordings, its embedding the normalised mean of
+the audio embeddings of the 3 s segments starting at that word), and a manifest with ``stream``,
+``preprocessing`` (0.1 Hz high-pass, 120 Hz, pooled scaler), ``window`` (brain window relative to
+the word onset, baseline, clamp, audio span and brain shift), ``mel`` (the log-mel parameters for
+``audio.onnx``), ``logit_scale``, ``subject``, ``provenance``, ``metrics`` and ``export``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import bci_app
+from acquisition.channels import ChannelSpec
+from bci_app._optional import import_optional
+from bci_app.bundle import save_bundle
+from bci_app.speech_decoder import normalize, save_candidates
+from models.bundle_export import _quiet_exporter
+from models.checkpoint import FINAL_NAME, load_checkpoint, save_checkpoint
+from models.export import DEFAULT_ATOL, export_model
+from models.registry import build_model
+from models.speech_data import window_spec
+from models.train_setup import git_commit
+
+
+def describe(data, split, args, model_config, out: Path, name, world_size) -> dict[str, Any]:
+    """The JSON description saved in every checkpoint (and turned into the manifest)."""
+    sizes = {k: {kind: len(v) for kind, v in parts.items()} for k, parts in split.items()}
+    return {
+        "name": name or out.resolve().name,
+        "arch": "speech_clip",
+        "config_name": args["config"] if isinstance(args["config"], str) else "custom",
+        "model_config": model_config.to_dict(),
+        "n_chans": data.n_chans,
+        "n_subjects": data.n_subjects,
+        "subject_labels": [str(s) for s in data.subject_labels],
+        "channels": data.channels.to_dict(),
+        "sfreq_in": data.sfreq_in,
+        "preprocessing": data.preprocessing.to_dict(),
+        "window": window_spec(model_config),
+        "mel": data.mel_config.to_dict(),
+        "train": args,
+        "data": {"summary": f"{len(data.sentences)} sentences, {data.stats}", "split": sizes},
+        "dataset_stats": data.stats,
+        "provenance": {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "bci_app_version": bci_app.__version__,
+            "torch_version": torch.__version__,
+            "recordings": data.provenance,
+            "seed": args["seed"],
+            "git_commit": git_commit(),
+            "world_size": world_size,
+        },
+        "metrics": {},
+    }
+
+
+def word_prototypes(words: list[str], audio: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """One candidate per distinct (lower-cased) word: the mean of its unit audio embeddings."""
+    keys = [w.lower() for w in words]
+    texts = sorted(set(keys))
+    unit = normalize(audio)
+    index = {t: i for i, t in enumerate(texts)}
+    sums = np.zeros((len(texts), unit.shape[1]), np.float32)
+    np.add.at(sums, [index[k] for k in keys], unit)
+    return texts, normalize(sums)
+
+
+def _per_word(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    table: dict[str, list[int]] = {}
+    for word, rank in zip(result["words"], result["ranks"].tolist()):
+        table.setdefault(word.lower(), []).append(rank)
+    return {
+        w: {
+            "n": len(r),
+            "top1": float(np.mean(np.array(r) < 1)),
+            "top10": float(np.mean(np.array(r) < 10)),
+        }
+        for w, r in sorted(table.items())
+    }
+
+
+def write_outputs(run, out: Path, started: float, export: bool) -> dict[str, Any]:
+    """Rank 0: score the best epoch, write candidates, checkpoint, report and bundle."""
+    from models.speech_train import embed_windows, score
+
+    model, data, device = run.model, run.data, run.ctx.device
+    model.load_state_dict(run.best_state)
+    results = {k: score(model, data, run.split[k]["word"], device) for k in ("val", "test")}
+    words = np.flatnonzero(data.kind == "word")
+    _, audio = embed_windows(model, data, words, device)
+    texts, embeddings = word_prototypes([data.words[i] for i in words], audio)
+    metrics: dict[str, Any] = {}
+    for key, result in results.items():
+        n = result["n_candidates"]
+        metrics.update({f"{key}_top1": result["top1"], f"{key}_top10": result["top10"]})
+        metrics.update({f"{key}_n_candidates": n, f"{key}_loss": result["loss"]})
+        metrics[f"{key}_chance_top1"], metrics[f"{key}_chance_top10"] = 1 / n, min(10, n) / n
+    metrics["test_per_word"] = _per_word(results["test"])
+    metrics.update(
+        epochs_run=run.epoch, best_epoch=run.best["epoch"],
+        stopped_early=run.epoch < run.args["epochs"], n_bundle_candidates=len(texts),
+        world_size=run.ctx.world_size, device=str(device), **data.stats,
+    )  # fmt: skip
+    run.meta["metrics"] = metrics
+    state = {
+        **run.state(),
+        "candidates": {"texts": texts, "embeddings": torch.from_numpy(embeddings)},
+    }
+    checkpoint = save_checkpoint(out / FINAL_NAME, state, run.meta)
+    report = write_report(out / "report", run.history, results["test"], run.meta)
+    paths = {"checkpoint": str(checkpoint), "report": str(report)}
+    if export:
+        exported = export_speech_checkpoint(checkpoint, out)
+        paths["bundle"] = str(exported["bundle"].path)
+        metrics["export_max_abs_diff"] = exported["max_abs_diff"]
+    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
+    return {**metrics, "paths": paths}
+
+
+def export_speech_checkpoint(
+    checkpoint: str | Path | dict[str, Any], out_dir: str | Path, *, name: str | None = None,
+    atol: float = DEFAULT_ATOL,
+) -> dict[str, Any]:  # fmt: skip
+    """Export a speech checkpoint's best model and candidates as a bundle in ``out_dir``."""
+    payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    meta = dict(payload["meta"])
+    if meta.get("arch") != "speech_clip" or "candidates" not in payload:
+        raise ValueError(
+            f"Invalid checkpoint: it holds a {meta.get('arch')!r} decoder without a speech "
+            "candidate set; export typing checkpoints with 'bci-app export'."
+        )
+    channels = ChannelSpec.from_dict(meta["channels"])
+    model = build_model(
+        "speech_clip", meta["model_config"], meta["n_chans"], channels.positions, meta["n_subjects"]
+    )
+    model.load_state_dict(payload["best_model"])
+    model.eval()
+    out = Path(out_dir)
+    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, _quiet_exporter():
+        reports = export_model(model, tmp, atol=atol)
+        manifest = {
+            "name": name or meta["name"], "task": "speech", "arch": "speech_clip",
+            "model_config": meta["model_config"],
+            "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
+            "preprocessing": meta["preprocessing"], "window": meta["window"], "mel": meta["mel"],
+            "logit_scale": float(model.logit_scale.detach().clamp(max=np.log(100.0)).exp()),
+            "decoding": {"top_k": 10},
+            "subject": {"n_subjects": meta["n_subjects"], "default": 0,
+                        "labels": meta["subject_labels"]},
+            "provenance": meta["provenance"], "metrics": meta["metrics"],
+            "export": {r: {"max_abs_diff": v["max_abs_diff"], "atol": v["atol"]}
+                       for r, v in reports.items()},
+        }  # fmt: skip
+        out.mkdir(parents=True, exist_ok=True)
+        bundle = save_bundle(out, manifest, {r: Path(v["path"]) for r, v in reports.items()})
+    candidates = payload["candidates"]
+    save_candidates(out, candidates["texts"], candidates["embeddings"].numpy())
+    return {"bundle": bundle, "max_abs_diff": {r: v["max_abs_diff"] for r, v in reports.items()}}
+
+
+def write_report(out_dir: Path, history: dict, test: dict, meta: dict) -> Path:
+    """Learning curves and the test rank histogram (PNG) and ``report.html``."""
+    figure_module = import_optional("matplotlib.figure")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = meta.get("metrics", {})
+    curves = figure_module.Figure(figsize=(10, 4), layout="constrained")
+    loss_axes, top_axes = curves.subplots(1, 2)
+    epochs = np.arange(1, len(history.get("train_loss", [])) + 1)
+    for key in ("train_loss", "val_loss"):
+        loss_axes.plot(epochs, history.get(key, []), marker="o", label=key.replace("_", " "))
+    for key in ("val_top1", "val_top10"):
+        top_axes.plot(epochs, history.get(key, []), marker="o", label=key.replace("_", " "))
+    if "val_chance_top10" in metrics:
+        top_axes.axhline(metrics["val_chance_top10"], color="grey", ls="--", label="chance top-10")
+    loss_axes.set(xlabel="epoch", ylabel="CLIP loss", title="Loss")
+    top_axes.set(xlabel="epoch", ylabel="accuracy", title="Validation retrieval", ylim=(0, 1))
+    for axes in (loss_axes, top_axes):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    curves.savefig(out_dir / "learning_curves.png", dpi=100)
+    ranks = figure_module.Figure(figsize=(6, 4), layout="constrained")
+    axes = ranks.subplots()
+    n = max(test["n_candidates"], 1)
+    axes.hist(test["ranks"], bins=np.arange(n + 1) - 0.5, color="tab:blue")
+    axes.axvline(9.5, color="grey", ls="--", label="top-10")
+    axes.set(xlabel="rank of the true segment (0 = best)", ylabel="windows",
+             title=f"Test ranks among N={n} segments")  # fmt: skip
+    axes.legend()
+    ranks.savefig(out_dir / "rank_histogram.png", dpi=100)
+    images = "".join(
+        f'<h2>{p}</h2><img src="data:image/png;base64,'
+        f'{base64.b64encode((out_dir / p).read_bytes()).decode()}">'
+        for p in ("learning_curves.png", "rank_histogram.png")
+    )
+    cell = lambda v: html.escape(json.dumps(v) if isinstance(v, dict) else str(v))  # noqa: E731
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{cell(v)}</td></tr>" for k, v in metrics.items()
+    )
+    page = out_dir / "report.html"
+    page.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Speech decoder "
+        f"{html.escape(meta['name'])}</title></head><body><h1>Speech decoder "
+        f"{html.escape(meta['name'])}</h1><table>{rows}</table>{images}</body></html>",
+        encoding="utf-8",
+    )
+    return page

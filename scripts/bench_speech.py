@@ -1,0 +1,138 @@
+"""Benchmark the speech decoder: held-out retrieval accuracy vs chance, and ORT vs torch latency.
+
+For each modality (EEG, MEG, iEEG) and SNR, trains the ``small`` speech decoder on one simulated
+listening session and scores a held-out session (other seed, other sentences): top-10 accuracy
+of each word window's own 3 s audio segment among N candidate segments, for N = all word
+windows of the held-out session and a smaller N (random subsets, averaged), against chance
+10 / N. Then times one window (batch 1) through the exported ``brain`` graph in onnxruntime and
+through the torch model in eager mode, on the same input, and prints the ratio.
+
+Usage: ``python scripts/bench_speech.py --quick`` (2 SNRs, short sessions; ~10 min on 2 CPU
+cores), or without ``--quick`` for longer sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from acquisition.simulator import Simulator
+from bci_app.bundle import load_bundle
+from bci_app.evaluate_speech import segment_audio_embeddings, word_windows
+from bci_app.runtime import OnnxRuntime
+from bci_app.speech_decoder import SpeechDecoder, retrieval_ranks
+from models.bundle_export import _quiet_exporter
+from models.checkpoint import load_checkpoint
+from models.registry import build_model
+from models.speech_train import train_speech
+
+MODALITIES = ("eeg", "meg", "ieeg")
+
+
+def subset_top10(brain: np.ndarray, audio: np.ndarray, n: int, rng, repeats: int = 20) -> float:
+    """Mean top-10 accuracy among random candidate subsets of size ``n``."""
+    if n >= len(brain):
+        return float(np.mean(retrieval_ranks(brain, audio) < 10))
+    scores = []
+    for _ in range(repeats):
+        pick = rng.choice(len(brain), n, replace=False)
+        scores.append(np.mean(retrieval_ranks(brain[pick], audio[pick]) < 10))
+    return float(np.mean(scores))
+
+
+def latency(bundle_dir: Path, n: int = 50) -> dict[str, float]:
+    """Per-window latency (ms, median) of the brain graph in ORT and the torch model eager."""
+    bundle = load_bundle(bundle_dir)
+    payload = load_checkpoint(bundle_dir / "checkpoint.pt")
+    meta = payload["meta"]
+    from acquisition.channels import ChannelSpec
+
+    model = build_model(
+        "speech_clip", meta["model_config"], meta["n_chans"],
+        ChannelSpec.from_dict(meta["channels"]).positions, meta["n_subjects"],
+    ).eval()  # fmt: skip
+    model.load_state_dict(payload["best_model"])
+    x = np.random.default_rng(0).normal(size=(1, meta["n_chans"], model.n_times)).astype("f4")
+    runtime = OnnxRuntime(bundle.graph_path("brain"), "cpu")
+    feeds = {"x": x, "subject": np.zeros(1, np.int64)}
+    ort_ms = float(np.median(runtime.benchmark(feeds, n)) * 1e3)
+    tx, ts = torch.from_numpy(x), torch.zeros(1, dtype=torch.long)
+    times = []
+    with torch.no_grad():
+        for _ in range(5):
+            model(tx, ts)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            model(tx, ts)
+            times.append(time.perf_counter() - t0)
+    torch_ms = float(np.median(times) * 1e3)
+    return {"ort_ms": ort_ms, "torch_ms": torch_ms, "ratio": torch_ms / ort_ms}
+
+
+def run_case(modality: str, snr: float, args, out: Path) -> dict:
+    """Train on one session, score a held-out one; return the row."""
+    train = Simulator(modality, "listening", snr=snr, seed=100).generate(args.train_s)
+    test = Simulator(modality, "listening", snr=snr, seed=200).generate(args.test_s)
+    bundle_dir = out / f"{modality}-{snr:g}"
+    started = time.perf_counter()
+    with _quiet_exporter():
+        metrics = train_speech(
+            [train], bundle_dir, epochs=args.epochs, progress=False, device=args.device
+        )
+    seconds = time.perf_counter() - started
+    bundle = load_bundle(bundle_dir)
+    decoder = SpeechDecoder(bundle, provider="cpu")
+    audio_graph = OnnxRuntime(bundle.graph_path("audio"), "cpu", warmup=0)
+    windows, _ = word_windows(bundle, test, "held-out")
+    brain = decoder.embed(np.stack([w.data for w in windows]))
+    audio = segment_audio_embeddings(bundle, audio_graph, test, "held-out", None, windows)
+    rng = np.random.default_rng(0)
+    n_all = len(windows)
+    row = {
+        "modality": modality, "snr": snr, "n_all": n_all, "train_s": round(seconds, 1),
+        "top10_all": subset_top10(brain, audio, n_all, rng), "chance_all": min(10, n_all) / n_all,
+        "n_small": args.small_n, "top10_small": subset_top10(brain, audio, args.small_n, rng),
+        "chance_small": min(10, args.small_n) / args.small_n,
+        "val_top10_same_session": metrics["test_top10"], "epochs": metrics["epochs_run"],
+    }  # fmt: skip
+    row.update(latency(bundle_dir))
+    return row
+
+
+def main() -> None:
+    """Parse arguments, run every case, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 SNRs, short sessions")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--modalities", nargs="+", default=list(MODALITIES))
+    args = parser.parse_args()
+    args.snrs = (1.0, 3.0) if args.quick else (0.5, 1.0, 3.0)
+    args.train_s, args.test_s = (150.0, 75.0) if args.quick else (600.0, 180.0)
+    args.epochs = 12 if args.quick else 30
+    args.small_n = 25
+    torch.manual_seed(0)
+    print(
+        f"{'mod':5} {'snr':>4} {'N':>4} {'top10':>6} {'chance':>6} {'N':>3} {'top10':>6} "
+        f"{'chance':>6} {'in-sess':>7} {'ORT ms':>7} {'torch ms':>8} {'ratio':>5} {'train s':>7}"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-speech-") as tmp:
+        for modality in args.modalities:
+            for snr in args.snrs:
+                r = run_case(modality, snr, args, Path(tmp))
+                print(
+                    f"{r['modality']:5} {r['snr']:4g} {r['n_all']:4d} {r['top10_all']:6.3f} "
+                    f"{r['chance_all']:6.3f} {r['n_small']:3d} {r['top10_small']:6.3f} "
+                    f"{r['chance_small']:6.3f} {r['val_top10_same_session']:7.3f} "
+                    f"{r['ort_ms']:7.2f} {r['torch_ms']:8.2f} {r['ratio']:5.1f} "
+                    f"{r['train_s']:7.1f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
