@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bci_app.cli_decoders import add_evaluate_command, add_train_export_commands
+from bci_app.cli_speech import add_speech_commands
+
 logger = logging.getLogger("bci_app")
 
 
@@ -175,7 +178,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise CLIError(f"File not found: {args.file}")
     stop = _stop_event()
     with Player(
-        args.file, speed=args.speed, loop=args.loop, name=args.name, source_id=args.source_id
+        args.file,
+        speed=args.speed,
+        loop=args.loop,
+        name=args.name,
+        source_id=args.source_id,
+        wait_for_consumer=not args.no_wait,
     ) as player:
         print(
             f"Replaying {args.file} at speed {args.speed} as '{player.name}' "
@@ -183,6 +191,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             flush=True,
         )
         _wait(stop, args.duration, done=player.done.is_set)
+        if player.done.is_set() and args.linger > 0:
+            # LSL delivers what is queued only while the outlet lives: give consumers the tail
+            print(f"End of recording; outlets stay open {args.linger:g} s.", flush=True)
+            _wait(stop, args.linger)
     print(f"Sent {player.n_samples_sent} samples.")
     return 0
 
@@ -202,6 +214,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     stop = _stop_event()
     return run_live(args, stop)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Latency certification of the live path."""
+    from bci_app.bench import format_bench, run_bench
+    from bci_app.bundle import load_bundle
+    from bci_app.live import DEFAULT_BUNDLE
+
+    bundle = load_bundle(args.bundle or DEFAULT_BUNDLE)
+    result = run_bench(
+        bundle,
+        seconds=args.seconds,
+        realtime_s=args.realtime_seconds,
+        provider=args.provider,
+        n=args.repeats,
+    )
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    return 0
 
 
 def cmd_lm_train(args: argparse.Namespace) -> int:
@@ -265,6 +295,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-id", help="LSL source_id (default: derived from the name)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--linger", type=float, default=5.0, help="seconds the outlets stay open after the end"
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start at once instead of holding the first sample until a consumer connects",
+    )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("convert", help="convert a recording (XDF) to FIF or BIDS")
@@ -274,16 +312,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="typing", help="BIDS task label (default typing)")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("run", help="live processing/decoding (default: simulated MEG typing)")
+    p = sub.add_parser("run", help="decode live (default: simulated MEG typing + shipped decoder)")
+    p.add_argument("--bundle", help="decoder bundle (default: the shipped typing-meg-small)")
     p.add_argument("--stream", help="data stream name or source_id (default: start a simulator)")
-    p.add_argument("--markers", help="marker stream name or source_id")
+    p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
-    p.add_argument("--seed", type=int, default=0, help="seed of the built-in simulator")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--record", metavar="OUT.xdf", help="record data, markers and text to XDF")
+    p.add_argument("--log", metavar="LOG.jsonl", help="append every text event to a JSONL log")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the built-in simulator")
     p.add_argument(
-        "--calibration", type=float, default=5.0, help="seconds used to fit the scaler (default 5)"
+        "--no-decoder", action="store_true", help="only preprocess and window (no bundle)"
+    )
+    p.add_argument(
+        "--calibration", type=float, default=5.0, help="--no-decoder: seconds to fit the scaler"
     )
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("bench", help="latency certification on a simulated 306-ch MEG session")
+    p.add_argument("--bundle", help="typing bundle (default: the shipped typing-meg-small)")
+    p.add_argument("--seconds", type=float, default=120.0, help="simulated session length")
+    p.add_argument(
+        "--realtime-seconds", type=float, default=60.0, help="part replayed at 1x (0: skip)"
+    )
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    add_train_export_commands(sub)
+    add_evaluate_command(sub)
+    add_speech_commands(sub)
 
     lm = sub.add_parser("lm", help="character language model")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")

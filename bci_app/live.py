@@ -1,9 +1,10 @@
-"""``bci-app run``: live processing of an LSL stream, by default of a built-in simulated session.
+"""``bci-app run``: live decoding of an LSL stream, by default of a built-in simulated session.
 
-With no ``--stream``, a simulated 306-channel MEG typing session is started in this process
-(its own LSL outlets, a unique source_id) and processed like any amplifier stream: the stream
-source, the Brain2Qwerty preprocessing (0.1-20 Hz, 50 Hz, robust scaling fitted on the first
-seconds), keystroke-locked windows, and a health line every second.
+With no ``--stream``, a simulated 306-channel MEG typing session is started in this process (its
+own LSL outlets, a unique source_id) for the subject the shipped ``typing-meg-small`` bundle was
+trained on, with a session seed it never saw, and decoded like any amplifier stream. With
+``--no-decoder`` the stream is only preprocessed and windowed (scaler fitted on the first
+seconds), to check a new set-up before a decoder exists.
 """
 
 from __future__ import annotations
@@ -12,53 +13,134 @@ import argparse
 import json
 import logging
 import queue
+import sys
 import threading
 import time
 import uuid
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 
-from acquisition.markers import MarkerSource
 from acquisition.recording import Recording
 from acquisition.stream import StreamSource
+from bci_app.alphabet import cer
+from bci_app.bundle import load_bundle
 from bci_app.pipeline import LivePipeline, WindowEvent, window_summary
 from bci_app.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
+from bci_app.session import LiveSession, connect_streams
 from bci_app.windowing import EventWindower
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_BUNDLE = Path(__file__).parent / "data" / "bundles" / "typing-meg-small"
 MEG_TYPES = ("mag", "grad")
 
 
-def _start_simulator(stack: ExitStack, seed: int) -> tuple[str, str]:
+def _start_simulator(stack: ExitStack, seed: int, bundle=None) -> tuple[str, str]:
+    """Start the built-in simulated MEG typing stream (matching ``bundle``'s training subject)."""
     from acquisition.simulator import Simulator, SimulatorStream
 
-    sim = Simulator("meg", "typing", snr=2.0, seed=seed)
+    params = {"snr": 2.0, "subject": 0}
+    if bundle is not None:
+        recs = bundle.manifest.get("provenance", {}).get("recordings", [])
+        sim = recs[0].get("simulator", {}) if recs else {}
+        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
+    sim = Simulator("meg", "typing", seed=seed, **params)
     source_id = f"bci-app-sim-{uuid.uuid4().hex[:8]}"
     stream = stack.enter_context(SimulatorStream(sim, name="bci-app-sim-meg", source_id=source_id))
+    print(f"Started the built-in simulated MEG typing stream (source_id {source_id}, seed {seed}).")
     return stream.source_id, f"{stream.source_id}-markers"
 
 
-def _connect(stack: ExitStack, query: str, **kwargs):
-    """Connect to a stream given by source_id or name (source_id tried first)."""
-    cls = kwargs.pop("cls")
-    try:
-        src = cls(source_id=query, resolve_timeout=kwargs.get("resolve_timeout", 2.0))
-        return stack.enter_context(src)
-    except RuntimeError:
-        return stack.enter_context(cls(name=query, resolve_timeout=5.0))
+def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
+    """Entry point of ``bci-app run``."""
+    if getattr(args, "no_decoder", False):
+        return _run_monitor(args, stop)
+    bundle = load_bundle(args.bundle or DEFAULT_BUNDLE)
+    with ExitStack() as stack:
+        if args.stream is None:
+            data_id, marker_id = _start_simulator(stack, args.seed, bundle)
+        else:
+            data_id, marker_id = args.stream, args.markers
+        if marker_id is None:
+            raise ValueError(
+                "Live typing decoding needs the keystroke marker stream: give --markers NAME "
+                "(see 'bci-app streams')."
+            )
+        source, markers = connect_streams(data_id, marker_id)
+        stack.callback(source.disconnect)
+        stack.callback(markers.disconnect)
+        session = LiveSession(bundle, source, markers, provider=args.provider, log_path=args.log)
+        if args.record:
+            from acquisition.recorder import Recorder
+
+            # by source_id: a StreamInfo taken from an outlet of this process cannot open an inlet
+            infos = [source.info, markers.info, session.text_outlet_info]
+            ids = [i.source_id() for i in infos if i is not None]
+            stack.enter_context(Recorder(args.record, ids))
+        print(
+            f"Decoding '{source.info.name()}' with '{bundle.name}' on {session.provider}"
+            + (f"; recording to {args.record}" if args.record else "")
+            + (f"; log {args.log}" if args.log else ""),
+            flush=True,
+        )
+        with session:
+            _print_events(args, stop, session)
+        summary = session.stop()
+    _print_summary(args, summary, session)
+    return 0
+
+
+def _print_events(args, stop: threading.Event, session: LiveSession) -> None:
+    start = time.monotonic()
+    n_sentences = 0
+    interactive = sys.stdout.isatty()  # redraw the live hypothesis only on a terminal
+    while not stop.is_set():
+        if args.duration is not None and time.monotonic() - start >= args.duration:
+            return
+        try:
+            event = session.events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if args.json:
+            print(event.to_json(), flush=True)
+        elif event.kind == "keystroke" and interactive:
+            print(f"\r  typing:  {event.hypothesis:<70}", end="", flush=True)
+        elif event.kind == "gap":
+            print(f"\n  [data gap at {event.timestamp:.2f} s: the text around it may be wrong]")
+        elif event.kind == "sentence_end":
+            decoded = session.sentences[n_sentences]
+            n_sentences += 1
+            line = ("\r" if interactive else "") + f"  decoded: {decoded.text:<70}"
+            if decoded.target:
+                score = cer(decoded.text, decoded.target)
+                line += f"\n  target:  {decoded.target}   (CER {score:.2f})"
+            print(line, flush=True)
+
+
+def _print_summary(args, summary: dict, session: LiveSession) -> None:
+    if args.json:
+        print(json.dumps({"event": "summary", **summary}), flush=True)
+        return
+    print(
+        f"\n{summary['sentences']} sentence(s), {summary['windows']} keystroke windows "
+        f"({summary['invalid_windows']} invalid), {summary['gaps']} gap(s), "
+        f"{summary['inference_errors']} inference error(s); provider {summary['provider']}."
+    )
+    print("Latency per stage:\n" + session.latency.format())
+
+
+# ---------------------------------------------------------------------------------------------
+# --no-decoder: preprocessing and windows only
 
 
 def calibrate(source: StreamSource, seconds: float, stop: threading.Event) -> PreprocessConfig:
     """Wait for ``seconds`` of data and fit the Brain2Qwerty preprocessing on them."""
-    picks = [n for n, t in zip(source.channels.names, source.channels.types) if t in MEG_TYPES]
-    if not picks:
-        picks = [
-            n
-            for n, t in zip(source.channels.names, source.channels.types)
-            if t in ("eeg", "seeg", "ecog")
-        ]
+    types = source.channels.types
+    picks = [n for n, t in zip(source.channels.names, types) if t in MEG_TYPES] or [
+        n for n, t in zip(source.channels.names, types) if t in ("eeg", "seeg", "ecog")
+    ]
     config = PreprocessConfig.brain2qwerty(source.sfreq, picks or None)
     need = int(seconds * source.sfreq)
     while source.buffer.n_available < need and not stop.is_set():
@@ -68,28 +150,25 @@ def calibrate(source: StreamSource, seconds: float, stop: threading.Event) -> Pr
     return fit_scaler(rec, config)
 
 
-def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
-    """Run the live pipeline until ``stop`` is set or ``args.duration`` has passed."""
+def _run_monitor(args: argparse.Namespace, stop: threading.Event) -> int:
     events: queue.Queue[WindowEvent] = queue.Queue(maxsize=10_000)
-    n_dropped_events = 0
 
     def on_window(event: WindowEvent) -> None:
-        nonlocal n_dropped_events
         try:
             events.put_nowait(event)
         except queue.Full:  # a slow printer never blocks the pipeline
-            n_dropped_events += 1
+            pass
 
     with ExitStack() as stack:
         if args.stream is None:
             data_id, marker_id = _start_simulator(stack, args.seed)
-            print(f"Started the built-in simulated MEG typing stream (source_id {data_id}).")
         else:
             data_id, marker_id = args.stream, args.markers
-        source = _connect(stack, data_id, cls=StreamSource)
-        markers = None if marker_id is None else _connect(stack, marker_id, cls=MarkerSource)
-        print(f"Connected: {source!r}" + (f" + {markers!r}" if markers else ""), flush=True)
-        config = calibrate(source, getattr(args, "calibration", 5.0), stop)
+        source, markers = connect_streams(data_id, marker_id)
+        stack.callback(source.disconnect)
+        if markers is not None:
+            stack.callback(markers.disconnect)
+        config = calibrate(source, args.calibration, stop)
         preprocessor = Preprocessor(config, stream_channels=source.channels.names)
         windower = EventWindower(-0.2, 0.3, preprocessor.sfreq_out, clamp=5.0)
         if markers is not None:
@@ -98,19 +177,17 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
             LivePipeline(source, preprocessor, windower, on_window, markers=markers)
         )
         print(
-            f"Preprocessing {len(config.ch_names)} channels: 0.1-20 Hz, "
-            f"{source.sfreq:g} -> {preprocessor.sfreq_out:g} Hz, robust scaling fitted on "
-            f"{getattr(args, 'calibration', 5.0):g} s; keystroke windows -0.2..+0.3 s.",
+            f"Preprocessing {len(config.ch_names)} channels: 0.1-20 Hz, {source.sfreq:g} -> "
+            f"{preprocessor.sfreq_out:g} Hz, robust scaling fitted on {args.calibration:g} s; "
+            "keystroke windows -0.2..+0.3 s.",
             flush=True,
         )
-        _report_loop(args, stop, source, pipeline, events)
+        _monitor_loop(args, stop, source, pipeline, events)
         print("Latency per stage:\n" + pipeline.latency.format())
-        if n_dropped_events:
-            print(f"{n_dropped_events} window events were not printed (output too slow).")
     return 0
 
 
-def _report_loop(args, stop, source, pipeline, events) -> None:
+def _monitor_loop(args, stop, source, pipeline, events) -> None:
     start = time.monotonic()
     next_health = start + 1.0
     while not stop.is_set():

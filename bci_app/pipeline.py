@@ -20,6 +20,7 @@ import numpy as np
 import pylsl
 
 from acquisition.markers import MarkerSource
+from acquisition.recording import Marker
 from acquisition.stream import StreamSource
 from bci_app.metrics import LatencyStats
 from bci_app.preprocessing import Preprocessor
@@ -54,6 +55,12 @@ class LivePipeline:
         to a queue).
     markers : MarkerSource | None
         Marker stream for event windows.
+    on_markers : callable | None
+        Called on the worker thread with every batch of markers pulled (before the windows they
+        complete), e.g. for sentence boundaries.
+    on_step : callable | None
+        Called on the worker thread after each processed chunk with the timestamp of the newest
+        preprocessed sample, e.g. to close a sentence once its last window is complete.
     poll_s : float
         Sleep between polls when no new data has arrived.
     """
@@ -66,6 +73,8 @@ class LivePipeline:
         on_window: Callable[[WindowEvent], None],
         *,
         markers: MarkerSource | None = None,
+        on_markers: Callable[[list[Marker]], None] | None = None,
+        on_step: Callable[[float], None] | None = None,
         poll_s: float = 0.005,
     ) -> None:
         if abs(preprocessor.config.sfreq_in - source.sfreq) > 1e-6 * source.sfreq:
@@ -76,14 +85,22 @@ class LivePipeline:
             )
         self.source, self.preprocessor, self.windower = source, preprocessor, windower
         self.markers, self.on_window, self.poll_s = markers, on_window, float(poll_s)
+        self.on_markers, self.on_step = on_markers, on_step
         self.latency = LatencyStats()
         self.n_windows = 0
         self.n_invalid_windows = 0
         self.n_lost_samples = 0
         self.error: BaseException | None = None
-        self._counter = source.buffer.n_written
+        # Start from the oldest sample the buffer still holds, so data that arrived while the
+        # decoder was loading is processed too (and markers already queued find their data).
+        self._counter = max(0, source.buffer.n_written - source.buffer.capacity)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def n_processed(self) -> int:
+        """Samples of the source's buffer this pipeline has read so far (a buffer counter)."""
+        return self._counter
 
     def start(self) -> LivePipeline:
         """Start the worker thread (RuntimeError if already running)."""
@@ -124,7 +141,10 @@ class LivePipeline:
             self.preprocessor.reset()
         windows: list[Window] = []
         if self.markers is not None:
-            windows += self.windower.push_markers(self.markers.pull())
+            new_markers = self.markers.pull()
+            if new_markers and self.on_markers is not None:
+                self.on_markers(new_markers)
+            windows += self.windower.push_markers(new_markers)
         if len(timestamps) == 0 and not windows:
             return 0
         if len(timestamps):
@@ -138,6 +158,8 @@ class LivePipeline:
             self.n_invalid_windows += not window.valid
             self.latency.add("window complete->windowed", t_win - window.t_complete)
             self.on_window(WindowEvent(window, t_pulled, t_pre, t_win))
+        if self.on_step is not None and len(chunk.timestamps):
+            self.on_step(float(chunk.timestamps[-1]))
         return len(windows)
 
     def _run(self) -> None:

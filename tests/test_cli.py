@@ -138,8 +138,10 @@ def test_convert_xdf_to_fif_and_bids(simulated_xdf, tmp_path):
     assert list(bids_root.glob("sub-07/**/*_events.tsv"))
 
 
-def test_run_default_processes_the_simulated_stream():
-    proc = bci("run", "--duration", "9", "--calibration", "3", "--json", timeout=120)
+def test_run_no_decoder_preprocesses_and_windows_the_simulated_stream():
+    proc = bci(
+        "run", "--no-decoder", "--duration", "9", "--calibration", "3", "--json", timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     health = [e for e in events if e["event"] == "health"]
@@ -172,3 +174,21 @@ def test_bad_input_gives_one_clear_line(args, message, tmp_path):
     assert proc.returncode != 0
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_path):
+    log = tmp_path / "session.jsonl"
+    proc = bci("run", "--duration", "35", "--json", "--log", str(log), timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    keystrokes = [e for e in lines if e.get("kind") == "keystroke"]
+    assert len(keystrokes) > 20
+    assert all(0.0 <= c <= 1.0 for e in keystrokes for c in e["confidence"])
+    summary = lines[-1]
+    assert summary["event"] == "summary" and summary["provider"] == "CPUExecutionProvider"
+    assert summary["sentences"] >= 1 and summary["inference_errors"] == 0
+    assert "pulled->emitted" in summary["latency_ms"]
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert logged[-1]["event"] == "summary"
+    assert len(logged) - 1 == len([e for e in lines if "kind" in e])

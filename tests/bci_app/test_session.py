@@ -1,0 +1,170 @@
+"""Live decoding session on real LSL streams: online == offline, and the faults a lab will meet."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from acquisition.markers import MarkerSource
+from acquisition.player import Player
+from acquisition.simulator import Simulator, SimulatorStream
+from acquisition.stream import StreamSource
+from acquisition.xdf import read_xdf, write_recording
+from bci_app.evaluate import evaluate_bundle
+from bci_app.events import TextEvent
+from bci_app.live import DEFAULT_BUNDLE
+from bci_app.session import EventQueue, LiveSession
+
+pytestmark = pytest.mark.skipif(not DEFAULT_BUNDLE.is_dir(), reason="default bundle missing")
+
+
+@pytest.fixture(scope="module")
+def held_out_session(tmp_path_factory):
+    """A simulated MEG typing session the shipped bundle never saw (subject 0, seed 4242)."""
+    rec = Simulator("meg", "typing", snr=2.0, seed=4242, subject=0).generate(45.0)
+    path = tmp_path_factory.mktemp("session") / "held_out.xdf"
+    write_recording(rec, path)
+    return path
+
+
+def _decode_live(path, source_id, speed, **session_kwargs):
+    """Replay ``path`` through LSL and decode it live; return (sentences, session summary)."""
+    player = Player(path, speed=speed, source_id=source_id, wait_for_consumer=True)
+    player.start()
+    try:
+        with (
+            MarkerSource(source_id=f"{source_id}-markers") as markers,
+            StreamSource(source_id=source_id, bufsize=120.0) as source,
+        ):
+            session = LiveSession(
+                DEFAULT_BUNDLE, source, markers, text_outlet=False, **session_kwargs
+            )
+            with session:
+                player.join(timeout=90)
+                deadline = time.monotonic() + 10
+                while source.health().n_samples < player.n_samples_sent:
+                    assert time.monotonic() < deadline, "samples did not all arrive"
+                    time.sleep(0.1)
+                time.sleep(1.0)  # the last windows complete 0.3 s + the resampler delay later
+            summary = session.stop()
+            return session.sentences, summary
+    finally:
+        player.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("speed", ["max", 1.0])
+def test_online_equals_offline(held_out_session, source_id, speed):
+    offline = evaluate_bundle(DEFAULT_BUNDLE, [held_out_session], provider="cpu")
+    expected = {s["target"]: s["texts"]["lm"] for s in offline["recordings"][0]["sentences"]}
+    sentences, summary = _decode_live(held_out_session, f"{source_id}-{speed}", speed)
+    online = {s.target: s.text for s in sentences if s.target is not None}
+    assert summary["inference_errors"] == 0 and summary["dropped_samples"] == 0
+    assert len(online) >= 2
+    for target, text in online.items():
+        assert text == expected[target], f"online {text!r} != offline {expected[target]!r}"
+
+
+def test_bundle_that_does_not_fit_the_stream_fails_before_the_session(source_id):
+    sim = Simulator("eeg", "typing", seed=1)
+    with (
+        SimulatorStream(sim, source_id=source_id),
+        StreamSource(source_id=source_id) as source,
+        MarkerSource(source_id=f"{source_id}-markers") as markers,
+    ):
+        with pytest.raises(ValueError, match=r"runs at 500 Hz but the decoder .* expects 1000 Hz"):
+            LiveSession(DEFAULT_BUNDLE, source, markers, text_outlet=False)
+
+
+def test_slow_consumer_costs_events_not_memory():
+    events = EventQueue(maxsize=5)
+    for i in range(12):
+        events.put(TextEvent("keystroke", hypothesis=str(i)))
+    assert len(events) == 5 and events.n_dropped == 7
+    assert [e.hypothesis for e in events.drain()] == ["7", "8", "9", "10", "11"]
+    with pytest.raises(queue.Empty):
+        events.get(timeout=0.01)
+
+
+@pytest.mark.slow
+def test_stream_drop_mid_sentence_is_marked_and_decoding_resumes(source_id, spawn_python):
+    """The simulator's outlet process is killed mid-sentence and restarted with the same id."""
+    code = f"""
+        import time
+        from acquisition.simulator import Simulator, SimulatorStream
+        sim = Simulator("meg", "typing", snr=2.0, seed={{seed}}, subject=0)
+        with SimulatorStream(sim, source_id="{source_id}"):
+            time.sleep(60)
+    """
+    first = spawn_python(code.format(seed=77))
+    with (
+        StreamSource(source_id=source_id, resolve_timeout=30) as source,
+        MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
+    ):
+        session = LiveSession(DEFAULT_BUNDLE, source, markers, text_outlet=False)
+        seen: list[TextEvent] = []
+        with session:
+            _collect(session, seen, until=lambda: sum(e.kind == "keystroke" for e in seen) >= 5)
+            first.send_signal(signal.SIGKILL)
+            _collect(session, seen, until=lambda: source.health().state == "lost", timeout=10)
+            n_before = sum(e.kind == "keystroke" for e in seen)
+            spawn_python(code.format(seed=78))
+            _collect(session, seen, until=lambda: sum(e.kind == "gap" for e in seen) >= 1)
+            _collect(
+                session,
+                seen,
+                until=lambda: sum(e.kind == "keystroke" for e in seen) >= n_before + 5,
+            )
+        summary = session.stop()
+    assert summary["gaps"] >= 1 and source.health().reconnections >= 1
+    assert summary["inference_errors"] == 0
+
+
+def _collect(session, seen, until, timeout=40.0):
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, f"timed out; events so far: {len(seen)}"
+        try:
+            seen.append(session.events.get(timeout=0.2))
+        except queue.Empty:
+            pass
+
+
+@pytest.mark.slow
+def test_ctrl_c_shuts_down_cleanly_and_the_recording_loads(tmp_path):
+    out, log = tmp_path / "session.xdf", tmp_path / "session.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bci_app.cli", "run", "--record", str(out), "--log", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.read_text().count("\n") >= 5):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "no decoded keystrokes within 60 s"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    assert "Latency per stage" in stdout
+    assert json.loads(log.read_text().splitlines()[-1])["event"] == "summary"
+    rec = read_xdf(out)
+    assert rec.channels.n_channels == 306 and rec.duration > 2
+    assert rec.markers_of("key")
+    import pyxdf
+
+    streams, _ = pyxdf.load_xdf(str(out))
+    names = {s["info"]["name"][0] for s in streams}
+    assert "bci-app-text" in names
