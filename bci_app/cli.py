@@ -216,6 +216,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_live(args, stop)
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open the window (PyQt6); its own options follow ``gui``."""
+    from gui.app import main as gui_main
+
+    return gui_main(args.gui_args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Latency certification of the live path."""
     from bci_app.bench import format_bench, run_bench
@@ -313,7 +320,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="decode live (default: simulated MEG typing + shipped decoder)")
-    p.add_argument("--bundle", help="decoder bundle (default: the shipped typing-meg-small)")
+    p.add_argument(
+        "--task",
+        choices=["typing", "listening"],
+        default="typing",
+        help="default bundle and simulator: typing-meg-small, or speech-meg-small (listening)",
+    )
+    p.add_argument("--bundle", help="decoder bundle (default: the shipped one of --task)")
+    p.add_argument(
+        "--recenter",
+        action="store_true",
+        help="speech: scaler statistics follow the last 2 min of signal (drift re-centering)",
+    )
     p.add_argument("--stream", help="data stream name or source_id (default: start a simulator)")
     p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
@@ -329,6 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration", type=float, default=5.0, help="--no-decoder: seconds to fit the scaler"
     )
     p.set_defaults(func=cmd_run)
+
+    # every word after `gui` (its --help too) goes to the window's own parser: "+" is a prefix
+    # no option uses, so argparse leaves "--simulate meg" to the remainder
+    p = sub.add_parser(
+        "gui",
+        help="open the window: scope, decoded text, health, calibration, replay (gui --help)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    p.add_argument("gui_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("bench", help="latency certification on a simulated 306-ch MEG session")
     p.add_argument("--bundle", help="typing bundle (default: the shipped typing-meg-small)")

@@ -198,7 +198,7 @@ class LatencyPanel(QWidget):
         plot.setMenuEnabled(False)
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
-        plot.setLabel("bottom", "latency", units="ms")
+        plot.setLabel("bottom", "latency (ms)")  # no SI prefix: "kms" reads wrong
         plot.setLabel("left", "count")
         self._bars = pg.PlotDataItem(
             stepMode="center", fillLevel=0, brush=(30, 136, 229, 160), pen="#1565c0"

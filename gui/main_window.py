@@ -1,9 +1,9 @@
 """The main window: session bar, live scope, decoded text, candidates, health, latency, tasks.
 
-Wiring the live engine is one call: ``window.attach_decoder(events, latency, provider)`` with
-the engine's ``queue.Queue[TextEvent]`` and :class:`~bci_app.metrics.LatencyStats`, typically
-from a slot connected to ``window.session.started`` (the connected sources are
-``window.session.source`` / ``window.session.markers``; the bundle is ``window.bundle_path``).
+Starting a session with a decoder bundle (the one chosen, or the shipped MEG bundle on the built-in
+MEG simulator) starts the live engine on the session's streams (:mod:`gui.decoding`); the window
+shows its text, candidates, confidence, latency and provider through
+``window.attach_decoder(events, latency, provider)``, which any engine's queue can also use.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from PyQt6.QtWidgets import (
 
 from bci_app.events import TextEvent
 from bci_app.metrics import LatencyStats
+from bci_app.session import EventQueue
 from gui import style
 from gui.calibration import CalibrationTask
+from gui.decoding import bundle_for
 from gui.health import HealthPanel, LatencyPanel
 from gui.panels import CandidatesPanel, DecoderFeed, TextPanel
 from gui.replay import ReplayPanel
@@ -192,7 +194,7 @@ class MainWindow(QMainWindow):
 
     def attach_decoder(
         self,
-        events: queue.Queue[TextEvent],
+        events: EventQueue | queue.Queue[TextEvent],
         latency: LatencyStats | None = None,
         provider: str | None = None,
     ) -> None:
@@ -200,10 +202,10 @@ class MainWindow(QMainWindow):
         self.feed.attach(events, latency)
         self.bar.provider_label.setText(f"Provider: {provider}" if provider else "Provider: —")
 
-    def detach_decoder(self) -> None:
-        """Stop reading the decoder's queue."""
+    def detach_decoder(self, why: str = "no decoder running") -> None:
+        """Stop reading the decoder's queue (``why`` is shown as the provider)."""
         self.feed.detach()
-        self.bar.provider_label.setText("Provider: — (no decoder running)")
+        self.bar.provider_label.setText(f"Provider: — ({why})")
 
     def show_error(self, message: str) -> None:
         """Show a readable error in the window (banner and status bar) and log it."""
@@ -264,10 +266,11 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.bar.set_session_state("starting")
         self.session_label.setText(f"Connecting to {data.label}…")
-        self.session.start(data, markers)
+        self.session.start(data, markers, bundle=bundle_for(self.bundle_path, data.simulator))
 
     def _stop_session(self) -> None:
         self._markers_timer.stop()
+        self.detach_decoder()
         self.scope.set_source(None)
         self.health.set_source(None)
         self.latency.set_source(None)
@@ -288,6 +291,15 @@ class MainWindow(QMainWindow):
         self.bar.show_data_choice(self.session.data_choice)
         self.session_label.setText(f"Connected: {info.name()} ({info.channel_count()} ch)")
         self.text_panel.clear()
+        decoding = self.session.decoding
+        if decoding is not None:
+            engine = decoding.engine
+            self.attach_decoder(engine.events, engine.latency, engine.provider)
+            self.session_label.setText(self.session_label.text() + f" · {engine.bundle.name}")
+        else:
+            self.detach_decoder("decoder off" if self.session.decoder_error else "no bundle chosen")
+        if self.session.decoder_error:
+            self.show_error(self.session.decoder_error)
 
     def _on_stopped(self) -> None:
         self.bar.set_session_state("idle")

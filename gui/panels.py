@@ -1,8 +1,9 @@
 """Decoded text and candidates panels, and the feed that drains the decoder's TextEvent queue.
 
-The live engine hands the GUI a ``queue.Queue[TextEvent]`` and a
-:class:`~bci_app.metrics.LatencyStats`; :class:`DecoderFeed` reads that queue from a QTimer
-(never blocking) and updates :class:`TextPanel`, :class:`CandidatesPanel` and the latency panel.
+The live engine hands the GUI its :class:`~bci_app.session.EventQueue` (or any
+``queue.Queue[TextEvent]``) and a :class:`~bci_app.metrics.LatencyStats`; :class:`DecoderFeed`
+reads that queue from a QTimer (never blocking) and updates :class:`TextPanel`,
+:class:`CandidatesPanel` and the latency panel.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWid
 from bci_app.alphabet import cer, normalize_text
 from bci_app.events import TextEvent
 from bci_app.metrics import LatencyStats
+from bci_app.session import EventQueue
 from gui import style
 
 if TYPE_CHECKING:
@@ -238,7 +240,7 @@ def _shown(label: str) -> str:
 
 
 class DecoderFeed(QObject):
-    """Drain a ``queue.Queue[TextEvent]`` on a QTimer into the text, candidates, latency panels.
+    """Drain the decoder's event queue on a QTimer into the text, candidates, latency panels.
 
     Parameters
     ----------
@@ -259,12 +261,14 @@ class DecoderFeed(QObject):
     ) -> None:
         super().__init__(text)
         self.text, self.candidates, self.latency = text, candidates, latency
-        self.events: queue.Queue[TextEvent] | None = None
+        self.events: EventQueue | queue.Queue[TextEvent] | None = None
         self.n_events = 0
         self._timer = QTimer(self, interval=interval_ms)
         self._timer.timeout.connect(self.poll)
 
-    def attach(self, events: queue.Queue[TextEvent], stats: LatencyStats | None = None) -> None:
+    def attach(
+        self, events: EventQueue | queue.Queue[TextEvent], stats: LatencyStats | None = None
+    ) -> None:
         """Show the events of ``events`` (and the stage latencies of ``stats``) from now on."""
         self.events = events
         if self.latency is not None:
@@ -280,12 +284,7 @@ class DecoderFeed(QObject):
         """Handle every queued event without waiting; return how many there were."""
         if self.events is None:
             return 0
-        batch = []
-        while len(batch) < _MAX_EVENTS_PER_POLL:
-            try:
-                batch.append(self.events.get_nowait())
-            except queue.Empty:
-                break
+        batch = _take(self.events)
         if not batch:
             return 0
         for event in batch:
@@ -298,3 +297,16 @@ class DecoderFeed(QObject):
                 self.latency.add_event(event, shown_at)
         self.n_events += len(batch)
         return len(batch)
+
+
+def _take(events: EventQueue | queue.Queue[TextEvent]) -> list[TextEvent]:
+    """Up to :data:`_MAX_EVENTS_PER_POLL` queued events, without waiting."""
+    if isinstance(events, EventQueue):  # the engine's drop-oldest queue: all at once
+        return events.drain()
+    batch = []
+    while len(batch) < _MAX_EVENTS_PER_POLL:
+        try:
+            batch.append(events.get_nowait())
+        except queue.Empty:
+            break
+    return batch

@@ -4,7 +4,9 @@
 the :class:`~acquisition.markers.MarkerSource` whose markers the scope draws, the built-in
 simulator when no amplifier stream is chosen (as ``bci-app run`` does), and the
 :class:`~acquisition.recorder.Recorder`. Every blocking step (resolving, connecting, starting and
-stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals.
+stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals. With a
+decoder bundle, the connecting thread also starts the live decoder on those streams
+(:mod:`gui.decoding`); it stops before the streams close.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from acquisition.markers import MarkerSource
 from acquisition.recorder import Recorder
 from acquisition.stream import StreamNotFoundError, StreamSource
+from gui.decoding import Decoding, load_for_session, open_decoding, simulator_params
 from gui.tasks import run_in_background
 
 logger = logging.getLogger(__name__)
@@ -118,6 +121,9 @@ class _Opened:
     simulator: object | None
     data_id: str
     marker_id: str | None
+    marker_query: dict | None = None
+    decoding: Decoding | None = None
+    decoder_error: str | None = None
 
 
 class LiveSession(QObject):
@@ -125,7 +131,8 @@ class LiveSession(QObject):
 
     Signals
     -------
-    started : the sources are connected (read :attr:`source`, :attr:`markers`).
+    started : the sources are connected (read :attr:`source`, :attr:`markers`, and
+        :attr:`decoding` or :attr:`decoder_error` when a bundle was given).
     stopped : everything is closed.
     failed(str) : a readable message; the session is idle again (or keeps running if only the
         recording failed).
@@ -149,19 +156,40 @@ class LiveSession(QObject):
         self._just_opened: _Opened | None = None  # set by the worker, taken by the GUI
 
     @property
+    def decoding(self) -> Decoding | None:
+        """The live decoder of the running session (None: no bundle, or it failed)."""
+        return self._opened.decoding if self._opened is not None else None
+
+    @property
+    def decoder_error(self) -> str | None:
+        """Why the running session decodes nothing although a bundle was given."""
+        return self._opened.decoder_error if self._opened is not None else None
+
+    @property
     def recording_path(self) -> Path | None:
         """The file being recorded, if any."""
         return self.recorder.path if self.recorder is not None else None
 
-    def start(self, data: StreamChoice, markers: StreamChoice | None = None) -> None:
-        """Connect in the background; ``started`` or ``failed`` follows."""
+    def start(
+        self,
+        data: StreamChoice,
+        markers: StreamChoice | None = None,
+        *,
+        bundle: Path | None = None,
+        provider: str = "auto",
+    ) -> None:
+        """Connect (and start decoding with ``bundle``) in the background.
+
+        ``started`` or ``failed`` follows. A bundle that cannot decode the stream does not stop
+        the session: :attr:`decoder_error` says why in words.
+        """
         if self.state != "idle":
             raise RuntimeError(f"The session is {self.state}; stop it before starting another.")
         self.state = "starting"
         self.data_choice = data
 
         def open_and_keep() -> _Opened:
-            self._just_opened = _open(data, markers, self.resolve_timeout)
+            self._just_opened = _open(data, markers, self.resolve_timeout, bundle, provider)
             return self._just_opened
 
         run_in_background(
@@ -195,7 +223,10 @@ class LiveSession(QObject):
             raise RuntimeError("Start a session before recording it.")
         if self.recorder is not None:
             raise RuntimeError(f"Already recording to '{self.recorder.path}'; stop that first.")
-        ids = [self._opened.data_id] + ([self._opened.marker_id] if self._opened.marker_id else [])
+        opened = self._opened
+        ids = [opened.data_id] + ([opened.marker_id] if opened.marker_id else [])
+        if opened.decoding is not None and opened.decoding.text_source_id:
+            ids.append(opened.decoding.text_source_id)  # the decoded text, as `bci-app run` does
         recorder = Recorder(path, ids, resolve_timeout=self.resolve_timeout)
         self.recorder = recorder
 
@@ -259,15 +290,23 @@ class LiveSession(QObject):
         self.stopped.emit()
 
 
-def _open(data: StreamChoice, markers: StreamChoice | None, timeout: float) -> _Opened:
-    """Start the simulator if asked, connect the marker source, then the data source."""
+def _open(
+    data: StreamChoice,
+    markers: StreamChoice | None,
+    timeout: float,
+    bundle_path: Path | None = None,
+    provider: str = "auto",
+) -> _Opened:
+    """Start the simulator if asked, connect the marker and data sources, then the decoder."""
+    bundle, decoder_error = load_for_session(bundle_path)
     with ExitStack() as stack:
         simulator, query, marker_query = None, data.query, markers.query if markers else None
         if data.simulator:
             from acquisition.simulator import Simulator, SimulatorStream
 
             source_id = f"bci-app-sim-{data.simulator}-{uuid.uuid4().hex[:8]}"
-            sim = Simulator(data.simulator, "typing", snr=2.0, seed=uuid.uuid4().int % 10_000)
+            params = simulator_params(bundle, data.simulator)
+            sim = Simulator(data.simulator, "typing", seed=uuid.uuid4().int % 10_000, **params)
             name = f"bci-app-sim-{data.simulator}"
             simulator = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
             query = {"source_id": source_id}
@@ -279,10 +318,25 @@ def _open(data: StreamChoice, markers: StreamChoice | None, timeout: float) -> _
         source = _connect(stack, StreamSource, query, data.or_name, timeout, dejitter=data.dejitter)
         stack.pop_all()
     info = source.info
-    marker_id = None
+    marker_id = found_markers = None
     if marker_source is not None:
-        marker_id = marker_source.info.source_id() or marker_source.info.name()
-    return _Opened(source, marker_source, simulator, info.source_id() or info.name(), marker_id)
+        found = marker_source.info
+        marker_id = found.source_id() or found.name()
+        found_markers = {"source_id": marker_id} if found.source_id() else {"name": marker_id}
+    opened = _Opened(
+        source, marker_source, simulator, info.source_id() or info.name(), marker_id, found_markers
+    )
+    if bundle is not None:
+        try:
+            opened.decoding = open_decoding(
+                bundle, source, found_markers, timeout=timeout, provider=provider
+            )
+        except Exception as exc:  # the scope still runs; the window says why nothing decodes
+            logger.warning("The decoder did not start: %s", exc, exc_info=exc)
+            opened.decoder_error = _readable(exc, "Decoding is off")
+    else:
+        opened.decoder_error = decoder_error
+    return opened
 
 
 def _connect(stack: ExitStack, cls, query: dict, or_name: bool, timeout: float, **kwargs):
@@ -301,6 +355,7 @@ def _close(opened: _Opened | None, recorder: Recorder | None) -> None:
     errors = []
     steps = [recorder.stop] if recorder is not None else []
     if opened is not None:
+        steps += [opened.decoding.close] if opened.decoding is not None else []
         steps += [opened.source.disconnect]
         steps += [opened.markers.disconnect] if opened.markers is not None else []
         steps += [opened.simulator.stop] if opened.simulator is not None else []

@@ -43,7 +43,11 @@ class SessionBar(QWidget):
         self.refresh_button = QPushButton("⟳ Find streams")
         self.refresh_button.setToolTip("Look for LSL streams on the network")
         self.refresh_button.clicked.connect(self.refresh_requested)
-        self.bundle_edit = QLineEdit(placeholderText="Decoder bundle (folder or manifest)")
+        self.bundle_edit = QLineEdit(placeholderText="Built-in (MEG sim)")
+        self.bundle_edit.setToolTip(
+            "Decoder bundle folder. Empty: the shipped typing-meg-small bundle decodes the "
+            "built-in MEG simulator; other streams run without a decoder."
+        )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._choose_bundle)
         self.provider_label = QLabel("Provider: — (no decoder running)", objectName="muted")

@@ -1,0 +1,127 @@
+"""The live decoder of a GUI session: which bundle, the simulator that fits it, open and close it.
+
+:func:`open_decoding` builds a :class:`bci_app.session.LiveSession` on the session's own
+:class:`~acquisition.stream.StreamSource` (its ring buffer serves several readers) with a
+:class:`~acquisition.markers.MarkerSource` of its own (``pull`` drains a marker queue, so the
+scope's markers and the decoder's cannot share one). It blocks (the ONNX graphs load and warm up),
+so :mod:`gui.session` calls it on its connecting thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from acquisition.markers import MarkerSource
+from acquisition.stream import StreamSource
+from bci_app.bundle import Bundle, load_bundle
+from bci_app.live import DEFAULT_BUNDLE
+from bci_app.session import LiveSession as DecodingSession
+
+logger = logging.getLogger(__name__)
+
+
+def bundle_for(chosen: str, simulator: str | None) -> Path | None:
+    """The bundle a session decodes with: the one chosen, else the shipped one for the MEG sim.
+
+    Parameters
+    ----------
+    chosen : str
+        The bundle typed or picked in the session bar ("" if none).
+    simulator : str | None
+        Modality of the built-in simulator, if the session runs it.
+    """
+    if chosen.strip():
+        return Path(chosen.strip()).expanduser()
+    return DEFAULT_BUNDLE if simulator == "meg" else None
+
+
+def simulator_params(bundle: Bundle | None, modality: str) -> dict:
+    """Subject and SNR of the simulator a bundle was trained on (when it is of ``modality``).
+
+    The built-in simulator then plays a new session of the subject the decoder knows, as
+    ``bci-app run`` does; other bundles leave the simulator's defaults.
+    """
+    params = {"snr": 2.0, "subject": 0}
+    if bundle is None:
+        return params
+    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
+    sim = recordings[0].get("simulator") if recordings else None
+    if isinstance(sim, dict) and sim.get("modality") == modality:
+        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
+    return params
+
+
+@dataclass
+class Decoding:
+    """A running decoder and the marker source it reads (both stop with :meth:`close`)."""
+
+    engine: DecodingSession
+    markers: MarkerSource
+
+    @property
+    def text_source_id(self) -> str | None:
+        """source_id of the decoder's LSL text outlet (to record it with the session)."""
+        info = self.engine.text_outlet_info
+        return None if info is None else info.source_id()
+
+    def close(self) -> None:
+        """Stop decoding (commits an open sentence), then disconnect the marker source."""
+        try:
+            self.engine.stop()
+        finally:
+            self.markers.disconnect()
+
+
+def open_decoding(
+    bundle: Bundle,
+    source: StreamSource,
+    marker_query: dict | None,
+    *,
+    timeout: float = 3.0,
+    provider: str = "auto",
+) -> Decoding:
+    """Start decoding ``source`` with ``bundle``; raise ValueError when they do not fit.
+
+    Parameters
+    ----------
+    bundle : Bundle
+        Loaded typing decoder bundle.
+    source : StreamSource
+        The session's connected data stream.
+    marker_query : dict | None
+        How to find the session's marker stream (``source_id=`` or ``name=``).
+    timeout : float
+        Seconds to look for the marker stream.
+    provider : str
+        onnxruntime provider (``auto`` picks CUDA where there is one).
+    """
+    if marker_query is None:
+        raise ValueError(
+            f"The decoder '{bundle.name}' is keystroke-locked and needs the keystroke marker "
+            "stream: choose it under 'Markers' (or use the built-in simulator) and start again."
+        )
+    markers = MarkerSource(**marker_query, resolve_timeout=timeout).connect()
+    try:
+        engine = DecodingSession(bundle, source, markers, provider=provider)
+    except BaseException:
+        markers.disconnect()
+        raise
+    try:
+        engine.start()
+    except BaseException:
+        Decoding(engine, markers).close()
+        raise
+    logger.info("Decoding '%s' with '%s' on %s", source.info.name(), bundle.name, engine.provider)
+    return Decoding(engine, markers)
+
+
+def load_for_session(path: Path | None) -> tuple[Bundle | None, str | None]:
+    """Load the bundle at ``path``: ``(bundle, None)``, or ``(None, readable error)``."""
+    if path is None:
+        return None, None
+    try:
+        return load_bundle(path), None
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"Decoding is off: {exc}"
