@@ -34,11 +34,15 @@ from bci_app.windowing import EventWindower
 logger = logging.getLogger(__name__)
 
 DEFAULT_BUNDLE = Path(__file__).parent / "data" / "bundles" / "typing-meg-small"
+#: Shipped speech decoder, the default of ``bci-app run --task listening``.
+SPEECH_BUNDLE = Path(__file__).parent / "data" / "bundles" / "speech-meg-small"
 MEG_TYPES = ("mag", "grad")
 
 
-def _start_simulator(stack: ExitStack, seed: int, bundle=None) -> tuple[str, str]:
-    """Start the built-in simulated MEG typing stream (matching ``bundle``'s training subject)."""
+def _start_simulator(
+    stack: ExitStack, seed: int, bundle=None, task: str = "typing"
+) -> tuple[str, str]:
+    """Start the built-in simulated MEG stream (matching ``bundle``'s training subject)."""
     from acquisition.simulator import Simulator, SimulatorStream
 
     params = {"snr": 2.0, "subject": 0}
@@ -46,10 +50,13 @@ def _start_simulator(stack: ExitStack, seed: int, bundle=None) -> tuple[str, str
         recs = bundle.manifest.get("provenance", {}).get("recordings", [])
         sim = recs[0].get("simulator", {}) if recs else {}
         params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
-    sim = Simulator("meg", "typing", seed=seed, **params)
+        demo = dict(bundle.manifest.get("demo", {}).get("simulator", {}))
+        if demo:  # the stream the bundle was made for (speech: its closed vocabulary)
+            params = {k: v for k, v in demo.items() if k not in ("modality", "task")}
+    sim = Simulator("meg", task, seed=seed, **params)
     source_id = f"bci-app-sim-{uuid.uuid4().hex[:8]}"
     stream = stack.enter_context(SimulatorStream(sim, name="bci-app-sim-meg", source_id=source_id))
-    print(f"Started the built-in simulated MEG typing stream (source_id {source_id}, seed {seed}).")
+    print(f"Started the built-in simulated MEG {task} stream (source_id {source_id}, seed {seed}).")
     return stream.source_id, f"{stream.source_id}-markers"
 
 
@@ -57,7 +64,12 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
     """Entry point of ``bci-app run``."""
     if getattr(args, "no_decoder", False):
         return _run_monitor(args, stop)
-    bundle = load_bundle(args.bundle or DEFAULT_BUNDLE)
+    listening = getattr(args, "task", "typing") == "listening"
+    bundle = load_bundle(args.bundle or (SPEECH_BUNDLE if listening else DEFAULT_BUNDLE))
+    if listening or bundle.task == "speech":
+        from bci_app.speech_session import run_speech_live
+
+        return run_speech_live(args, stop, bundle, _start_simulator)
     with ExitStack() as stack:
         if args.stream is None:
             data_id, marker_id = _start_simulator(stack, args.seed, bundle)
@@ -88,6 +100,9 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
         with session:
             _print_events(args, stop, session)
         summary = session.stop()
+    if args.json:  # events emitted while stopping (the open sentence is committed)
+        for event in session.events.drain():
+            print(event.to_json(), flush=True)
     _print_summary(args, summary, session)
     return 0
 

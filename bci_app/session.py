@@ -121,12 +121,7 @@ class LiveSession:
             source.channels, source.sfreq, stream_name=f"the stream '{source.info.name()}'"
         )
         # a decoder opened beforehand (graphs loaded and warmed up) may be handed in
-        self.decoder = decoder or open_decoder(self.bundle, provider=provider)
-        if not hasattr(self.decoder, "add_window"):
-            raise ValueError(
-                f"The bundle '{self.bundle.name}' is a {self.bundle.manifest.get('arch')} "
-                "decoder; live decoding runs keystroke-locked (brain2qwerty_v1) bundles."
-            )
+        self.decoder = decoder or self._open_decoder(provider)
         self.source, self.markers = source, markers
         self.tmax = float(self.bundle.manifest["window"]["tmax"])
         self.pause_s = float(pause_s)
@@ -145,7 +140,7 @@ class LiveSession:
         self.pipeline = LivePipeline(
             source,
             preprocessor,
-            make_windower(self.bundle),
+            self._make_windower(),
             self._on_window,
             markers=markers,
             on_markers=self._on_markers,
@@ -157,6 +152,25 @@ class LiveSession:
             self._outlet = TextOutlet(name="bci-app-text", source_id=sid)
         self._log_path = None if log_path is None else Path(log_path)
         self._log_thread: threading.Thread | None = None
+
+    def _open_decoder(self, provider: str):
+        """Open the bundle's decoder (subclasses decode other tasks)."""
+        decoder = open_decoder(self.bundle, provider=provider)
+        if not hasattr(decoder, "add_window"):
+            raise ValueError(
+                f"The bundle '{self.bundle.name}' is a {self.bundle.manifest.get('arch')} "
+                "decoder; live decoding runs keystroke-locked (brain2qwerty_v1) bundles."
+            )
+        return decoder
+
+    def _make_windower(self):
+        """The windower fed by the pipeline (keystroke-locked for typing)."""
+        return make_windower(self.bundle)
+
+    def _flush(self) -> None:
+        """At stop: commit what the decoder still holds (an open sentence)."""
+        if self.decoder.in_sentence:
+            self._emit(self.decoder.end_sentence(), None)
 
     @property
     def provider(self) -> str:
@@ -185,8 +199,7 @@ class LiveSession:
             self.pipeline.stop()
         finally:
             with self._lock:
-                if self.decoder.in_sentence:
-                    self._emit(self.decoder.end_sentence(), None)
+                self._flush()
             summary = self.summary()
             if self._log_thread is not None:
                 self._log_queue.put({"event": "summary", **summary})

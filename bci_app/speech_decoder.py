@@ -170,6 +170,11 @@ class SpeechDecoder:
         self.committed: list[str] = []
 
     @property
+    def active_provider(self) -> str:
+        """The onnxruntime provider really running the brain graph."""
+        return self._brain.provider
+
+    @property
     def n_candidates(self) -> int:
         """Size of the candidate set."""
         return len(self.texts)
@@ -230,6 +235,13 @@ class SpeechDecoder:
             timestamp=float(timestamp),
             stages=stages,
         )
+
+    def mark_gap(self, timestamp: float, stages: Mapping[str, float] | None = None) -> TextEvent:
+        """A ``gap`` event: data were missing at ``timestamp``; words around it may be wrong."""
+        return TextEvent(
+            "gap", committed=" ".join(self.committed), timestamp=float(timestamp),
+            stages=dict(stages or {}),
+        )  # fmt: skip
 
     def reset(self) -> None:
         """Forget the decoded words of the session."""

@@ -1,0 +1,160 @@
+"""Regenerate the speech decoder shipped at bci_app/data/bundles/speech-meg-small/.
+
+Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuilt and checked::
+
+    .venv/bin/python scripts/make_speech_bundle.py            # a few minutes on 2 CPU cores
+    .venv/bin/python scripts/make_speech_bundle.py --quick    # a smaller run, for a smoke test
+
+1. A listening session of simulated 306-channel MEG (``Simulator("meg", "listening", snr=SNR,
+   seed=TRAIN_SEED, sentences=VOCABULARY)``, subject 0). The heard sentences are the first
+   ``--n-sentences`` of the sentence bank: a closed vocabulary, so every word of a later session
+   is in the candidate set (the paper's protocol ranks candidates among a known set too).
+2. ``models.speech_train.train_speech`` trains the ``small`` speech decoder on its
+   magnetometers (split by sentence, early stopping on validation top-10) and exports the
+   verified ONNX graphs, manifest and candidate set (one audio prototype per word).
+3. Only the bundle files (manifest, graphs, candidates) are copied to the output folder.
+4. The bundle is scored on held-out sessions (other seeds: other noise, other sentence order)
+   with :func:`bci_app.evaluate_speech.evaluate_speech_bundle`, the code path of live decoding;
+   the numbers go into the manifest's ``metrics.held_out`` and the README. The manifest's
+   ``demo.simulator`` says which simulated stream ``bci-app run --task listening`` starts.
+
+Training runs on one thread with deterministic kernels (bit-identical reruns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "bci_app" / "data" / "bundles" / "speech-meg-small"
+SENTENCE_BANK = ROOT / "acquisition" / "data" / "text" / "sentences.txt"
+NAME = "speech-meg-small"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options (defaults make the shipped bundle)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder to (re)write")
+    p.add_argument("--snr", type=float, default=3.0, help="simulated SNR")
+    p.add_argument("--n-sentences", type=int, default=30, help="sentences of the vocabulary")
+    p.add_argument("--duration", type=float, default=360.0, help="training session seconds")
+    p.add_argument("--train-seed", type=int, default=100, help="training session seed")
+    p.add_argument("--test-seeds", type=int, nargs="+", default=[0, 1], help="held-out sessions")
+    p.add_argument("--test-duration", type=float, default=90.0, help="seconds per test session")
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--quick", action="store_true", help="short run (smoke test, worse decoder)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: bit-identical reruns)")
+    return p.parse_args(argv)
+
+
+def vocabulary(n_sentences: int) -> list[str]:
+    """The first ``n_sentences`` sentences of the bank (the demo's closed vocabulary)."""
+    lines = [line.strip() for line in SENTENCE_BANK.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line][:n_sentences]
+
+
+def bundle_files(bundle_dir: Path) -> list[Path]:
+    """The files a speech bundle consists of: manifest, graphs, candidate set."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    names = ["manifest.json", *(g["file"] for g in manifest["graphs"].values())]
+    names += ["candidates.npz", "candidates.json"]
+    return [bundle_dir / name for name in names]
+
+
+def write_readme(args: argparse.Namespace, report: dict, n_candidates: int) -> None:
+    """Say in the bundle folder what it is, how it was made and how well it decodes."""
+    seg, cand = report["overall"]["segments"], report["overall"]["candidates"]
+    command = "scripts/make_speech_bundle.py" + (" --quick" if args.quick else "")
+    (args.out / "README.md").write_text(
+        f"# {NAME}\n\n"
+        "Speech decoder of `bci-app run --task listening`: the `small` contrastive brain/audio "
+        f"model trained on {args.duration:g} s of simulated 306-channel MEG listening "
+        f"(magnetometers; subject 0, snr {args.snr:g}, session seed {args.train_seed}, training "
+        f"seed {args.seed}; the first {args.n_sentences} sentences of the sentence bank, so "
+        f"{n_candidates} candidate words). Not a model of real brain data.\n\n"
+        f"Regenerate with `.venv/bin/python {command}`.\n\n"
+        f"Held-out simulated sessions (seeds {', '.join(map(str, args.test_seeds))}, "
+        f"{args.test_duration:g} s each):\n"
+        f"- candidate words: top-1 {cand['top1']:.3f} (chance {cand['chance_top1']:.3f}), "
+        f"top-10 {cand['top10']:.3f} (chance {cand['chance_top10']:.3f}) among "
+        f"N={cand['n_candidates']}, {cand['n_windows']} word windows;\n"
+        f"- own 3 s audio segment among the session's segments: top-1 {seg['top1']:.3f}, "
+        f"top-10 {seg['top10']:.3f} (chance {seg['chance_top10']:.3f}).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Simulate, train, export, evaluate; write the bundle to ``--out``."""
+    args = parse_args(argv)
+    if args.quick:
+        args.duration, args.epochs, args.test_duration = 120.0, 4, 40.0
+    import torch
+
+    from acquisition.simulator import Simulator
+    from bci_app.bundle import load_bundle, save_bundle
+    from bci_app.evaluate_speech import evaluate_speech_bundle, format_speech_report
+    from models.speech_train import train_speech
+
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+    started = time.perf_counter()
+    sentences = vocabulary(args.n_sentences)
+    params = {"snr": args.snr, "subject": 0, "sentences": sentences}
+    print(f"Simulating {args.duration:g} s of MEG listening (snr={args.snr:g})", flush=True)
+    calibration = Simulator("meg", "listening", seed=args.train_seed, **params).generate(
+        args.duration
+    )
+    with tempfile.TemporaryDirectory(prefix="bci-speech-bundle-") as tmp:
+        trained = Path(tmp) / NAME
+        metrics = train_speech(
+            [calibration], trained, config="small", epochs=args.epochs, seed=args.seed,
+            picks=["mag"], name=NAME, progress=sys.stderr.isatty(), device="cpu",
+        )  # fmt: skip
+        if args.out.exists():
+            shutil.rmtree(args.out)
+        args.out.mkdir(parents=True)
+        for path in bundle_files(trained):
+            shutil.copy2(path, args.out / path.name)
+    print(
+        f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): test "
+        f"top-10 {metrics['test_top10']:.3f} (chance {metrics['test_chance_top10']:.3f})",
+        flush=True,
+    )
+    sessions = []
+    for seed in args.test_seeds:
+        session = Simulator("meg", "listening", seed=seed, **params).generate(args.test_duration)
+        session.name = f"held-out seed {seed}"
+        sessions.append(session)
+    report = evaluate_speech_bundle(load_bundle(args.out), sessions, provider="cpu")
+    print(format_speech_report(report))
+    manifest = dict(load_bundle(args.out).manifest)
+    manifest["metrics"] = dict(
+        manifest.get("metrics", {}),
+        held_out={
+            "sessions": [f"Simulator('meg', 'listening', seed={s}, snr={args.snr})"
+                         for s in args.test_seeds],
+            "seconds_each": args.test_duration,
+            "candidates": report["overall"]["candidates"],
+            "segments": report["overall"]["segments"],
+        },
+    )  # fmt: skip
+    manifest["demo"] = {"simulator": {"modality": "meg", "task": "listening", **params}}
+    graphs = {role: args.out / entry["file"] for role, entry in manifest.pop("graphs").items()}
+    for key in ("format", "format_version"):
+        manifest.pop(key)
+    save_bundle(args.out, manifest, graphs)
+    write_readme(args, report, len(json.loads((args.out / "candidates.json").read_text())["texts"]))
+    size = sum(p.stat().st_size for p in args.out.iterdir())
+    print(f"Wrote {args.out} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
