@@ -83,7 +83,10 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
         source, markers = connect_streams(data_id, marker_id)
         stack.callback(source.disconnect)
         stack.callback(markers.disconnect)
-        session = LiveSession(bundle, source, markers, provider=args.provider, log_path=args.log)
+        session_class = LiveSession
+        if bundle.manifest.get("arch") == "brain2qwerty_v2":
+            from bci_app.session_ctc import CTCLiveSession as session_class
+        session = session_class(bundle, source, markers, provider=args.provider, log_path=args.log)
         if args.record:
             from acquisition.recorder import Recorder
 

@@ -86,6 +86,9 @@ class LivePipeline:
         self.source, self.preprocessor, self.windower = source, preprocessor, windower
         self.markers, self.on_window, self.poll_s = markers, on_window, float(poll_s)
         self.on_markers, self.on_step = on_markers, on_step
+        #: Optional ``on_chunk(chunk, t_pulled, t_preprocessed)``: every preprocessed chunk, for
+        #: decoders of continuous data (Brain2Qwerty v2) rather than windows.
+        self.on_chunk: Callable | None = None
         self.latency = LatencyStats()
         self.n_windows = 0
         self.n_invalid_windows = 0
@@ -151,6 +154,8 @@ class LivePipeline:
             self.latency.add("sample->pulled", t_pulled - timestamps[-1])
         chunk = self.preprocessor.process(data, timestamps, valid)
         t_pre = pylsl.local_clock()
+        if self.on_chunk is not None and len(chunk.timestamps):
+            self.on_chunk(chunk, t_pulled, t_pre)
         windows += self.windower.push_data(chunk.data, chunk.timestamps, chunk.valid)
         t_win = pylsl.local_clock()
         for window in windows:

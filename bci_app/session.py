@@ -123,7 +123,7 @@ class LiveSession:
         # a decoder opened beforehand (graphs loaded and warmed up) may be handed in
         self.decoder = decoder or self._open_decoder(provider)
         self.source, self.markers = source, markers
-        self.tmax = float(self.bundle.manifest["window"]["tmax"])
+        self.tmax = float((self.bundle.manifest.get("window") or {}).get("tmax", 0.0))
         self.pause_s = float(pause_s)
         self.latency = LatencyStats()
         self.events = EventQueue(queue_size)  # for the GUI
