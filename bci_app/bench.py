@@ -163,15 +163,29 @@ def _pcts(seconds: np.ndarray) -> dict:
     return {"p50_ms": float(p50), "p99_ms": float(p99), "n": len(seconds)}
 
 
-def run_bench(bundle: Bundle, *, seconds: float, realtime_s: float, provider: str, n: int) -> dict:
-    """Run the three measurements; return a JSON-friendly dict."""
+def run_bench(
+    bundle: Bundle,
+    *,
+    seconds: float,
+    realtime_s: float,
+    provider: str,
+    n: int,
+    max_seconds: float | None = None,
+) -> dict:
+    """Run the three measurements; return a JSON-friendly dict.
+
+    ``max_seconds`` limits the part replayed at max speed (the LSL outlet buffers 360 s of data,
+    so a longer max-speed replay to a slower consumer would lose samples by design).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         path = _session_file(Path(tmp), seconds, bundle)
-        duration, n_times = seconds, round(seconds * bundle.sfreq)
-        fast = _replay(path, n_times, bundle, "max", provider)
+        duration = min(seconds, max_seconds or seconds)
+        n_times = round(duration * bundle.sfreq)
+        fast_path = path if duration >= seconds else _trim(path, Path(tmp), duration, "fast")
+        fast = _replay(fast_path, n_times, bundle, "max", provider)
         live = None
         if realtime_s > 0:
-            short = path if realtime_s >= seconds else _trim(path, Path(tmp), realtime_s)
+            short = path if realtime_s >= seconds else _trim(path, Path(tmp), realtime_s, "1x")
             n_short = min(n_times, int(realtime_s * bundle.sfreq))
             live = _replay(short, n_short, bundle, 1, provider)
     result = {
@@ -200,7 +214,7 @@ def run_bench(bundle: Bundle, *, seconds: float, realtime_s: float, provider: st
     return result
 
 
-def _trim(path: Path, directory: Path, seconds: float) -> Path:
+def _trim(path: Path, directory: Path, seconds: float, label: str) -> Path:
     from acquisition.io import read_recording
     from acquisition.recording import Recording
     from acquisition.xdf import write_recording
@@ -210,7 +224,7 @@ def _trim(path: Path, directory: Path, seconds: float) -> Path:
     short = Recording(rec.data[:n], rec.timestamps[:n], rec.sfreq, rec.channels,
                       [m for m in rec.markers if m.timestamp < rec.timestamps[n - 1]],
                       name=rec.name, source_id=rec.source_id)  # fmt: skip
-    out = directory / "bench_realtime_raw.fif"
+    out = directory / f"bench_{label}_raw.fif"
     write_recording(short, out)
     return out
 

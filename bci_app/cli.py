@@ -236,6 +236,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         realtime_s=args.realtime_seconds,
         provider=args.provider,
         n=args.repeats,
+        max_seconds=args.max_seconds,
     )
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     return 0
@@ -366,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--realtime-seconds", type=float, default=60.0, help="part replayed at 1x (0: skip)"
     )
     p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument(
+        "--max-seconds", type=float, default=300.0, help="part replayed at max speed (<= 360)"
+    )
     p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

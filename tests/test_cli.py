@@ -192,3 +192,20 @@ def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_pa
     logged = [json.loads(line) for line in log.read_text().splitlines()]
     assert logged[-1]["event"] == "summary"
     assert len(logged) - 1 == len([e for e in lines if "kind" in e])
+
+
+@pytest.mark.slow
+def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
+    proc = bci(
+        "bench", "--seconds", "20", "--realtime-seconds", "8", "--repeats", "20", "--json",
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["max_speed"]["x_real_time"] > 1 and result["max_speed"]["windows"] > 0
+    stages = result["realtime"]["latency_ms"]
+    assert {"sample->emitted", "pulled->emitted", "windowed->inferred"} <= set(stages)
+    assert result["realtime"]["dropped_samples"] == 0
+    same = result["inference"]["same_model"]
+    assert same["ratio_eager_over_ort_p50"] > 0
+    assert result["inference"]["ort_bundle"]["provider"] == "CPUExecutionProvider"
