@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 from pathlib import Path
 
-from PyQt6.QtCore import QByteArray, QSettings, Qt, QTimer, pyqtSignal
+from PyQt6.QtCore import QByteArray, QProcess, QSettings, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (
     QDockWidget,
@@ -103,6 +104,7 @@ class MainWindow(QMainWindow):
     # ----------------------------------------------------------------- construction
     def _build_widgets(self) -> None:
         self.bar = SessionBar()
+        self._trainer: QProcess | None = None
         self.banner = ErrorBanner()
         self.scope = ScopeWidget()
         central = QWidget()
@@ -320,14 +322,33 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Recording to {path}", 5000)
 
     def _on_train_requested(self, path: str) -> None:
-        if self.receivers(self.train_requested) == 0:
-            self.show_error(
-                "Training from the window is not connected yet: train on the calibration "
-                f"recording {path} with bci-app train."
-            )
+        if self.receivers(self.train_requested):  # an embedding application trains itself
+            self.statusBar().showMessage(f"Training a decoder on {path}…", 10_000)
+            self.train_requested.emit(path)
             return
-        self.statusBar().showMessage(f"Training a decoder on {path}…", 10_000)
-        self.train_requested.emit(path)
+        self._train_decoder(path)
+
+    def _train_decoder(self, path: str) -> None:
+        """Train a typing decoder on a calibration recording in a separate process."""
+        if self._trainer is not None and self._trainer.state() != QProcess.ProcessState.NotRunning:
+            self.show_error("A decoder is already being trained; wait for it to finish.")
+            return
+        out = str(Path(path).with_suffix("")) + "_decoder"
+        proc = QProcess(self)
+        proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        proc.finished.connect(lambda code, _status: self._on_trained(proc, code, out))
+        proc.start(sys.executable, ["-m", "bci_app.cli", "train", "typing", path, "--out", out])
+        self._trainer = proc
+        self.statusBar().showMessage(f"Training a decoder on {path} (bci-app train)…")
+
+    def _on_trained(self, proc: QProcess, code: int, out: str) -> None:
+        text = bytes(proc.readAll()).decode(errors="replace").strip()
+        if code == 0:
+            self.bar.bundle_edit.setText(out)
+            self.statusBar().showMessage(f"Decoder trained: {out} (chosen for the next session)")
+            return
+        lines = [line for line in text.splitlines() if "error" in line.lower()] or text.splitlines()
+        self.show_error("Training failed: " + (lines[-1] if lines else f"exit status {code}"))
 
     def _pull_markers(self) -> None:
         markers = self.session.markers
