@@ -58,7 +58,7 @@ class Decoding:
     """A running decoder and the marker source it reads (both stop with :meth:`close`)."""
 
     engine: DecodingSession
-    markers: MarkerSource
+    markers: MarkerSource | None
 
     @property
     def text_source_id(self) -> str | None:
@@ -71,7 +71,8 @@ class Decoding:
         try:
             self.engine.stop()
         finally:
-            self.markers.disconnect()
+            if self.markers is not None:
+                self.markers.disconnect()
 
 
 def open_decoding(
@@ -87,26 +88,32 @@ def open_decoding(
     Parameters
     ----------
     bundle : Bundle
-        Loaded typing decoder bundle.
+        Loaded decoder bundle (typing v1/v2, or speech: word-locked windows when the marker
+        stream has word onsets, else sliding windows; candidates go to the candidates panel).
     source : StreamSource
         The session's connected data stream.
     marker_query : dict | None
-        How to find the session's marker stream (``source_id=`` or ``name=``).
+        How to find the session's marker stream (``source_id=`` or ``name=``); optional for
+        speech bundles.
     timeout : float
         Seconds to look for the marker stream.
     provider : str
         onnxruntime provider (``auto`` picks CUDA where there is one).
     """
-    if marker_query is None:
+    speech = bundle.task == "speech"
+    if marker_query is None and not speech:
         raise ValueError(
             f"The decoder '{bundle.name}' is keystroke-locked and needs the keystroke marker "
             "stream: choose it under 'Markers' (or use the built-in simulator) and start again."
         )
-    markers = MarkerSource(**marker_query, resolve_timeout=timeout).connect()
+    markers = None
+    if marker_query is not None:
+        markers = MarkerSource(**marker_query, resolve_timeout=timeout).connect()
     try:
-        engine = DecodingSession(bundle, source, markers, provider=provider)
+        engine = session_class(bundle)(bundle, source, markers, provider=provider)
     except BaseException:
-        markers.disconnect()
+        if markers is not None:
+            markers.disconnect()
         raise
     try:
         engine.start()
@@ -115,6 +122,19 @@ def open_decoding(
         raise
     logger.info("Decoding '%s' with '%s' on %s", source.info.name(), bundle.name, engine.provider)
     return Decoding(engine, markers)
+
+
+def session_class(bundle: Bundle) -> type[DecodingSession]:
+    """The live session that runs ``bundle``: typing v1 (keystrokes), v2 (CTC) or speech."""
+    if bundle.task == "speech":
+        from bci_app.speech_session import SpeechSession
+
+        return SpeechSession
+    if bundle.manifest.get("arch") == "brain2qwerty_v2":
+        from bci_app.session_ctc import CTCLiveSession
+
+        return CTCLiveSession
+    return DecodingSession
 
 
 def load_for_session(path: Path | None) -> tuple[Bundle | None, str | None]:

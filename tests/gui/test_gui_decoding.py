@@ -134,3 +134,38 @@ def test_bci_app_gui_help_lists_the_window_options():
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("usage: bci-app gui")
     assert "--simulate" in out.stdout and "--screenshot" in out.stdout
+
+
+@pytest.mark.slow
+def test_a_speech_bundle_decodes_a_listening_stream_into_candidates(source_id, qtbot):
+    """The GUI picks the speech session for a speech bundle; candidates reach the panels."""
+    import time
+
+    from acquisition.simulator import Simulator, SimulatorStream
+    from acquisition.stream import StreamSource
+    from bci_app.live import SPEECH_BUNDLE
+    from gui.decoding import open_decoding, session_class
+    from gui.panels import CandidatesPanel, TextPanel
+
+    bundle = load_bundle(SPEECH_BUNDLE)
+    assert session_class(bundle).__name__ == "SpeechSession"
+    sim = Simulator("meg", "listening", snr=3.0, subject=0, seed=4243)
+    with SimulatorStream(sim, source_id=source_id), StreamSource(source_id=source_id) as source:
+        decoding = open_decoding(bundle, source, {"source_id": f"{source_id}-markers"}, timeout=10)
+        try:
+            deadline, events = time.monotonic() + 60, []
+            while not any(e.kind == "candidates" for e in events):
+                assert time.monotonic() < deadline, "no candidates within 60 s"
+                events += decoding.engine.events.drain()
+                time.sleep(0.2)
+        finally:
+            decoding.close()
+    event = next(e for e in events if e.kind == "candidates")
+    assert event.hypothesis == event.candidates[0][0] and len(event.candidates) >= 5
+    text, candidates = TextPanel(), CandidatesPanel()
+    qtbot.addWidget(text)
+    qtbot.addWidget(candidates)
+    text.add_event(event)
+    text.render()
+    candidates.show_candidates(event.candidates)
+    assert event.hypothesis in text.hypothesis_text
