@@ -159,3 +159,27 @@ def test_bad_audio_input_errors(session, tmp_path):
     typing = Simulator("eeg", "typing", seed=0).generate(5.0)
     with pytest.raises(ValueError, match="no word-onset markers"):
         build_speech_dataset([typing], config, audio_dirs=[stim])
+
+
+@pytest.mark.slow
+def test_resume_continues_a_run_exactly(session, tmp_path):
+    """Resumed from its epoch-2 checkpoint, a run reproduces the uninterrupted run's history."""
+    from models.speech_train import train_speech
+
+    kwargs = dict(export=False, progress=False)
+    whole = train_speech(
+        [session], tmp_path / "whole", config="small", epochs=3, batch_size=8, seed=0,
+        patience=10, **kwargs,
+    )  # fmt: skip
+    resume = tmp_path / "whole" / "checkpoints" / "epoch_0002.pt"
+    resumed = train_speech([session], tmp_path / "resumed", resume=resume, **kwargs)
+    from models.checkpoint import load_checkpoint
+
+    history = {
+        run: load_checkpoint(tmp_path / run / "checkpoints" / "epoch_0003.pt")["history"]
+        for run in ("whole", "resumed")
+    }
+    assert len(history["whole"]["val_loss"]) == 3
+    for key, values in history["whole"].items():
+        np.testing.assert_allclose(history["resumed"][key], values, rtol=1e-5, atol=1e-6)
+    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)
