@@ -63,3 +63,30 @@ def test_torchrun_two_gloo_processes_train_and_rank0_writes_the_bundle(tmp_path)
     assert bundle.manifest["provenance"]["world_size"] == 2
     assert set(bundle.manifest["graphs"]) == {"keystroke", "sentence"}
     assert not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_train_the_speech_decoder(tmp_path):
+    from acquisition.simulator import Simulator
+
+    rec = Simulator("eeg", "listening", snr=2.0, seed=3).generate(30.0)
+    path = write_recording(rec, tmp_path / "listening.xdf")
+    from acquisition.simulator.listening import write_stimulus_audio
+
+    write_stimulus_audio(rec.meta["ground_truth"], tmp_path / "listening_stimuli")
+    out = tmp_path / "ddp-speech"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        "-m", "models.speech_train", str(path), "--out", str(out), "--epochs", "2",
+        "--batch-size", "8", "--device", "cpu", "--no-progress", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=110, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout[done.stdout.index("{") :])  # rank 0 alone prints
+    assert metrics["world_size"] == 2 and metrics["epochs_run"] == 2
+    bundle = load_bundle(out)
+    assert bundle.task == "speech" and "brain" in bundle.manifest["graphs"]
