@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import warnings
+from abc import ABC, abstractmethod
 
 import pylsl
 from pylsl.util import LostError
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 RAISE_ENV = "BCI_APP_RAISE_STREAM_ERRORS"
 
 
-class InletWorker:
+class InletWorker(ABC):
     """Base class of LSL consumers: one inlet, one worker thread, loss detection, reconnection.
 
     Subclasses implement :meth:`_check_info`, :meth:`_on_open` and :meth:`_pull`, and may override
@@ -173,17 +174,17 @@ class InletWorker:
         """Whether ``info`` is the preferred kind of stream when several match."""
         return True
 
+    @abstractmethod
     def _check_info(self, info: pylsl.StreamInfo) -> None:
         """Raise ValueError if the stream cannot be consumed."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _on_open(self, info: pylsl.StreamInfo, first: bool) -> None:
         """Prepare for data from a newly opened inlet (``first`` on connect())."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _pull(self, inlet: pylsl.StreamInlet, timeout: float) -> int:
         """Pull and handle what is available; return the number of samples received."""
-        raise NotImplementedError
 
     def _on_lost(self) -> None:
         """Called when the connection is lost (from the worker)."""

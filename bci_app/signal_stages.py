@@ -10,6 +10,7 @@ be fed chunks of any length (0 included) and gives the same output as for the wh
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -73,7 +74,7 @@ def empty_chunk(n_channels: int) -> Chunk:
     return Chunk(np.zeros((0, n_channels)), np.zeros(0), np.zeros(0, dtype=bool))
 
 
-class Stage:
+class Stage(ABC):
     """Base of the stages: ``process`` validates the chunk, ``_apply`` does the work."""
 
     def process(
@@ -85,8 +86,9 @@ class Stage:
     def reset(self) -> None:
         """Forget the state carried between chunks (stateless stages: nothing to do)."""
 
-    def _apply(self, chunk: Chunk) -> Chunk:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _apply(self, chunk: Chunk) -> Chunk:
+        """Implemented by subclasses."""
 
 
 class ChannelPicker(Stage):

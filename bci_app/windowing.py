@@ -26,6 +26,7 @@ dropped and counted.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ class Window:
     t_complete: float
 
 
-class _Windower:
+class _Windower(ABC):
     """Shared part: history, chunk checks, baseline + clamp, building windows."""
 
     def __init__(
@@ -139,8 +140,9 @@ class _Windower:
             windows += self._collect()
         return windows
 
-    def _collect(self) -> list[Window]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _collect(self) -> list[Window]:
+        """Implemented by subclasses."""
 
     def _build(
         self, starts: np.ndarray, markers: Sequence[Marker | None], near: np.ndarray
