@@ -186,7 +186,7 @@ def run_bench(
         live = None
         if realtime_s > 0:
             short = path if realtime_s >= seconds else _trim(path, Path(tmp), realtime_s, "1x")
-            n_short = min(n_times, int(realtime_s * bundle.sfreq))
+            n_short = min(round(seconds * bundle.sfreq), round(realtime_s * bundle.sfreq))
             live = _replay(short, n_short, bundle, 1, provider)
     result = {
         "bundle": bundle.name,
