@@ -100,26 +100,30 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
             + (f"; log {args.log}" if args.log else ""),
             flush=True,
         )
+        printed = {"sentences": 0}
         with session:
-            _print_events(args, stop, session)
+            _print_events(args, stop, session, printed)
         summary = session.stop()
-    if args.json:  # events emitted while stopping (the open sentence is committed)
-        for event in session.events.drain():
-            print(event.to_json(), flush=True)
+    # events emitted while stopping (the open sentence is committed)
+    _print_events(args, threading.Event(), session, printed, drain=True)
     _print_summary(args, summary, session)
     return 0
 
 
-def _print_events(args, stop: threading.Event, session: LiveSession) -> None:
+def _print_events(
+    args, stop: threading.Event, session: LiveSession, printed: dict, *, drain: bool = False
+) -> None:
+    """Print text events until ``stop``/``--duration``, or (``drain``) those still queued."""
     start = time.monotonic()
-    n_sentences = 0
     interactive = sys.stdout.isatty()  # redraw the live hypothesis only on a terminal
     while not stop.is_set():
-        if args.duration is not None and time.monotonic() - start >= args.duration:
+        if args.duration is not None and time.monotonic() - start >= args.duration and not drain:
             return
         try:
-            event = session.events.get(timeout=0.1)
+            event = session.events.get(timeout=0.0 if drain else 0.1)
         except queue.Empty:
+            if drain:
+                return
             continue
         if args.json:
             print(event.to_json(), flush=True)
@@ -128,10 +132,12 @@ def _print_events(args, stop: threading.Event, session: LiveSession) -> None:
         elif event.kind == "gap":
             print(f"\n  [data gap at {event.timestamp:.2f} s: the text around it may be wrong]")
         elif event.kind == "sentence_end":
-            decoded = session.sentences[n_sentences]
-            n_sentences += 1
+            decoded = session.sentences[printed["sentences"]]
+            printed["sentences"] += 1
             line = ("\r" if interactive else "") + f"  decoded: {decoded.text:<70}"
-            if decoded.target:
+            if drain:
+                line += "  [cut short: the session stopped mid-sentence]"
+            elif decoded.target:
                 score = cer(decoded.text, decoded.target)
                 line += f"\n  target:  {decoded.target}   (CER {score:.2f})"
             print(line, flush=True)
