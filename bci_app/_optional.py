@@ -11,6 +11,7 @@ _HINTS = {
     "PyQt6": "pip install 'bci-app[gui]'",
     "pyqtgraph": "pip install 'bci-app[gui]'",
     "matplotlib": "pip install 'bci-app[train]'",
+    "transformers": "pip install 'bci-app[audio-models]' (local wav2vec2-style speech models)",
     "kenlm": "pip install kenlm (optional: only for ARPA/binary language models)",
 }
 

@@ -41,6 +41,15 @@ def add_speech_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--picks", nargs="+", help="channel types or names")
     parser.add_argument("--subject", nargs="+", help="subject label of each recording")
     parser.add_argument("--name", help="decoder name (default: the output folder's name)")
+    parser.add_argument(
+        "--audio-model", metavar="DIR",
+        help="local wav2vec2-family checkpoint folder (Hugging Face format, never downloaded) "
+        "whose hidden states replace the log-mel audio features; needs 'bci-app[audio-models]'",
+    )  # fmt: skip
+    parser.add_argument(
+        "--audio-layers", nargs="+", type=int, metavar="I",
+        help="hidden states of --audio-model to average (default: the last 4 layers)",
+    )  # fmt: skip
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX bundle")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -56,7 +65,8 @@ def run_speech_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, patience=args.patience, seed=args.seed,
         resume=args.resume, device=args.device, subject_ids=args.subject, picks=args.picks,
-        name=args.name, export=not args.no_export, progress=not args.no_progress,
+        name=args.name, audio_model=args.audio_model, audio_layers=args.audio_layers,
+        export=not args.no_export, progress=not args.no_progress,
     )  # fmt: skip
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(metrics, indent=2) if args.json else _summary(metrics))
@@ -98,11 +108,18 @@ def synthesize(text: str, directory: Path) -> Path:
     return path
 
 
-def candidate_mels(bundle, items: list[str]) -> tuple[list[str], np.ndarray]:
-    """Texts and log-mel segments of new candidates (WAV paths, or text to synthesize)."""
-    from bci_app.audio_features import MelConfig, log_mel, read_wav
+def candidate_features(
+    bundle, items: list[str], audio_model: str | None = None
+) -> tuple[list[str], np.ndarray]:
+    """Texts and audio features of new candidates (WAV paths, or text to synthesize).
 
-    mel_config = MelConfig.from_dict(bundle.manifest["mel"])
+    The features come from the extractor the bundle was trained with (log-mel, or its local
+    pretrained model, found at ``audio_model`` if it moved).
+    """
+    from bci_app.audio_extractors import AUDIO_RATE, features_from_manifest
+    from bci_app.audio_features import read_wav
+
+    features = features_from_manifest(bundle.manifest, audio_model)
     window = bundle.manifest["window"]
     n_frames = round((window["audio_tmax"] - window["audio_tmin"]) * window["sfreq"])
     texts, mels = [], []
@@ -110,12 +127,13 @@ def candidate_mels(bundle, items: list[str]) -> tuple[list[str], np.ndarray]:
         for item in items:
             is_file = item.lower().endswith(".wav")
             path = Path(item) if is_file else synthesize(item, Path(tmp))
-            audio = read_wav(path, mel_config.audio_rate)
+            audio = read_wav(path, AUDIO_RATE)
             trimmed = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())
             if trimmed.size:
                 audio = audio[trimmed[0] : trimmed[-1] + 1]
             # the segment starts audio_tmin before the onset, as in training
-            mels.append(log_mel(audio, mel_config, n_frames, start_s=window["audio_tmin"]))
+            start = np.array([window["audio_tmin"]])
+            mels.append(features.segments(audio, start, n_frames)[0])
             texts.append(Path(item).stem.lower() if is_file else item.lower())
     return texts, np.stack(mels)
 
@@ -129,7 +147,7 @@ def cmd_candidates_add(args: argparse.Namespace) -> int:
     bundle = load_bundle(args.bundle)
     check_speech_bundle(bundle)
     texts, embeddings = load_candidates(bundle)
-    new_texts, mels = candidate_mels(bundle, list(args.items))
+    new_texts, mels = candidate_features(bundle, list(args.items), args.audio_model)
     clash = sorted(
         {t for t in new_texts if t in texts} | {t for t in new_texts if new_texts.count(t) > 1}
     )
@@ -167,9 +185,17 @@ def add_speech_commands(subparsers: Any, train_tasks: Any | None = None) -> None
             "--audio", nargs="+", metavar="DIR",
             help="speech bundles: stimulus folder per recording (default: <name>_stimuli)",
         )  # fmt: skip
+        subparsers.choices["evaluate"].add_argument(
+            "--audio-model", metavar="DIR",
+            help="speech bundles: where their pretrained audio model lives now (if it moved)",
+        )  # fmt: skip
     candidates = subparsers.add_parser("candidates", help="edit a speech bundle's candidate set")
     actions = candidates.add_subparsers(dest="candidates_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add words (synthesized with espeak-ng) or WAV files")
     add.add_argument("bundle", help="speech decoder bundle")
     add.add_argument("items", nargs="+", metavar="WORD_OR_WAV")
+    add.add_argument(
+        "--audio-model", metavar="DIR",
+        help="where the bundle's pretrained audio model lives now (if it moved since training)",
+    )  # fmt: skip
     add.set_defaults(func=cmd_candidates_add)

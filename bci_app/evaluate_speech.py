@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from acquisition.recording import Recording, parse_marker
-from bci_app.audio_features import MelConfig, log_mel, mel_segments
+from bci_app.audio_extractors import AudioFeatures, features_from_manifest
 from bci_app.bundle import Bundle, load_bundle
 from bci_app.preprocessing import preprocess_recording
 from bci_app.runtime import OnnxRuntime
@@ -72,19 +72,21 @@ def word_windows(bundle: Bundle, recording: Recording, label: str):
     return [w for w in windows if w.valid], len(windows)
 
 
-def segment_audio_embeddings(bundle, audio_graph, recording, label, audio_dir, windows):
+def segment_audio_embeddings(
+    bundle: Bundle,
+    audio_graph: OnnxRuntime,
+    features: AudioFeatures,
+    recording: Recording,
+    label: str,
+    audio_dir: str | Path | None,
+    windows: list,
+) -> np.ndarray:
     """Audio-graph embeddings of the 3 s heard segment of each word window."""
     track = audio_track(recording, label, audio_dir)
-    mel_config = MelConfig.from_dict(bundle.manifest["mel"])
     window = bundle.manifest["window"]
     n = round((window["audio_tmax"] - window["audio_tmin"]) * window["sfreq"])
-    full = log_mel(
-        track.audio,
-        mel_config,
-        int(len(track.audio) / mel_config.audio_rate * mel_config.frame_rate),
-    )
     starts = np.array([w.marker.timestamp for w in windows]) - track.origin + window["audio_tmin"]
-    mels = mel_segments(full, starts, mel_config.frame_rate, n)
+    mels = features.segments(track.audio, starts, n)
     return np.concatenate(
         [audio_graph.run({"mel": mels[i : i + 64]})["embedding"] for i in range(0, len(mels), 64)]
     )
@@ -96,8 +98,12 @@ def evaluate_speech_bundle(
     *,
     audio_dirs: Sequence[str | Path | None] | None = None,
     provider: str = "auto",
+    audio_model: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score a speech bundle on listening recordings (module docstring); return the report."""
+    """Score a speech bundle on listening recordings (module docstring); return the report.
+
+    ``audio_model``: where the bundle's pretrained audio model lives now, if it moved.
+    """
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     check_speech_bundle(bundle)
     if not recordings:
@@ -110,6 +116,7 @@ def evaluate_speech_bundle(
         )
     decoder = SpeechDecoder(bundle, provider=provider)
     audio_graph = OnnxRuntime(bundle.graph_path("audio"), provider, warmup=0)
+    features = features_from_manifest(bundle.manifest, audio_model)
     index = {t: i for i, t in enumerate(decoder.texts)}
     per_recording, seg_all, cand_all, words_all = [], [], [], []
     for item, audio_dir in zip(recordings, audio_dirs):
@@ -126,7 +133,7 @@ def evaluate_speech_bundle(
         entry["candidates"]["coverage"] = float(np.mean(target >= 0))
         try:
             audio = segment_audio_embeddings(
-                bundle, audio_graph, recording, label, audio_dir, windows
+                bundle, audio_graph, features, recording, label, audio_dir, windows
             )
             seg = retrieval_ranks(brain, audio)
             entry["segments"] = _topk(seg, len(windows))
@@ -198,7 +205,7 @@ def run_speech_evaluate(args: argparse.Namespace) -> int:
     """``bci-app evaluate`` for a speech bundle (``cmd_evaluate`` dispatches here)."""
     report = evaluate_speech_bundle(
         args.bundle, args.recordings, audio_dirs=getattr(args, "audio", None),
-        provider=args.provider,
+        provider=args.provider, audio_model=getattr(args, "audio_model", None),
     )  # fmt: skip
     print(json.dumps(report, indent=2) if args.json else format_speech_report(report))
     return 0

@@ -5,8 +5,10 @@ graphs, checked in onnxruntime), ``candidates.npz`` + ``candidates.json`` (the c
 one per distinct word heard in the training recordings, its embedding the normalised mean of
 the audio embeddings of the 3 s segments starting at that word), and a manifest with ``stream``,
 ``preprocessing`` (0.1 Hz high-pass, 120 Hz, pooled scaler), ``window`` (brain window relative to
-the word onset, baseline, clamp, audio span and brain shift), ``mel`` (the log-mel parameters for
-``audio.onnx``), ``logit_scale``, ``subject``, ``provenance``, ``metrics`` and ``export``.
+the word onset, baseline, clamp, audio span and brain shift), ``audio_features`` (what turns audio
+into the input of ``audio.onnx``: log-mel parameters, or a local pretrained model's folder, layers
+and fingerprint, :mod:`bci_app.audio_extractors`; bundles made before it have ``mel``),
+``logit_scale``, ``subject``, ``provenance``, ``metrics`` and ``export``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def describe(data, split, args, model_config, out: Path, name, world_size) -> di
         "sfreq_in": data.sfreq_in,
         "preprocessing": data.preprocessing.to_dict(),
         "window": window_spec(model_config),
-        "mel": data.mel_config.to_dict(),
+        "audio_features": data.features.to_dict(),
         "train": args,
         "data": {"summary": f"{len(data.sentences)} sentences, {data.stats}", "split": sizes},
         "dataset_stats": data.stats,
@@ -66,6 +68,11 @@ def describe(data, split, args, model_config, out: Path, name, world_size) -> di
         },
         "metrics": {},
     }
+
+
+def audio_features_spec(meta: dict[str, Any]) -> dict[str, Any]:
+    """The description's audio feature extractor (checkpoints before it was recorded: log-mel)."""
+    return meta.get("audio_features") or {"kind": "log_mel", **meta["mel"]}
 
 
 def word_prototypes(words: list[str], audio: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -156,7 +163,8 @@ def export_speech_checkpoint(
             "name": name or meta["name"], "task": "speech", "arch": "speech_clip",
             "model_config": meta["model_config"],
             "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
-            "preprocessing": meta["preprocessing"], "window": meta["window"], "mel": meta["mel"],
+            "preprocessing": meta["preprocessing"], "window": meta["window"],
+            "audio_features": audio_features_spec(meta),
             "logit_scale": float(model.logit_scale.detach().clamp(max=np.log(100.0)).exp()),
             "decoding": {"top_k": 10},
             "subject": {"n_subjects": meta["n_subjects"], "default": 0,

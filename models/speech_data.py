@@ -5,8 +5,9 @@
 that recording) and cuts brain windows with the live
 :class:`~bci_app.windowing.EventWindower`: 3 s, baseline on the first 0.5 s, clamp +-20, shifted
 150 ms after the audio segment they are paired with (the brain answers late). Audio segments are
-``[anchor - 0.5, anchor + 2.5)`` s of the heard audio (:mod:`bci_app.speech_audio`) as log-mel
-frames at 120 Hz (:mod:`bci_app.audio_features`). Anchors:
+``[anchor - 0.5, anchor + 2.5)`` s of the heard audio (:mod:`bci_app.speech_audio`) as feature
+frames at 120 Hz: log-mel, or a local pretrained model's (:mod:`bci_app.audio_extractors`).
+Anchors:
 
 - ``word`` windows: every ``word:<w>`` marker (evaluation, candidates; as the paper evaluates);
 - ``train`` windows: every 0.5 s (training), kept when at least :data:`MIN_SPEECH_FRACTION` of
@@ -26,7 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from acquisition.recording import Marker, Recording, parse_marker
-from bci_app.audio_features import MelConfig, log_mel, mel_segments
+from bci_app.audio_extractors import AudioFeatures, LogMelFeatures
+from bci_app.audio_features import MelConfig
 from bci_app.preprocessing import PreprocessConfig, fit_scaler, preprocess_recording
 from bci_app.speech_audio import audio_track
 from bci_app.splits import split_by_sentence
@@ -69,12 +71,13 @@ def brain_windower(spec: dict, marker_filter=None) -> EventWindower:
 
 @dataclass
 class SpeechDataset:
-    """Brain windows and the log-mel of their audio, from one or more recordings.
+    """Brain windows and the features of their audio, from one or more recordings.
 
     Attributes
     ----------
     brain : array (n, n_chans, n_times) float32
-    mel : array (n, n_mels, n_times) float32
+    mel : array (n, n_features, n_times) float32
+        Audio features (log-mel, or a pretrained model's: :attr:`features`).
     kind : array of str ("word" or "train")
     words : list of str
         Word at the anchor (``word`` windows) or ``""``.
@@ -101,7 +104,7 @@ class SpeechDataset:
     channels: object
     sfreq_in: float
     preprocessing: PreprocessConfig
-    mel_config: MelConfig
+    features: AudioFeatures
     subject_labels: list
     stats: dict
     provenance: list[dict] = field(default_factory=list)
@@ -172,6 +175,7 @@ def build_speech_dataset(
     subject_ids: Sequence[Hashable] | None = None,
     picks: Sequence[str] | None = None,
     train_windows: bool = True,
+    features: AudioFeatures | None = None,
 ) -> SpeechDataset:
     """Build a speech dataset (module docstring) from listening recordings.
 
@@ -188,6 +192,8 @@ def build_speech_dataset(
         Channel types or names (default: every brain channel).
     train_windows : bool
         Also cut the 0.5 s-hop training windows.
+    features : AudioFeatures | None
+        Audio feature extractor (default: log-mel with ``config.n_mels`` bands).
     """
     if isinstance(recordings, str | os.PathLike | Recording) or len(recordings) == 0:
         raise ValueError(
@@ -206,7 +212,14 @@ def build_speech_dataset(
             "recordings. Give one subject label per recording."
         )
     labels = list(dict.fromkeys(subject_ids)) if subject_ids is not None else [0]
-    mel_config = MelConfig(frame_rate=config.sfreq, n_mels=config.n_mels)
+    if features is None:
+        features = LogMelFeatures(MelConfig(frame_rate=config.sfreq, n_mels=config.n_mels))
+    if features.frame_rate != config.sfreq or features.n_features != config.n_mels:
+        raise ValueError(
+            f"Invalid audio features: {features.n_features} features at {features.frame_rate} Hz, "
+            f"but the model expects {config.n_mels} at {config.sfreq} Hz. Set the model config's "
+            "n_mels to the extractor's n_features."
+        )
     parts, reference, sentences = [], None, []
     for index, item in enumerate(recordings):
         recording, label, provenance = load_recording(item)
@@ -218,7 +231,7 @@ def build_speech_dataset(
         track = audio_track(recording, label, audio_dirs[index if len(audio_dirs) > 1 else 0])
         subject = labels.index(subject_ids[index]) if subject_ids is not None else 0
         part = _recording_windows(
-            recording, names, track, config, mel_config, len(sentences), train_windows
+            recording, names, track, config, features, len(sentences), train_windows
         )
         sentences += part.pop("sentences")
         parts.append({**part, "subject": subject, "recording": index, "label": label})
@@ -226,10 +239,10 @@ def build_speech_dataset(
         parts[-1]["provenance"] = provenance
     first = reference[0].channels
     channels = subset_channels(first, [first.names.index(n) for n in reference[2]])
-    return _assemble(parts, sentences, channels, mel_config, labels)
+    return _assemble(parts, sentences, channels, features, labels)
 
 
-def _assemble(parts, sentences, channels, mel_config, labels) -> SpeechDataset:
+def _assemble(parts, sentences, channels, features, labels) -> SpeechDataset:
     configs = [p["config"] for p in parts]
     center = np.median([c.scaler_center for c in configs], axis=0)
     scale = np.median([c.scaler_scale for c in configs], axis=0)
@@ -255,12 +268,12 @@ def _assemble(parts, sentences, channels, mel_config, labels) -> SpeechDataset:
         recording=np.repeat([p["recording"] for p in parts], n), anchors=cat("anchors"),
         sentences=sentences, channels=channels, sfreq_in=configs[0].sfreq_in,
         preprocessing=configs[0].with_scaler(center.tolist(), scale.tolist()),
-        mel_config=mel_config, subject_labels=labels, stats=stats,
+        features=features, subject_labels=labels, stats=stats,
         provenance=[p["provenance"] for p in parts],
     )  # fmt: skip
 
 
-def _recording_windows(recording, names, track, config, mel_config, sentence_base, train) -> dict:
+def _recording_windows(recording, names, track, config, features, sentence_base, train) -> dict:
     """Preprocess one recording; cut its word (and training) windows and their audio."""
     pre = fit_scaler(recording, PreprocessConfig.speech(recording.sfreq, names))
     processed = preprocess_recording(recording, pre)
@@ -276,14 +289,18 @@ def _recording_windows(recording, names, track, config, mel_config, sentence_bas
     markers = [Marker(float(t), f"{kind}:{i}") for i, (t, kind, _) in enumerate(anchors)]
     windows = windower.push_markers(markers) + windower.push_data(*processed)
     windower.finish()
-    n_frames = int(len(track.audio) / mel_config.audio_rate * mel_config.frame_rate)
-    full_mel = log_mel(track.audio, mel_config, n_frames=n_frames)
     kept = [w for w in windows if w.valid]
     index = np.array([int(parse_marker(w.marker.value)[1]) for w in kept], dtype=np.int64)
     times = np.array([anchors[i][0] for i in index]) - origin
     kinds = np.array([anchors[i][1] for i in index])
-    mel = mel_segments(full_mel, times + config.tmin, config.sfreq, config.n_times)
-    speech = (mel.max(axis=1) > SILENCE_LOG_MEL).mean(axis=1)
+    starts_s = times + config.tmin
+    if isinstance(features, LogMelFeatures):
+        mel = loudness = features.segments(track.audio, starts_s, config.n_times)
+    else:  # the speech test below reads a log-mel; the kept windows then go through the model
+        loudness = LogMelFeatures(MelConfig(frame_rate=config.sfreq)).segments(
+            track.audio, starts_s, config.n_times
+        )
+    speech = (loudness.max(axis=1) > SILENCE_LOG_MEL).mean(axis=1)
     keep = (kinds == "word") | (speech >= MIN_SPEECH_FRACTION)
     starts = np.array([s for s, _, _ in spans]) - origin - 1.0
     ends = np.array([e for _, e, _ in spans]) - origin + 0.5
@@ -292,9 +309,13 @@ def _recording_windows(recording, names, track, config, mel_config, sentence_bas
     lo, hi = times + config.tmin, times + config.tmax + config.brain_shift
     reach = (lo[:, None] < ends[None]) & (hi[:, None] > starts[None])
     keep_index = np.flatnonzero(keep)
+    if not isinstance(features, LogMelFeatures):
+        mel = features.segments(track.audio, starts_s[keep_index], config.n_times)
+    else:
+        mel = mel[keep_index]
     return {
         "brain": np.stack([kept[i].data for i in keep_index]).astype(np.float32),
-        "mel": mel[keep_index],
+        "mel": mel,
         "kind": kinds[keep_index],
         "words": [anchors[index[i]][2] for i in keep_index],
         "sentence": owner[keep_index] + sentence_base,

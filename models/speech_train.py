@@ -17,6 +17,7 @@ share of the training windows (``DistributedSampler``); rank 0 validates and wri
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import sys
@@ -30,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from bci_app.audio_extractors import features_from_manifest, make_features
 from bci_app.speech_decoder import retrieval_ranks
 from models import distributed
 from models.checkpoint import (
@@ -48,7 +50,7 @@ logger = logging.getLogger("models.speech_train")
 ARCH = "speech_clip"
 DEFAULTS: dict[str, Any] = {
     "config": "small", "epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.05,
-    "patience": 8, "seed": 0, "picks": None,
+    "patience": 8, "seed": 0, "picks": None, "audio_layers": None,
 }  # fmt: skip
 
 
@@ -162,6 +164,8 @@ def train_speech(
     subject_ids: Sequence[Any] | None = None,
     picks: Sequence[str] | None = None,
     name: str | None = None,
+    audio_model: str | Path | None = None,
+    audio_layers: Sequence[int] | None = None,
     export: bool = True,
     progress: bool = True,
     keep_checkpoints: int = 3,
@@ -169,12 +173,15 @@ def train_speech(
     """Train a speech decoder on listening ``recordings``; write the bundle to ``out_bundle``.
 
     Settings left as None take :data:`DEFAULTS` (or the resumed checkpoint's). ``audio_dirs``:
-    one stimulus folder per recording (:mod:`bci_app.speech_audio`). Returns the metrics
+    one stimulus folder per recording (:mod:`bci_app.speech_audio`). ``audio_model``: a local
+    wav2vec2-family checkpoint folder whose hidden states (``audio_layers``, default the last 4,
+    averaged) replace the log-mel features (:mod:`models.audio_pretrained`). Returns the metrics
     (validation/test top-1 and top-10 with N and chance, epochs, paths).
     """
     given = dict(
         config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         patience=patience, seed=seed, picks=picks,
+        audio_layers=list(audio_layers) if audio_layers else None,
     )  # fmt: skip
     ctx = distributed.setup(device)
     out = Path(out_bundle)
@@ -183,9 +190,17 @@ def train_speech(
     args = resolve_settings(given, checkpoint["meta"]["train"] if checkpoint else None)
     seed_everything(args["seed"])
     base = get_config(ARCH, args["config"])
+    if checkpoint is not None:  # the extractor it was trained with (checked by fingerprint)
+        features = features_from_manifest(checkpoint["meta"], audio_model, device=str(ctx.device))
+    else:
+        features = make_features(
+            base.sfreq, base.n_mels, audio_model, args["audio_layers"], device=str(ctx.device)
+        )
+    base = dataclasses.replace(base, n_mels=features.n_features)
     data = build_speech_dataset(
-        recordings, base, audio_dirs=audio_dirs, subject_ids=subject_ids, picks=args["picks"]
-    )
+        recordings, base, audio_dirs=audio_dirs, subject_ids=subject_ids, picks=args["picks"],
+        features=features,
+    )  # fmt: skip
     model_config = with_spatial_dims(base, list(data.channels.types))
     split = data.split(seed=args["seed"])
     from models.speech_bundle import describe

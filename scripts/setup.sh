@@ -47,7 +47,7 @@ else
     # onnxruntime and onnxruntime-gpu share one module name: never have both installed.
     "${pip[@]}" uninstall -y -q onnxruntime >/dev/null 2>&1 || true
     "${pip[@]}" install -q torch
-    "${pip[@]}" install -q -e "$root[gpu,train,gui,dev]"
+    "${pip[@]}" install -q -e "$root[gpu,train,gui,dev,audio-models]"
   else
     "${pip[@]}" uninstall -y -q onnxruntime-gpu >/dev/null 2>&1 || true
     if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
@@ -58,7 +58,7 @@ else
         || "${pip[@]}" install -q --no-deps "torch==${BCI_APP_TORCH_VERSION:-2.13.0}" \
              --index-url https://download.pytorch.org/whl/cpu
     fi
-    "${pip[@]}" install -q -e "$root[cpu,train,gui,dev]"
+    "${pip[@]}" install -q -e "$root[cpu,train,gui,dev,audio-models]"
   fi
   echo "$want" > "$stamp"
   echo "[setup] installed bci-app ($device) into $venv"
