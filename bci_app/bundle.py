@@ -7,6 +7,7 @@ A bundle is a directory::
         encoder.onnx       # graphs named in manifest["graphs"], each with its sha256
         sentence.onnx
         lm.json            # optional: character LM shipped with the decoder
+        candidates.npz     # speech bundles: the candidate set (+ candidates.json)
 
 The manifest is self-describing: the stream it expects (rate, channel names/types/positions),
 the preprocessing (parameters and fitted scaler statistics), the window, the classes, the language
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from acquisition.channels import ChannelSpec
 FORMAT = "bci-app-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+#: Candidate set of speech bundles (:mod:`bci_app.speech_decoder` writes and reads them).
+CANDIDATE_FILES = ("candidates.npz", "candidates.json")
 
 
 def sha256_file(path: str | Path) -> str:
@@ -77,6 +81,14 @@ class Bundle:
     def file_path(self, relative: str) -> Path:
         """Path of a file shipped inside the bundle."""
         return self.path / relative
+
+    def files(self) -> list[Path]:
+        """Every file of the bundle: manifest, graphs, LM, candidate set (not training outputs)."""
+        names = [MANIFEST, *(entry["file"] for entry in self.manifest["graphs"].values())]
+        if self.manifest.get("lm"):
+            names.append(self.manifest["lm"]["file"])
+        names += [name for name in CANDIDATE_FILES if (self.path / name).is_file()]
+        return [self.path / name for name in names]
 
     def check_stream(
         self, channels: ChannelSpec, sfreq: float, *, stream_name: str = "the stream"
@@ -190,3 +202,42 @@ def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
                 "(the file was changed or truncated). Re-export the bundle."
             )
     return Bundle(path, manifest)
+
+
+def copy_bundle(src: str | Path | Bundle, dst: str | Path) -> Bundle:
+    """Copy a bundle's own files (:meth:`Bundle.files`) into ``dst``, replacing what is there.
+
+    A training output folder holds the bundle beside checkpoints and a report; this copies the
+    bundle alone (what ships, or what another machine needs).
+    """
+    bundle = src if isinstance(src, Bundle) else load_bundle(src)
+    dst = Path(dst)
+    if dst.resolve() == bundle.path.resolve():
+        raise ValueError(f"Invalid value for 'dst': {dst} is the bundle itself; give another one.")
+    if dst.exists() and any(dst.iterdir()):
+        if not (dst / MANIFEST).is_file():
+            raise ValueError(
+                f"Invalid value for 'dst': {dst} holds files and is not a bundle; give an empty "
+                "or new folder (an existing bundle there is replaced)."
+            )
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in bundle.files():
+        shutil.copy2(path, dst / path.name)
+    return load_bundle(dst)
+
+
+def update_manifest(path: str | Path, changes: dict[str, Any]) -> Bundle:
+    """Set top-level manifest keys of the bundle at ``path`` (graphs and their checksums kept)."""
+    bundle = load_bundle(path)
+    protected = {"format", "format_version", "graphs"} & set(changes)
+    if protected:
+        raise ValueError(
+            f"Invalid manifest change: {sorted(protected)} are written by save_bundle; change the "
+            "other keys only."
+        )
+    manifest = {**bundle.manifest, **changes}
+    graphs = {role: bundle.path / entry["file"] for role, entry in manifest.pop("graphs").items()}
+    for key in ("format", "format_version"):
+        manifest.pop(key)
+    return save_bundle(bundle.path, manifest, graphs)

@@ -25,7 +25,7 @@ import numpy as np
 from acquisition.recording import Recording
 from acquisition.stream import StreamSource
 from bci_app.alphabet import cer
-from bci_app.bundle import load_bundle
+from bci_app.bundle import Bundle, load_bundle
 from bci_app.pipeline import LivePipeline, WindowEvent, window_summary
 from bci_app.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.session import LiveSession, connect_streams
@@ -39,20 +39,43 @@ SPEECH_BUNDLE = Path(__file__).parent / "data" / "bundles" / "speech-meg-small"
 MEG_TYPES = ("mag", "grad")
 
 
+def simulator_params(bundle: Bundle | None, modality: str, task: str = "typing") -> dict:
+    """Simulator settings of the session a bundle was made for (when of ``modality``, ``task``).
+
+    The built-in simulator then plays a new session of the subject the decoder knows, as
+    ``bci-app run`` does: the bundle's ``demo.simulator`` settings when it has them (a speech
+    bundle: the closed set of sentences its candidates come from), else the subject and SNR of
+    its first training recording. Other bundles leave the simulator's defaults.
+    """
+    params = {"snr": 2.0, "subject": 0}
+    if bundle is None:
+        return params
+    demo = bundle.manifest.get("demo", {}).get("simulator")
+    if _plays(demo, modality, task):
+        return {k: v for k, v in demo.items() if k not in ("modality", "task")}
+    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
+    sim = recordings[0].get("simulator") if recordings else None
+    if _plays(sim, modality, task):
+        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
+    return params
+
+
+def _plays(settings: object, modality: str, task: str) -> bool:
+    """Whether simulator ``settings`` from a manifest are of ``modality`` and ``task``."""
+    return (
+        isinstance(settings, dict)
+        and settings.get("modality") == modality
+        and settings.get("task", "typing") == task
+    )
+
+
 def _start_simulator(
     stack: ExitStack, seed: int, bundle=None, task: str = "typing"
 ) -> tuple[str, str]:
     """Start the built-in simulated MEG stream (matching ``bundle``'s training subject)."""
     from acquisition.simulator import Simulator, SimulatorStream
 
-    params = {"snr": 2.0, "subject": 0}
-    if bundle is not None:
-        recs = bundle.manifest.get("provenance", {}).get("recordings", [])
-        sim = recs[0].get("simulator", {}) if recs else {}
-        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
-        demo = dict(bundle.manifest.get("demo", {}).get("simulator", {}))
-        if demo:  # the stream the bundle was made for (speech: its closed vocabulary)
-            params = {k: v for k, v in demo.items() if k not in ("modality", "task")}
+    params = simulator_params(bundle, "meg", task)
     sim = Simulator("meg", task, seed=seed, **params)
     source_id = f"bci-app-sim-{uuid.uuid4().hex[:8]}"
     stream = stack.enter_context(SimulatorStream(sim, name="bci-app-sim-meg", source_id=source_id))

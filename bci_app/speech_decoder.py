@@ -20,14 +20,13 @@ from pathlib import Path
 import numpy as np
 import pylsl
 
-from bci_app.bundle import Bundle, load_bundle, sha256_file
+from bci_app.bundle import CANDIDATE_FILES, Bundle, load_bundle, sha256_file
 from bci_app.events import TextEvent
 from bci_app.preprocessing import PreprocessConfig
 from bci_app.runtime import OnnxRuntime
 from bci_app.windowing import EventWindower, SlidingWindower, Window
 
-CANDIDATES_NPZ = "candidates.npz"
-CANDIDATES_JSON = "candidates.json"
+CANDIDATES_NPZ, CANDIDATES_JSON = CANDIDATE_FILES
 #: Default hop of sliding windows in live decoding (s).
 DEFAULT_HOP_S = 0.25
 

@@ -9,21 +9,30 @@ import traceback
 from pathlib import Path
 
 from bci_app._optional import import_optional
+from gui.decoding import SIMULATORS
 
 logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options of the window."""
+    simulators = "\n".join(
+        f"  {key:<16}{sim.description}"
+        + (f" (decoded by the shipped {sim.bundle.name})" if sim.bundle else "")
+        for key, sim in SIMULATORS.items()
+    )
     parser = argparse.ArgumentParser(
         prog="bci-app gui",
         description="Live scope, decoded text, stream health, calibration and replay.",
+        epilog=f"built-in simulators (--simulate SIM):\n{simulators}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
         "--simulate",
-        choices=("meg", "eeg"),
-        help="start the built-in simulated typing stream right away",
+        choices=tuple(SIMULATORS),
+        metavar="SIM",
+        help="start a built-in simulated typing or listening session right away (see below)",
     )
     start.add_argument(
         "--stream", metavar="SOURCE_ID", help="connect to this LSL stream (source_id or name)"

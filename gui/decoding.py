@@ -1,6 +1,8 @@
 """The live decoder of a GUI session: which bundle, the simulator that fits it, open and close it.
 
-:func:`open_decoding` builds a :class:`bci_app.session.LiveSession` on the session's own
+:data:`SIMULATORS` lists the built-in simulated sessions the window can play (typing or
+listening) and the shipped bundle that decodes each. :func:`open_decoding` builds a
+:class:`bci_app.session.LiveSession` (or its speech counterpart) on the session's own
 :class:`~acquisition.stream.StreamSource` (its ring buffer serves several readers) with a
 :class:`~acquisition.markers.MarkerSource` of its own (``pull`` drains a marker queue, so the
 scope's markers and the decoder's cannot share one). It blocks (the ONNX graphs load and warm up),
@@ -16,41 +18,84 @@ from pathlib import Path
 from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
 from bci_app.bundle import Bundle, load_bundle
-from bci_app.live import DEFAULT_BUNDLE
+from bci_app.live import DEFAULT_BUNDLE, SPEECH_BUNDLE
 from bci_app.session import LiveSession as DecodingSession
 
 logger = logging.getLogger(__name__)
 
+#: Bundle task that decodes each simulator task.
+BUNDLE_TASKS = {"typing": "typing", "listening": "speech"}
+
+
+@dataclass(frozen=True)
+class BuiltinSimulator:
+    """A simulated session the window can play, and the shipped bundle that decodes it.
+
+    Attributes
+    ----------
+    modality : str
+        Simulator modality (``"meg"``, ``"eeg"``, ``"ieeg"``).
+    task : str
+        ``"typing"`` (keystroke markers) or ``"listening"`` (word-onset markers).
+    description : str
+        What the session bar shows in brackets (the health panel gives the channel count).
+    bundle : Path | None
+        The shipped bundle that decodes it when no bundle is chosen (None: scope only).
+    """
+
+    modality: str
+    task: str
+    description: str
+    bundle: Path | None = None
+
+
+#: Built-in simulators by key (``--simulate KEY``; ``sim:KEY`` in the settings).
+SIMULATORS = {
+    "meg": BuiltinSimulator("meg", "typing", "MEG, typing", DEFAULT_BUNDLE),
+    "eeg": BuiltinSimulator("eeg", "typing", "EEG, typing"),
+    "meg-listening": BuiltinSimulator("meg", "listening", "MEG, listening", SPEECH_BUNDLE),
+    "eeg-listening": BuiltinSimulator("eeg", "listening", "EEG, listening"),
+    "ieeg-listening": BuiltinSimulator("ieeg", "listening", "sEEG, listening"),
+}
+
+
+def simulator_key(modality: str, task: str = "typing") -> str:
+    """Key of the built-in simulator of ``modality`` and ``task`` (``"meg-listening"``)."""
+    return modality if task == "typing" else f"{modality}-{task}"
+
 
 def bundle_for(chosen: str, simulator: str | None) -> Path | None:
-    """The bundle a session decodes with: the one chosen, else the shipped one for the MEG sim.
+    """The bundle a session decodes with: the one chosen, else the shipped one for the simulator.
 
     Parameters
     ----------
     chosen : str
         The bundle typed or picked in the session bar ("" if none).
     simulator : str | None
-        Modality of the built-in simulator, if the session runs it.
+        Key of the built-in simulator (:data:`SIMULATORS`), if the session runs one.
     """
     if chosen.strip():
         return Path(chosen.strip()).expanduser()
-    return DEFAULT_BUNDLE if simulator == "meg" else None
+    return SIMULATORS[simulator].bundle if simulator in SIMULATORS else None
 
 
-def simulator_params(bundle: Bundle | None, modality: str) -> dict:
-    """Subject and SNR of the simulator a bundle was trained on (when it is of ``modality``).
+def check_bundle_task(bundle: Bundle, simulator: str) -> None:
+    """Raise ValueError when ``bundle`` cannot decode the task the built-in ``simulator`` plays.
 
-    The built-in simulator then plays a new session of the subject the decoder knows, as
-    ``bci-app run`` does; other bundles leave the simulator's defaults.
+    Both would run (same sensors and rate) and decode nothing sensible: a typing decoder
+    waits for keystrokes a listener never makes, a speech decoder ranks words nobody heard.
     """
-    params = {"snr": 2.0, "subject": 0}
-    if bundle is None:
-        return params
-    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
-    sim = recordings[0].get("simulator") if recordings else None
-    if isinstance(sim, dict) and sim.get("modality") == modality:
-        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
-    return params
+    sim = SIMULATORS[simulator]
+    if bundle.task == BUNDLE_TASKS[sim.task]:
+        return
+    shipped = f" (leave it empty for the shipped '{sim.bundle.name}')" if sim.bundle else ""
+    other = "a listening" if sim.task == "typing" else "the typing"
+    raise ValueError(
+        f"Invalid decoder for this stream: '{bundle.name}' is a {bundle.task} decoder, but the "
+        f"built-in simulator ({sim.description}) plays a {sim.task} session, which needs a "
+        f"{BUNDLE_TASKS[sim.task]} decoder. Choose a {BUNDLE_TASKS[sim.task]} bundle under "
+        f"'Decoder'{shipped}, or {other} simulator under 'Data stream'."
+    )
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """The main window: session bar, live scope, decoded text, candidates, health, latency, tasks.
 
-Starting a session with a decoder bundle (the one chosen, or the shipped MEG bundle on the built-in
-MEG simulator) starts the live engine on the session's streams (:mod:`gui.decoding`); the window
-shows its text, candidates, confidence, latency and provider through
-``window.attach_decoder(events, latency, provider)``, which any engine's queue can also use.
+Starting a session with a decoder bundle (the one chosen, or the shipped MEG typing or speech
+bundle on the built-in MEG typing or listening simulator) starts the live engine on the
+session's streams (:mod:`gui.decoding`); the window shows its text, candidates, confidence,
+latency and provider through ``window.attach_decoder(events, latency, provider)``, which any
+engine's queue can also use.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ class MainWindow(QMainWindow):
         self.banner.hide()
         self.bar.set_session_state("starting")
         self.session_label.setText(f"Connecting to {data.label}…")
-        self.session.start(data, markers, bundle=bundle_for(self.bundle_path, data.simulator))
+        self.session.start(data, markers, bundle=bundle_for(self.bundle_path, data.simulator_key))
 
     def _stop_session(self) -> None:
         self._markers_timer.stop()
@@ -297,6 +298,8 @@ class MainWindow(QMainWindow):
         if decoding is not None:
             engine = decoding.engine
             self.attach_decoder(engine.events, engine.latency, engine.provider)
+            # a speech decoder's vocabulary size: the chance level of its top-k
+            self.text_panel.set_candidate_count(getattr(engine.decoder, "n_candidates", None))
             self.session_label.setText(self.session_label.text() + f" · {engine.bundle.name}")
         else:
             self.detach_decoder("decoder off" if self.session.decoder_error else "no bundle chosen")

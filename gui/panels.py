@@ -3,7 +3,10 @@
 The live engine hands the GUI its :class:`~bci_app.session.EventQueue` (or any
 ``queue.Queue[TextEvent]``) and a :class:`~bci_app.metrics.LatencyStats`; :class:`DecoderFeed`
 reads that queue from a QTimer (never blocking) and updates :class:`TextPanel`,
-:class:`CandidatesPanel` and the latency panel.
+:class:`CandidatesPanel` and the latency panel. Typing decoders send ``keystroke`` events (the
+text panel shows the sentence with a CER against its target); speech decoders send one
+``candidates`` event per window (the text panel shows the running line of best words, each
+scored against the word heard when the window is locked to a word onset).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import pylsl
 from PyQt6.QtCore import QObject, QRectF, Qt, QTimer
-from PyQt6.QtGui import QColor, QFontMetrics, QPainter
+from PyQt6.QtGui import QColor, QFontMetrics, QPainter, QTextCursor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
 
 from bci_app.alphabet import cer, normalize_text
@@ -24,6 +27,7 @@ from bci_app.events import TextEvent
 from bci_app.metrics import LatencyStats
 from bci_app.session import EventQueue
 from gui import style
+from gui.listening import HEARD, LEGEND, WordScores
 
 if TYPE_CHECKING:
     from gui.health import LatencyPanel
@@ -50,7 +54,12 @@ def confidence_color(confidence: float) -> str:
 
 
 class TextPanel(QWidget):
-    """Committed text, live hypothesis shaded by confidence, and target with CER when known."""
+    """Decoded text: typing (sentence, confidence, target, CER) or listening (words, top-k hits).
+
+    The first ``candidates`` event (a speech decoder) switches the panel to listening: a running
+    line of the best word per window, the latest window with its heard word, and top-1/top-k
+    accuracy against the words heard instead of a CER.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,8 +69,10 @@ class TextPanel(QWidget):
         self.target_text: str | None = None
         self.cer_so_far: float | None = None
         self.sentence_cers: list[float] = []
+        self.listening = False
+        self.words = WordScores()
         self._font = style.mono_font(12)
-        self.committed = QTextBrowser(placeholderText="Finished sentences appear here.")
+        self.committed = QTextBrowser()
         self.committed.setFont(style.mono_font(11))
         self.committed.setMinimumHeight(60)
         self.live = QLabel(textFormat=Qt.TextFormat.RichText)
@@ -70,25 +81,44 @@ class TextPanel(QWidget):
         self.live.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.live.setStyleSheet("background: #ffffff; border: 1px solid #cfd8dc; padding: 6px;")
         self.stats = QLabel(objectName="muted", wordWrap=True)
-        legend = QLabel(
+        self.legend = QLabel(objectName="muted", textFormat=Qt.TextFormat.RichText, wordWrap=True)
+        self.committed_title = QLabel(objectName="panelTitle")
+        self.live_title = QLabel(objectName="panelTitle")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addWidget(self.committed_title)
+        layout.addWidget(self.committed, stretch=1)
+        layout.addWidget(self.live_title)
+        layout.addWidget(self.live)
+        layout.addWidget(self.stats)
+        layout.addWidget(self.legend)
+        self._show_mode()
+        self.render()
+
+    def _show_mode(self) -> None:
+        """Titles, placeholder and legend of the typing or the listening view."""
+        self.live.setWordWrap(self.listening)  # typing wraps its aligned lines itself
+        if self.listening:
+            self.committed_title.setText("Decoded words")
+            self.committed.setPlaceholderText("The best word of each window appears here.")
+            self.live_title.setText("Latest window")
+            self.legend.setText(LEGEND)
+            return
+        self.committed_title.setText("Committed")
+        self.committed.setPlaceholderText("Finished sentences appear here.")
+        self.live_title.setText("Current sentence")
+        self.legend.setText(
             "Shading: confidence of each decoded character "
             + "".join(
                 f'<span style="background:{confidence_color(c)}">&nbsp;{c:g}&nbsp;</span>'
                 for c in (0.0, 0.25, 0.5, 0.75, 1.0)
             )
-            + f' &nbsp; <span style="color:{_MISMATCH}">red</span>: differs from the target',
-            objectName="muted",
-            textFormat=Qt.TextFormat.RichText,
-            wordWrap=True,
+            + f' &nbsp; <span style="color:{_MISMATCH}">red</span>: differs from the target'
         )
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        layout.addWidget(QLabel("Committed", objectName="panelTitle"))
-        layout.addWidget(self.committed, stretch=1)
-        layout.addWidget(QLabel("Current sentence", objectName="panelTitle"))
-        layout.addWidget(self.live)
-        layout.addWidget(self.stats)
-        layout.addWidget(legend)
+
+    def set_candidate_count(self, n_candidates: int | None) -> None:
+        """Size of the speech decoder's candidate set (for the chance level; None: unknown)."""
+        self.words.n_candidates = n_candidates
         self.render()
 
     @property
@@ -97,14 +127,21 @@ class TextPanel(QWidget):
         return sum(self.sentence_cers) / len(self.sentence_cers) if self.sentence_cers else None
 
     def clear(self) -> None:
-        """Forget the session's text."""
+        """Forget the session's text (and go back to the typing view)."""
         self.committed_text = self.hypothesis_text = ""
         self.confidence, self.target_text, self.cer_so_far = (), None, None
         self.sentence_cers.clear()
+        self.words.clear()
+        self.listening = False
+        self.committed.clear()
+        self._show_mode()
         self.render()
 
     def add_event(self, event: TextEvent) -> None:
         """Take the state of one TextEvent (call :meth:`render` after a batch)."""
+        if event.kind == "candidates" or (self.listening and event.kind == "gap"):
+            self._add_word(event)
+            return
         if event.kind == "sentence_end":
             finished = event.committed[len(self.committed_text) :].strip() or self.hypothesis_text
             target = event.target if event.target else self.target_text
@@ -117,6 +154,17 @@ class TextPanel(QWidget):
             self.target_text = event.target
         self.cer_so_far = self._cer_so_far()
 
+    def _add_word(self, event: TextEvent) -> None:
+        """Take a speech event: one more decoded word (or a gap), scored when a word was heard."""
+        if not self.listening:
+            self.listening = True
+            self._show_mode()
+        word = self.words.add(event)
+        if word.text is None:
+            return
+        self.committed_text, self.hypothesis_text = event.committed, event.hypothesis
+        self.confidence, self.target_text = tuple(event.confidence), word.heard
+
     def _cer_so_far(self) -> float | None:
         """CER of the hypothesis against as much of the target as has been typed."""
         if not self.target_text or not self.hypothesis_text:
@@ -128,6 +176,9 @@ class TextPanel(QWidget):
 
     def render(self) -> None:
         """Redraw the text from the current state."""
+        if self.listening:
+            self._render_listening()
+            return
         if self.committed.toPlainText() != self.committed_text:
             self.committed.setPlainText(self.committed_text)
             bar = self.committed.verticalScrollBar()
@@ -145,6 +196,14 @@ class TextPanel(QWidget):
         if self.target_text is None:
             parts.append("no target known (CER needs the typed sentence)")
         self.stats.setText(" · ".join(parts))
+
+    def _render_listening(self) -> None:
+        """The running line of words, the latest window, and top-1/top-k against heard words."""
+        self.committed.setHtml(self.words.line_html())
+        self.committed.moveCursor(QTextCursor.MoveOperation.End)  # lays out: the newest in view
+        self.committed.ensureCursorVisible()
+        self.live.setText(self.words.latest_html())
+        self.stats.setText(self.words.stats_text())
 
     def _live_html(self) -> str:
         hypothesis = self.hypothesis_text
@@ -172,7 +231,8 @@ class TextPanel(QWidget):
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
-        self.live.setText(self._live_html())
+        if not self.listening:
+            self.live.setText(self._live_html())
 
 
 def _matched_positions(hypothesis: str, target: str) -> set[int]:
@@ -184,20 +244,48 @@ def _matched_positions(hypothesis: str, target: str) -> set[int]:
 
 
 class CandidatesPanel(QWidget):
-    """Top-k alternatives of the latest decoding step, with their probabilities as bars."""
+    """Top-k alternatives of the latest decoding step, with their probabilities as bars.
+
+    For a speech window (``heard`` given, or ``relative``) the bars are scaled to the best
+    candidate (probabilities spread over a whole vocabulary are all small), the heard word's row
+    is marked, and a last line says where the heard word ranked.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.candidates: tuple[tuple[str, float], ...] = ()
+        self.heard: str | None = None
+        self.relative = False
         self._row_h = 21
         self.setMinimumHeight(5 * self._row_h + 12)
         self._font = style.mono_font(11)
 
-    def show_candidates(self, candidates: Sequence[tuple[str, float]]) -> None:
-        """Show ``(label, probability)`` pairs, best first."""
+    def show_candidates(
+        self,
+        candidates: Sequence[tuple[str, float]],
+        heard: str | None = None,
+        *,
+        relative: bool = False,
+    ) -> None:
+        """Show ``(label, probability)`` pairs, best first (``heard``: the word actually heard)."""
         self.candidates = tuple((str(label), float(p)) for label, p in candidates)
-        self.setMinimumHeight(max(5, len(self.candidates)) * self._row_h + 12)
+        self.heard, self.relative = heard or None, relative
+        self.setToolTip(
+            "Bars are relative to the best candidate; the numbers are probabilities."
+            if relative
+            else ""
+        )
+        rows = len(self.candidates) + (1 if relative else 0)
+        self.setMinimumHeight(max(5, rows) * self._row_h + 12)
         self.update()
+
+    @property
+    def heard_rank(self) -> int | None:
+        """1-based rank of the heard word among the candidates (0: not among them; None: none)."""
+        if self.heard is None:
+            return None
+        texts = [label.lower() for label, _ in self.candidates]
+        return texts.index(self.heard.lower()) + 1 if self.heard.lower() in texts else 0
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
@@ -210,29 +298,56 @@ class CandidatesPanel(QWidget):
             painter.drawText(
                 self.rect().adjusted(8, 0, -8, 0),
                 Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap,
-                "No candidates yet: the decoder's top-k alternatives appear here with the "
-                "first decoded keystroke.",
+                "No candidates yet: the decoder's top-k alternatives (characters when typing, "
+                "words when listening) appear here with the first decoded keystroke or window.",
             )
             return
         label_w = min(self.width() // 3, max(metrics.horizontalAdvance("M") * 3, 40))
-        label_w = max(label_w, *(metrics.horizontalAdvance(_shown(c)) for c, _ in self.candidates))
+        widest = max(metrics.horizontalAdvance(_shown(c)) for c, _ in self.candidates) + 6
+        label_w = max(label_w, widest)  # + 6: elidedText needs a little more than the advance
         label_w = min(label_w, self.width() // 3)
         value_w = metrics.horizontalAdvance("100.0 %") + 8
         bar_w = max(10, self.width() - label_w - value_w - 32)
+        scale = max(p for _, p in self.candidates) if self.relative else 1.0
+        rank = self.heard_rank
         for row, (label, prob) in enumerate(self.candidates):
             top = 6 + row * self._row_h
+            if rank == row + 1:
+                painter.fillRect(
+                    QRectF(2, top, self.width() - 4, self._row_h - 2), QColor("#e8f5e9")
+                )
             text_rect = QRectF(8, top, label_w, self._row_h - 4)
-            painter.setPen(QColor("#263238"))
+            painter.setPen(QColor(HEARD if rank == row + 1 else "#263238"))
             elided = metrics.elidedText(_shown(label), Qt.TextElideMode.ElideRight, label_w)
             painter.drawText(text_rect, Qt.AlignmentFlag.AlignVCenter, elided)
-            bar = QRectF(label_w + 16, top + 3, bar_w * min(max(prob, 0.0), 1.0), self._row_h - 10)
+            length = bar_w * min(max(prob / scale if scale > 0 else 0.0, 0.0), 1.0)
+            bar = QRectF(label_w + 16, top + 3, length, self._row_h - 10)
             painter.fillRect(QRectF(label_w + 16, top + 3, bar_w, bar.height()), QColor("#eceff1"))
             painter.fillRect(bar, QColor("#1e88e5" if row == 0 else "#90caf9"))
+            painter.setPen(QColor("#263238"))
             painter.drawText(
                 QRectF(label_w + 20 + bar_w, top, value_w, self._row_h - 4),
                 Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight,
                 f"{100 * prob:.1f} %",
             )
+        if self.relative:
+            self._paint_heard_line(painter, 6 + len(self.candidates) * self._row_h, rank)
+
+    def _paint_heard_line(self, painter: QPainter, top: float, rank: int | None) -> None:
+        """The line under a speech window's candidates: where the heard word ranked."""
+        if rank is None:
+            text, color = "Sliding window: no word onset, nothing heard to compare.", "#607d8b"
+        elif rank == 0:
+            text = f"Heard '{self.heard}': not in the top {len(self.candidates)}."
+            color = _MISMATCH
+        else:
+            text, color = f"Heard '{self.heard}': rank {rank} (green row).", HEARD
+        painter.setPen(QColor(color))
+        painter.drawText(
+            QRectF(8, top, self.width() - 16, self._row_h - 4),
+            Qt.AlignmentFlag.AlignVCenter,
+            painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, self.width() - 16),
+        )
 
 
 def _shown(label: str) -> str:
@@ -290,13 +405,23 @@ class DecoderFeed(QObject):
         for event in batch:
             self.text.add_event(event)
         self.text.render()
-        self.candidates.show_candidates(batch[-1].candidates)
+        self._show_candidates(batch)
         shown_at = pylsl.local_clock()
         if self.latency is not None:
             for event in batch:
                 self.latency.add_event(event, shown_at)
         self.n_events += len(batch)
         return len(batch)
+
+    def _show_candidates(self, batch: list[TextEvent]) -> None:
+        """Candidates of the newest event that has a decoding step (a gap keeps the last ones)."""
+        shown = next((e for e in reversed(batch) if e.kind != "gap"), None)
+        if shown is None:
+            return
+        if shown.kind == "candidates":
+            self.candidates.show_candidates(shown.candidates, shown.target, relative=True)
+        else:
+            self.candidates.show_candidates(shown.candidates)
 
 
 def _take(events: EventQueue | queue.Queue[TextEvent]) -> list[TextEvent]:

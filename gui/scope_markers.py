@@ -81,11 +81,13 @@ def _style(line: pg.InfiniteLine, marker: Marker) -> None:
 
 
 def marker_text(kind: str, payload: str, value: str) -> str:
-    """Short label of a marker: the key typed, the sentence start, or the value cut short."""
+    """Short label of a marker: the key typed, the word heard, the sentence start, or the value."""
     if kind == "key":
         return {" ": "␣", "\n": "⏎", "\b": "⌫"}.get(payload, payload)
     if kind == "sentence_start":
         return "▶ " + (payload if len(payload) <= 28 else payload[:27] + "…")
     if kind == "sentence_end":
         return "■ end"
+    if kind == "word":  # listening: word onsets come every ~0.3 s, so the word alone
+        return payload if len(payload) <= 14 else payload[:13] + "…"
     return value if len(value) <= 18 else value[:17] + "…"

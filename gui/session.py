@@ -2,7 +2,8 @@
 
 :class:`LiveSession` owns the :class:`~acquisition.stream.StreamSource` the scope and panels read,
 the :class:`~acquisition.markers.MarkerSource` whose markers the scope draws, the built-in
-simulator when no amplifier stream is chosen (as ``bci-app run`` does), and the
+simulator (typing or listening, :data:`gui.decoding.SIMULATORS`) when no amplifier stream is
+chosen (as ``bci-app run`` does), and the
 :class:`~acquisition.recorder.Recorder`. Every blocking step (resolving, connecting, starting and
 stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals. With a
 decoder bundle, the connecting thread also starts the live decoder on those streams
@@ -23,12 +24,18 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from acquisition.markers import MarkerSource
 from acquisition.recorder import Recorder
 from acquisition.stream import StreamNotFoundError, StreamSource
-from gui.decoding import Decoding, load_for_session, open_decoding, simulator_params
+from bci_app.live import simulator_params
+from gui.decoding import (
+    SIMULATORS,
+    Decoding,
+    check_bundle_task,
+    load_for_session,
+    open_decoding,
+    simulator_key,
+)
 from gui.tasks import run_in_background
 
 logger = logging.getLogger(__name__)
-
-SIMULATOR_MODALITIES = {"meg": "MEG typing, 306 ch", "eeg": "EEG typing, 64 ch"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,10 @@ class StreamChoice:
     source_id, name, stype : str | None
         LSL query (source_id first when the stream has one).
     simulator : str | None
-        Modality of the built-in simulator (``"meg"``/``"eeg"``) instead of an LSL stream.
+        Modality of the built-in simulator (``"meg"``, ``"eeg"``, ``"ieeg"``) instead of an LSL
+        stream.
+    task : str
+        What the built-in simulator plays: ``"typing"`` or ``"listening"``.
     dejitter : bool
         Dejitter the timestamps at the nominal rate (False for a replay faster or slower than
         real time, whose samples do not come at the nominal rate).
@@ -55,6 +65,7 @@ class StreamChoice:
     name: str | None = None
     stype: str | None = None
     simulator: str | None = None
+    task: str = "typing"
     dejitter: bool = True
     or_name: bool = False
 
@@ -74,20 +85,30 @@ class StreamChoice:
         return cls(label, info.source_id() or None, info.name(), info.type() or None)
 
     @classmethod
-    def builtin(cls, modality: str) -> StreamChoice:
-        """The built-in simulator of ``modality`` (its markers come with it)."""
-        if modality not in SIMULATOR_MODALITIES:
+    def builtin(cls, key: str) -> StreamChoice:
+        """The built-in simulator ``key`` of :data:`~gui.decoding.SIMULATORS` (with its markers).
+
+        ``"meg"``/``"eeg"`` play typing sessions, ``"meg-listening"`` etc. listening ones.
+        """
+        if key not in SIMULATORS:
             raise ValueError(
-                f"Invalid value for 'modality': {modality!r}; the built-in simulator offers "
-                f"{', '.join(SIMULATOR_MODALITIES)}."
+                f"Invalid value for 'key': {key!r}; the built-in simulator offers "
+                f"{', '.join(SIMULATORS)}."
             )
-        return cls(f"Built-in simulator ({SIMULATOR_MODALITIES[modality]})", simulator=modality)
+        sim = SIMULATORS[key]
+        label = f"Built-in simulator ({sim.description})"
+        return cls(label, simulator=sim.modality, task=sim.task)
+
+    @property
+    def simulator_key(self) -> str | None:
+        """Key of the built-in simulator in :data:`~gui.decoding.SIMULATORS` (None: LSL)."""
+        return simulator_key(self.simulator, self.task) if self.simulator else None
 
     @property
     def key(self) -> str:
-        """Stable identifier stored in the settings."""
+        """Stable identifier stored in the settings (``sim:meg``, ``sim:meg-listening``, ...)."""
         if self.simulator:
-            return f"sim:{self.simulator}"
+            return f"sim:{self.simulator_key}"
         return f"lsl:{self.source_id or ''}|{self.name or ''}"
 
     @property
@@ -304,10 +325,11 @@ def _open(
         if data.simulator:
             from acquisition.simulator import Simulator, SimulatorStream
 
-            source_id = f"bci-app-sim-{data.simulator}-{uuid.uuid4().hex[:8]}"
-            params = simulator_params(bundle, data.simulator)
-            sim = Simulator(data.simulator, "typing", seed=uuid.uuid4().int % 10_000, **params)
-            name = f"bci-app-sim-{data.simulator}"
+            name = f"bci-app-sim-{data.simulator_key}"
+            source_id = f"{name}-{uuid.uuid4().hex[:8]}"
+            params = simulator_params(bundle, data.simulator, data.task)
+            seed = uuid.uuid4().int % 10_000
+            sim = Simulator(data.simulator, data.task, seed=seed, **params)
             simulator = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
             query = {"source_id": source_id}
             marker_query = marker_query or {"source_id": f"{source_id}-markers"}
@@ -328,6 +350,8 @@ def _open(
     )
     if bundle is not None:
         try:
+            if data.simulator:
+                check_bundle_task(bundle, data.simulator_key)
             opened.decoding = open_decoding(
                 bundle, source, found_markers, timeout=timeout, provider=provider
             )

@@ -18,7 +18,8 @@ from PyQt6.QtWidgets import (
 )
 
 from gui import style
-from gui.session import SIMULATOR_MODALITIES, StreamChoice
+from gui.decoding import SIMULATORS
+from gui.session import StreamChoice
 
 
 def auto_record_name() -> str:
@@ -43,10 +44,11 @@ class SessionBar(QWidget):
         self.refresh_button = QPushButton("⟳ Find streams")
         self.refresh_button.setToolTip("Look for LSL streams on the network")
         self.refresh_button.clicked.connect(self.refresh_requested)
-        self.bundle_edit = QLineEdit(placeholderText="Built-in (MEG sim)")
+        self.bundle_edit = QLineEdit(placeholderText="Built-in (MEG sims)")
         self.bundle_edit.setToolTip(
-            "Decoder bundle folder. Empty: the shipped typing-meg-small bundle decodes the "
-            "built-in MEG simulator; other streams run without a decoder."
+            "Decoder bundle folder. Empty: the shipped bundles decode the built-in MEG "
+            "simulators (typing-meg-small the typing one, speech-meg-small the listening one); "
+            "other streams run without a decoder."
         )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._choose_bundle)
@@ -102,8 +104,8 @@ class SessionBar(QWidget):
         marker_keep = marker_keep or self.marker_key()
         self.data_combo.blockSignals(True)
         self.data_combo.clear()
-        for modality in SIMULATOR_MODALITIES:
-            choice = StreamChoice.builtin(modality)
+        for key in SIMULATORS:
+            choice = StreamChoice.builtin(key)
             self.data_combo.addItem(choice.label, choice)
         for choice in data:
             self.data_combo.addItem(choice.label, choice)

@@ -31,6 +31,7 @@ MARKER_COLORS = {
     "sentence_start": (46, 125, 50),
     "sentence_end": (106, 27, 154),
     "gap": (230, 81, 0),
+    "word": (0, 121, 107),
 }
 OTHER_MARKER = (97, 97, 97)
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from acquisition.recording import Recording, parse_marker
 from acquisition.simulator import Simulator
+from bci_app.audio_extractors import features_from_manifest
 from bci_app.bundle import load_bundle
 from bci_app.drift import RecenterConfig, enable_recentering
 from bci_app.evaluate_speech import segment_audio_embeddings
@@ -64,7 +65,10 @@ def score(bundle, decoder, audio_graph, recording, recenter) -> dict[str, float]
     """Segment and candidate-word top-1/top-10 of one recording."""
     windows = word_windows_live(bundle, recording, recenter)
     brain = decoder.embed(np.stack([w.data for w in windows]))
-    audio = segment_audio_embeddings(bundle, audio_graph, recording, recording.name, None, windows)
+    features = features_from_manifest(bundle.manifest)
+    audio = segment_audio_embeddings(
+        bundle, audio_graph, features, recording, recording.name, None, windows
+    )
     seg = retrieval_ranks(brain, audio)
     index = {t: i for i, t in enumerate(decoder.texts)}
     target = np.array([index.get(parse_marker(w.marker.value)[1].lower(), -1) for w in windows])

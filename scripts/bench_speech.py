@@ -8,7 +8,8 @@ windows of the held-out session and a smaller N (random subsets, averaged), agai
 through the torch model in eager mode, on the same input, and prints the ratio.
 
 Usage: ``python scripts/bench_speech.py --quick`` (2 SNRs, short sessions; ~10 min on 2 CPU
-cores), or without ``--quick`` for longer sessions.
+cores), or without ``--quick`` for longer sessions; ``--audio-model DIR`` trains on a local
+wav2vec2-family model's features instead of log-mel (compare the two tables).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from acquisition.simulator import Simulator
+from bci_app.audio_extractors import features_from_manifest
 from bci_app.bundle import load_bundle
 from bci_app.evaluate_speech import segment_audio_embeddings, word_windows
 from bci_app.runtime import OnnxRuntime
@@ -82,7 +84,8 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     started = time.perf_counter()
     with _quiet_exporter():
         metrics = train_speech(
-            [train], bundle_dir, epochs=args.epochs, progress=False, device=args.device
+            [train], bundle_dir, epochs=args.epochs, progress=False, device=args.device,
+            audio_model=args.audio_model,
         )
     seconds = time.perf_counter() - started
     bundle = load_bundle(bundle_dir)
@@ -90,7 +93,10 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     audio_graph = OnnxRuntime(bundle.graph_path("audio"), "cpu", warmup=0)
     windows, _ = word_windows(bundle, test, "held-out")
     brain = decoder.embed(np.stack([w.data for w in windows]))
-    audio = segment_audio_embeddings(bundle, audio_graph, test, "held-out", None, windows)
+    features = features_from_manifest(bundle.manifest)
+    audio = segment_audio_embeddings(
+        bundle, audio_graph, features, test, "held-out", None, windows
+    )
     rng = np.random.default_rng(0)
     n_all = len(windows)
     row = {
@@ -110,6 +116,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 SNRs, short sessions")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--modalities", nargs="+", default=list(MODALITIES))
+    parser.add_argument(
+        "--audio-model", metavar="DIR",
+        help="local wav2vec2-family checkpoint as the audio features (default: log-mel)",
+    )  # fmt: skip
     args = parser.parse_args()
     args.snrs = (1.0, 3.0) if args.quick else (0.5, 1.0, 3.0)
     args.train_s, args.test_s = (150.0, 75.0) if args.quick else (600.0, 180.0)

@@ -24,8 +24,6 @@ torch gives bit-identical graphs (checked with ``--quick``). Requires the ``trai
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -50,15 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="short run (smoke test, worse decoder)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: bit-identical reruns)")
     return p.parse_args(argv)
-
-
-def bundle_files(bundle_dir: Path) -> list[Path]:
-    """The files a bundle consists of: manifest, its graphs and its LM."""
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    names = ["manifest.json", *(g["file"] for g in manifest["graphs"].values())]
-    if manifest.get("lm"):
-        names.append(manifest["lm"]["file"])
-    return [bundle_dir / name for name in names]
 
 
 def write_readme(args: argparse.Namespace, report: dict) -> None:
@@ -86,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from acquisition.simulator import Simulator
-    from bci_app.bundle import load_bundle, save_bundle
+    from bci_app.bundle import copy_bundle, load_bundle, update_manifest
     from bci_app.evaluate import evaluate_bundle, format_report
     from models.train import train_typing
 
@@ -107,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             [calibration], trained, config="small", arch="v1", epochs=args.epochs,
             seed=args.seed, name=NAME, progress=sys.stderr.isatty(),
         )  # fmt: skip
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        args.out.mkdir(parents=True)
-        for path in bundle_files(trained):
-            shutil.copy2(path, args.out / path.name)
+        copy_bundle(trained, args.out)  # the bundle alone, not the checkpoints and report
     print(
         f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): "
         f"test CER {metrics['test_cer']:.3f} (conv only {metrics['test_cer_conv']:.3f})"
@@ -124,22 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         session.name = f"held-out seed {seed}"
     report = evaluate_bundle(load_bundle(args.out), sessions, provider="cpu")
     print(format_report(report))
-    bundle = load_bundle(args.out)
-    manifest = dict(bundle.manifest)
-    manifest["metrics"] = dict(
-        manifest.get("metrics", {}),
-        held_out={
-            "sessions": [f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in
-                         args.test_seeds],
-            "seconds_each": args.test_duration,
-            "cer": report["overall"]["cer"],
-            "wer": report["overall"]["wer"],
-        },
-    )  # fmt: skip
-    graphs = {role: args.out / entry["file"] for role, entry in manifest.pop("graphs").items()}
-    for key in ("format", "format_version"):
-        manifest.pop(key)
-    save_bundle(args.out, manifest, graphs)
+    metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
+    metrics["held_out"] = {
+        "sessions": [f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in
+                     args.test_seeds],
+        "seconds_each": args.test_duration,
+        "cer": report["overall"]["cer"],
+        "wer": report["overall"]["wer"],
+    }  # fmt: skip
+    update_manifest(args.out, {"metrics": metrics})
     write_readme(args, report)
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"Wrote {args.out} ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -60,14 +59,6 @@ def vocabulary(n_sentences: int) -> list[str]:
     return [line for line in lines if line][:n_sentences]
 
 
-def bundle_files(bundle_dir: Path) -> list[Path]:
-    """The files a speech bundle consists of: manifest, graphs, candidate set."""
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    names = ["manifest.json", *(g["file"] for g in manifest["graphs"].values())]
-    names += ["candidates.npz", "candidates.json"]
-    return [bundle_dir / name for name in names]
-
-
 def write_readme(args: argparse.Namespace, report: dict, n_candidates: int) -> None:
     """Say in the bundle folder what it is, how it was made and how well it decodes."""
     seg, cand = report["overall"]["segments"], report["overall"]["candidates"]
@@ -98,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from acquisition.simulator import Simulator
-    from bci_app.bundle import load_bundle, save_bundle
+    from bci_app.bundle import copy_bundle, load_bundle, update_manifest
     from bci_app.evaluate_speech import evaluate_speech_bundle, format_speech_report
     from models.speech_train import train_speech
 
@@ -117,11 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             [calibration], trained, config="small", epochs=args.epochs, seed=args.seed,
             picks=["mag"], name=NAME, progress=sys.stderr.isatty(), device="cpu",
         )  # fmt: skip
-        if args.out.exists():
-            shutil.rmtree(args.out)
-        args.out.mkdir(parents=True)
-        for path in bundle_files(trained):
-            shutil.copy2(path, args.out / path.name)
+        copy_bundle(trained, args.out)  # the bundle alone, not the checkpoints and report
     print(
         f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): test "
         f"top-10 {metrics['test_top10']:.3f} (chance {metrics['test_chance_top10']:.3f})",
@@ -134,22 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         sessions.append(session)
     report = evaluate_speech_bundle(load_bundle(args.out), sessions, provider="cpu")
     print(format_speech_report(report))
-    manifest = dict(load_bundle(args.out).manifest)
-    manifest["metrics"] = dict(
-        manifest.get("metrics", {}),
-        held_out={
-            "sessions": [f"Simulator('meg', 'listening', seed={s}, snr={args.snr})"
-                         for s in args.test_seeds],
-            "seconds_each": args.test_duration,
-            "candidates": report["overall"]["candidates"],
-            "segments": report["overall"]["segments"],
-        },
-    )  # fmt: skip
-    manifest["demo"] = {"simulator": {"modality": "meg", "task": "listening", **params}}
-    graphs = {role: args.out / entry["file"] for role, entry in manifest.pop("graphs").items()}
-    for key in ("format", "format_version"):
-        manifest.pop(key)
-    save_bundle(args.out, manifest, graphs)
+    metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
+    metrics["held_out"] = {
+        "sessions": [f"Simulator('meg', 'listening', seed={s}, snr={args.snr})"
+                     for s in args.test_seeds],
+        "seconds_each": args.test_duration,
+        "candidates": report["overall"]["candidates"],
+        "segments": report["overall"]["segments"],
+    }  # fmt: skip
+    demo = {"simulator": {"modality": "meg", "task": "listening", **params}}
+    update_manifest(args.out, {"metrics": metrics, "demo": demo})
     write_readme(args, report, len(json.loads((args.out / "candidates.json").read_text())["texts"]))
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"Wrote {args.out} ({size / 1e6:.2f} MB) in {time.perf_counter() - started:.0f} s")

@@ -79,3 +79,26 @@ def test_positions_survive_json(tmp_path):
     b = save_bundle(tmp_path / "p", manifest, {})
     back = load_bundle(b.path).channels
     np.testing.assert_array_equal(back.positions, pos)
+
+
+def test_copy_and_update_keep_the_bundle_and_only_the_bundle(bundle, tmp_path):
+    from bci_app.bundle import copy_bundle, update_manifest
+    from bci_app.live import SPEECH_BUNDLE
+
+    (bundle.path / "checkpoint.pt").write_bytes(b"training output")  # beside a trained bundle
+    copied = copy_bundle(bundle.path, tmp_path / "shipped")
+    assert sorted(p.name for p in copied.path.iterdir()) == ["encoder.onnx", "manifest.json"]
+    updated = update_manifest(copied.path, {"metrics": {"held_out": {"cer": 0.1}}})
+    assert load_bundle(updated.path).manifest["metrics"] == {"held_out": {"cer": 0.1}}
+    assert updated.manifest["graphs"] == copied.manifest["graphs"]  # same files, same checksums
+    speech = copy_bundle(SPEECH_BUNDLE, tmp_path / "speech")  # the candidate set comes along
+    assert {"candidates.npz", "candidates.json"} <= {p.name for p in speech.path.iterdir()}
+    with pytest.raises(ValueError, match="is the bundle itself"):
+        copy_bundle(copied, copied.path)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds files and is not a bundle"):
+        copy_bundle(copied, tmp_path / "notes")
+    assert (tmp_path / "notes" / "a.txt").read_text() == "keep me"
+    with pytest.raises(ValueError, match=r"\['graphs'\] are written by save_bundle"):
+        update_manifest(copied.path, {"graphs": {}})

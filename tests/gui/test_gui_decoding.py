@@ -12,9 +12,9 @@ import pyxdf
 from PyQt6.QtCore import Qt
 
 from bci_app.bundle import load_bundle
-from bci_app.live import DEFAULT_BUNDLE
+from bci_app.live import DEFAULT_BUNDLE, simulator_params
 from bci_app.session import EventQueue
-from gui.decoding import bundle_for, simulator_params
+from gui.decoding import bundle_for
 from gui.main_window import MainWindow
 from gui.tasks import wait_for_all
 

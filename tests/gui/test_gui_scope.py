@@ -100,3 +100,16 @@ def test_frozen_stream_raises_a_banner_and_the_scope_keeps_running(scope, eeg_st
     assert scope.no_data.text().startswith("No new data for")
     qtbot.wait(300)
     assert len(scope.frame_times) > frames  # the timer keeps drawing; nothing blocked
+
+
+def test_marker_labels_stay_short_for_words_and_sentences():
+    from acquisition.recording import parse_marker
+    from gui.scope_markers import marker_text
+
+    def label(value: str) -> str:
+        return marker_text(*parse_marker(value), value)
+
+    assert label("word:Meridian") == "Meridian"  # listening: the word alone, words come fast
+    assert label("word:internationalisation") == "international…"
+    assert label("key: ") == "␣" and label("sentence_end:") == "■ end"
+    assert label("sentence_start:The city is old.") == "▶ The city is old."
