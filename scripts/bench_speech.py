@@ -84,7 +84,11 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     started = time.perf_counter()
     with _quiet_exporter():
         metrics = train_speech(
-            [train], bundle_dir, epochs=args.epochs, progress=False, device=args.device,
+            [train],
+            bundle_dir,
+            epochs=args.epochs,
+            progress=False,
+            device=args.device,
             audio_model=args.audio_model,
         )
     seconds = time.perf_counter() - started
@@ -94,9 +98,7 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     windows, _ = word_windows(bundle, test, "held-out")
     brain = decoder.embed(np.stack([w.data for w in windows]))
     features = features_from_manifest(bundle.manifest)
-    audio = segment_audio_embeddings(
-        bundle, audio_graph, features, test, "held-out", None, windows
-    )
+    audio = segment_audio_embeddings(bundle, audio_graph, features, test, "held-out", None, windows)
     rng = np.random.default_rng(0)
     n_all = len(windows)
     row = {
@@ -110,7 +112,7 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run every case, print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 SNRs, short sessions")
@@ -120,10 +122,15 @@ def main() -> None:
         "--audio-model", metavar="DIR",
         help="local wav2vec2-family checkpoint as the audio features (default: log-mel)",
     )  # fmt: skip
-    args = parser.parse_args()
-    args.snrs = (1.0, 3.0) if args.quick else (0.5, 1.0, 3.0)
-    args.train_s, args.test_s = (150.0, 75.0) if args.quick else (600.0, 180.0)
-    args.epochs = 12 if args.quick else 30
+    parser.add_argument("--snrs", type=float, nargs="+", help="SNRs (default 0.5 1 3; quick 1 3)")
+    parser.add_argument("--train-seconds", type=float, help="training session (600 s; quick 150)")
+    parser.add_argument("--test-seconds", type=float, help="held-out session (180 s; quick 75)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs (30; quick 12)")
+    args = parser.parse_args(argv)
+    args.snrs = args.snrs or ((1.0, 3.0) if args.quick else (0.5, 1.0, 3.0))
+    args.train_s = args.train_seconds or (150.0 if args.quick else 600.0)
+    args.test_s = args.test_seconds or (75.0 if args.quick else 180.0)
+    args.epochs = args.epochs or (12 if args.quick else 30)
     args.small_n = 25
     torch.manual_seed(0)
     print(

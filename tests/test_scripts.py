@@ -1,0 +1,63 @@
+"""The benchmark scripts run end to end on tiny sizes (their numbers are not checked here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *args],
+        capture_output=True, text=True, timeout=110, cwd=SCRIPTS.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_bench_speech_trains_scores_and_times_one_case():
+    out = _run(
+        "bench_speech.py", "--modalities", "eeg", "--snrs", "3", "--train-seconds", "45",
+        "--test-seconds", "25", "--epochs", "1", "--device", "cpu",
+    )  # fmt: skip
+    header, row = out.strip().splitlines()[-2:]
+    assert header.split()[:3] == ["mod", "snr", "N"]
+    fields = row.split()
+    assert fields[0] == "eeg" and float(fields[1]) == 3.0 and int(fields[2]) > 0
+    top10, chance = float(fields[3]), float(fields[4])
+    assert 0.0 <= top10 <= 1.0 and 0.0 < chance <= 1.0
+
+
+@pytest.mark.slow
+def test_bench_drift_compares_fixed_and_recentred_statistics():
+    out = _run("bench_drift.py", "--seeds", "10", "--duration", "30", "--global-gain", "3")
+    summary = [line for line in out.splitlines() if "statistics:" in line]
+    assert len(summary) == 4
+    assert {line.split(",")[0].strip() for line in summary} == {"same day", "drift day"}
+
+
+TINY_TYPING = [
+    "--durations", "60", "--snrs", "2", "--epochs", "1", "--test-duration", "20", "--repeats", "5",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("bench_acquisition.py", ["--duration", "3"]),
+        ("bench_preprocessing.py", ["--seconds", "2", "--repeats", "1", "--minutes", "0.2"]),
+        ("bench_replay.py", ["--minutes", "0.1"]),
+        ("bench_gui.py", ["--seconds", "2", "--channels", "64"]),
+        ("bench_typing.py", TINY_TYPING),
+    ],
+)
+def test_other_benchmarks_run_on_tiny_sizes(script, args):
+    out = _run(script, *args)
+    assert out.strip(), f"{script} printed nothing"
