@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--stream", metavar="SOURCE_ID", help="connect to this LSL stream (source_id or name)"
     )
     parser.add_argument("--markers", metavar="SOURCE_ID", help="marker stream to show with it")
+    parser.add_argument(
+        "--bundle", metavar="DIR",
+        help="decoder bundle (typing or speech) for the session; default: the shipped bundle of "
+        "the MEG simulators, none for other streams",
+    )  # fmt: skip
     parser.add_argument("--replay", metavar="FILE", help="open this recording in the replay panel")
     parser.add_argument("--settings", metavar="INI", help="settings file (default: the user's)")
     parser.add_argument(
@@ -54,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.exit_after is not None and not args.exit_after > 0:
         print(f"Invalid value for '--exit-after': {args.exit_after}; give seconds > 0.")
+        return 2
+    if args.bundle is not None and not (Path(args.bundle).expanduser() / "manifest.json").is_file():
+        print(
+            f"Invalid value for '--bundle': {args.bundle} is not a decoder bundle (no "
+            "manifest.json). Give the folder written by 'bci-app train' or 'bci-app export'."
+        )
         return 2
     import_optional("PyQt6.QtWidgets")
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
@@ -75,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         window.show_error(f"Unexpected error ({kind.__name__}): {value}. Details are in the log.")
 
     sys.excepthook = show_unexpected
+    if args.bundle is not None:
+        window.bar.bundle_edit.setText(str(Path(args.bundle).expanduser().resolve()))
     if args.simulate:
         window.bar.select_data(f"sim:{args.simulate}")
         window.toggle_session()

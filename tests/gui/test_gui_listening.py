@@ -230,3 +230,39 @@ def test_text_and_candidates_panels_score_words_against_the_heard_word(qtbot, sc
     assert candidates.heard_rank == 0
     text.clear()
     assert not text.listening and text.committed_title.text() == "Committed"
+
+
+@pytest.mark.slow
+def test_bci_app_gui_decodes_with_the_bundle_given_on_the_command_line(qtbot, tmp_path):
+    from PyQt6.QtCore import QSettings, QTimer
+    from PyQt6.QtWidgets import QApplication
+
+    from gui.app import main
+
+    seen = {}
+
+    def look() -> None:
+        window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow))
+        decoding = window.session.decoding
+        seen["bundle"] = None if decoding is None else decoding.engine.bundle.path
+        seen["candidates"] = len(window.candidates.candidates)
+        seen["errors"] = list(window.errors)
+
+    QTimer.singleShot(9000, look)
+    ini = tmp_path / "app.ini"
+    code = main(
+        ["--simulate", "meg-listening", "--bundle", str(SPEECH_BUNDLE), "--settings", str(ini),
+         "--exit-after", "10"]
+    )  # fmt: skip
+    assert code == 0 and seen["errors"] == []
+    assert seen["bundle"] == SPEECH_BUNDLE.resolve() and seen["candidates"] > 0
+    assert QSettings(str(ini), QSettings.Format.IniFormat).value("session/bundle") == str(
+        SPEECH_BUNDLE.resolve()
+    )
+
+
+def test_bci_app_gui_refuses_a_bundle_that_is_not_one(tmp_path, capsys):
+    from gui.app import main
+
+    assert main(["--bundle", str(tmp_path), "--exit-after", "1"]) == 2
+    assert "Invalid value for '--bundle'" in capsys.readouterr().out
