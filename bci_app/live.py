@@ -69,17 +69,37 @@ def _plays(settings: object, modality: str, task: str) -> bool:
     )
 
 
+def simulator_modality(bundle: Bundle | None) -> str:
+    """Modality of the simulated session a bundle was made for (else of its sensors; MEG)."""
+    if bundle is None:
+        return "meg"
+    demo = bundle.manifest.get("demo", {}).get("simulator")
+    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
+    for settings in (demo, recordings[0].get("simulator") if recordings else None):
+        if isinstance(settings, dict) and settings.get("modality") in ("meg", "eeg", "ieeg"):
+            return settings["modality"]
+    types = set(bundle.channels.types)  # trained from files: the sensors say
+    if types and types <= {"seeg", "ecog", "dbs"}:
+        return "ieeg"
+    return "eeg" if types == {"eeg"} else "meg"
+
+
 def _start_simulator(
     stack: ExitStack, seed: int, bundle=None, task: str = "typing"
 ) -> tuple[str, str]:
-    """Start the built-in simulated MEG stream (matching ``bundle``'s training subject)."""
+    """Start the built-in simulated stream: the modality and subject ``bundle`` was trained on."""
     from acquisition.simulator import Simulator, SimulatorStream
 
-    params = simulator_params(bundle, "meg", task)
-    sim = Simulator("meg", task, seed=seed, **params)
+    modality = simulator_modality(bundle)
+    params = simulator_params(bundle, modality, task)
+    sim = Simulator(modality, task, seed=seed, **params)
     source_id = f"bci-app-sim-{uuid.uuid4().hex[:8]}"
-    stream = stack.enter_context(SimulatorStream(sim, name="bci-app-sim-meg", source_id=source_id))
-    print(f"Started the built-in simulated MEG {task} stream (source_id {source_id}, seed {seed}).")
+    name = f"bci-app-sim-{modality}"
+    stream = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
+    print(
+        f"Started the built-in simulated {modality.upper()} {task} stream (source_id "
+        f"{source_id}, seed {seed}, subject {params.get('subject', 0)})."
+    )
     return stream.source_id, f"{stream.source_id}-markers"
 
 

@@ -156,3 +156,21 @@ def test_bci_app_run_task_listening_decodes_the_built_in_stream(capsys):
     assert words and all(len(line["candidates"]) == 10 for line in words)
     assert lines[-1]["event"] == "summary" and lines[-1]["bundle"] == "speech-meg-small"
     assert lines[-1]["words"] >= len(words)
+
+
+def test_the_built_in_stream_follows_the_modality_the_bundle_was_trained_on():
+    from bci_app.bundle import Bundle
+    from bci_app.live import simulator_modality, simulator_params
+
+    speech = load_bundle(SPEECH_BUNDLE)
+    assert simulator_modality(speech) == "meg" and simulator_modality(None) == "meg"
+    for modality in ("eeg", "ieeg"):
+        # a bundle trained from recorded files: no simulator settings, only its sensors
+        channels = Simulator(modality, "listening", seed=1).generate(1.0).channels
+        manifest = {
+            **speech.manifest, "demo": {}, "provenance": {"recordings": [{"file": "s.xdf"}]},
+            "stream": {"sfreq": 500.0, "channels": channels.to_dict()},
+        }  # fmt: skip
+        bundle = Bundle(speech.path, manifest)
+        assert simulator_modality(bundle) == modality
+        assert simulator_params(bundle, modality, "listening") == {"snr": 2.0, "subject": 0}
