@@ -76,11 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                 windower = EventWindower(-0.2, 0.3, pre.sfreq_out, clamp=5.0, history_s=60.0)
                 pipeline = LivePipeline(source, pre, windower, windows.append, markers=markers)
                 with pipeline:
-                    t_start = None
                     while pipeline.n_processed < n_times:
-                        if t_start is None and source.health().n_samples:
-                            t_start = float(source.buffer.read_since(0)[1][0])  # first push
                         time.sleep(0.005)
+                    # the buffer holds the whole replay: its first stamp is the first push
+                    t_start = float(source.buffer.read_since(0)[1][0])
                     wall = pylsl.local_clock() - t_start
                     time.sleep(1.0)
                 health = source.health()
