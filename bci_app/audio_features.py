@@ -158,7 +158,8 @@ def read_wav(path: str | os.PathLike, rate: int = AUDIO_RATE) -> np.ndarray:
         file_rate, data = wavfile.read(path)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(
-            f"Unreadable audio file '{path}': {err}. Give 16-bit PCM or float WAV files."
+            f"Unreadable audio file '{path}': {str(err).rstrip('.')}. Give 16-bit PCM or float "
+            "WAV files."
         ) from None
     if data.size == 0:
         raise ValueError(f"Invalid audio file '{path}': it holds no samples.")

@@ -126,6 +126,11 @@ def candidate_features(
     with tempfile.TemporaryDirectory(prefix="bci-candidates-") as tmp:
         for item in items:
             is_file = item.lower().endswith(".wav")
+            if is_file and not Path(item).is_file():
+                raise FileNotFoundError(
+                    f"Candidate audio file not found: '{item}'. Give WAV files that exist, or "
+                    "words (without .wav) to synthesize."
+                )
             path = Path(item) if is_file else synthesize(item, Path(tmp))
             audio = read_wav(path, AUDIO_RATE)
             trimmed = np.flatnonzero(np.abs(audio) > 0.02 * np.abs(audio).max())

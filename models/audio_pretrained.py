@@ -119,9 +119,19 @@ class PretrainedAudioFeatures(AudioFeatures):
         transformers = import_optional("transformers")
         transformers.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
-        self.config = transformers.AutoConfig.from_pretrained(self.path, local_files_only=True)
+        try:
+            self.config = transformers.AutoConfig.from_pretrained(self.path, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"Invalid value for 'audio_model': {err}") from None
         self.hop, self.field = _front_end(self.config, self.path)
-        self.model = transformers.AutoModel.from_pretrained(self.path, local_files_only=True)
+        try:
+            self.model = transformers.AutoModel.from_pretrained(self.path, local_files_only=True)
+        except Exception as err:  # safetensors, torch.load and OSError all mean the same here
+            raise ValueError(
+                f"Invalid value for 'audio_model': the weights in {self.path} cannot be loaded "
+                f"({type(err).__name__}: {err}). The checkpoint is incomplete or corrupt; copy it "
+                "again."
+            ) from None
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.sampling_rate, self.normalize = self._preprocessing(transformers)

@@ -139,3 +139,22 @@ def test_candidates_add_synthesizes_words_and_refuses_duplicates(trained_bundle,
     with pytest.raises(ValueError, match="already in the bundle"):
         args.func(args)
     assert json.loads((copy / "candidates.json").read_text())["texts"] == after
+
+
+def test_candidates_add_names_a_missing_or_unreadable_wav(tmp_path):
+    import shutil
+
+    from bci_app.live import SPEECH_BUNDLE
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(SPEECH_BUNDLE, copy)
+    before = (copy / "candidates.npz").read_bytes()
+    args = _parser().parse_args(["candidates", "add", str(copy), str(tmp_path / "gone.wav")])
+    with pytest.raises(FileNotFoundError, match="Candidate audio file not found: .*gone.wav"):
+        args.func(args)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"\x00\x01not a wav file" * 50)
+    args = _parser().parse_args(["candidates", "add", str(copy), str(junk)])
+    with pytest.raises(ValueError, match=r"Unreadable audio file .*junk.wav.*supported\. Give"):
+        args.func(args)
+    assert (copy / "candidates.npz").read_bytes() == before  # nothing written

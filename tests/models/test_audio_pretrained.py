@@ -102,6 +102,14 @@ def test_bad_models_and_layers_are_clear_errors(model_dir, tmp_path):
     ).save_pretrained(bert)
     with pytest.raises(ValueError, match="no wav2vec2-style convolutional front end"):
         PretrainedAudioFeatures(bert)
+    broken = shutil.copytree(model_dir, tmp_path / "broken")
+    with open(broken / "model.safetensors", "r+b") as handle:  # a copy cut short
+        handle.truncate(5000)
+    with pytest.raises(ValueError, match="cannot be loaded.*incomplete or corrupt"):
+        PretrainedAudioFeatures(broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="Invalid value for 'audio_model'.*not a valid JSON"):
+        PretrainedAudioFeatures(broken)
     with pytest.raises(ValueError, match=r"'audio_layers': \[5\] out of range.*0\.\.2"):
         PretrainedAudioFeatures(model_dir, layers=[5])
     with pytest.raises(ValueError, match="give the model with --audio-model"):
