@@ -155,7 +155,10 @@ def test_auto_plan_filters_after_resampling_only_where_equivalent():
     assert not Preprocessor(config).iir_after_resample  # 60 Hz sits at the output Nyquist
     with pytest.raises(ValueError, match="'iir_stage'.*'after_resample' needs"):
         Preprocessor(dataclasses.replace(config, iir_stage="after_resample"))
-    assert fast.latency_s == pytest.approx(0.2)
+    # Brain2Qwerty: 5 zero crossings of the anti-alias FIR, 0.1 s at 50 Hz (10 would be 0.2 s)
+    assert fast.latency_s == pytest.approx(0.1)
+    ten = Preprocessor(dataclasses.replace(b2q_config(1000.0), resample_zeros=10))
+    assert ten.latency_s == pytest.approx(0.2) and ten.iir_after_resample
 
 
 def test_nan_and_inf_are_marked_contained_and_never_output():
