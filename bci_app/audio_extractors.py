@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bci_app.audio_features import AUDIO_RATE, MelConfig, log_mel, mel_segments
+from bci_app.audio_features import AUDIO_RATE, MelConfig, as_mono, log_mel, mel_segments
 
 
 class AudioFeatures(ABC):
@@ -92,7 +92,7 @@ class LogMelFeatures(AudioFeatures):
 
     def segments(self, audio: np.ndarray, starts_s: np.ndarray, n_frames: int) -> np.ndarray:
         """Cut segments from one log-mel of the whole ``audio`` (computed once)."""
-        audio = _check_audio(audio)
+        audio = as_mono(audio)
         total = int(len(audio) / self.config.audio_rate * self.config.frame_rate)
         full = log_mel(audio, self.config, n_frames=total)
         return mel_segments(full, np.asarray(starts_s, dtype=float), self.frame_rate, n_frames)
@@ -100,16 +100,6 @@ class LogMelFeatures(AudioFeatures):
     def to_dict(self) -> dict[str, Any]:
         """``{"kind": "log_mel", **MelConfig}``."""
         return {"kind": self.kind, **self.config.to_dict()}
-
-
-def _check_audio(audio: np.ndarray) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(
-            f"Invalid shape for 'audio': expected mono samples (n,), got {audio.shape}. Average "
-            "the channels first."
-        )
-    return audio
 
 
 def make_features(

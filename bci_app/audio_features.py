@@ -107,12 +107,7 @@ def log_mel(
     past the end counts as silence). ``n_frames`` defaults to the whole audio. Values are
     ``log10(max(power, 1e-10))`` of the Hann-windowed power spectrum through the mel filters.
     """
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim != 1:
-        raise ValueError(
-            f"Invalid shape for 'audio': expected mono samples (n,), got {audio.shape}. Average "
-            "the channels first."
-        )
+    audio = as_mono(audio)
     if n_frames is None:
         n_frames = int(np.floor((len(audio) / config.audio_rate - start_s) * config.frame_rate))
     n_frames = max(int(n_frames), 0)
@@ -136,6 +131,25 @@ def log_mel(
         power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
         out[:, first : first + len(starts)] = np.log10(np.maximum(filters @ power.T, _FLOOR))
     return out
+
+
+def as_mono(audio: np.ndarray) -> np.ndarray:
+    """``audio`` as float32 mono samples ``(n,)``; raise ValueError for any other shape."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise ValueError(
+            f"Invalid shape for 'audio': expected mono samples (n,), got {audio.shape}. Average "
+            "the channels first."
+        )
+    return audio
+
+
+def resample_audio(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """Resample audio (along its first axis) from ``rate_in`` to ``rate_out`` Hz, as float32."""
+    if int(rate_in) == int(rate_out):
+        return np.asarray(audio, dtype=np.float32)
+    ratio = Fraction(int(rate_out), int(rate_in))
+    return signal.resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 def read_wav(path: str | os.PathLike, rate: int = AUDIO_RATE) -> np.ndarray:
@@ -168,10 +182,7 @@ def read_wav(path: str | os.PathLike, rate: int = AUDIO_RATE) -> np.ndarray:
     data = np.asarray(data, dtype=np.float64)
     if data.ndim == 2:
         data = data.mean(axis=1)
-    if int(file_rate) != int(rate):
-        ratio = Fraction(int(rate), int(file_rate))
-        data = signal.resample_poly(data, ratio.numerator, ratio.denominator)
-    return data.astype(np.float32)
+    return resample_audio(data, file_rate, rate)
 
 
 def mel_segments(

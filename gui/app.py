@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from bci_app._optional import import_optional
+from bci_app.bundle import load_bundle
 from gui.decoding import SIMULATORS
 
 logger = logging.getLogger(__name__)
@@ -60,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.exit_after is not None and not args.exit_after > 0:
         print(f"Invalid value for '--exit-after': {args.exit_after}; give seconds > 0.")
         return 2
-    if args.bundle is not None and not (Path(args.bundle).expanduser() / "manifest.json").is_file():
-        print(
-            f"Invalid value for '--bundle': {args.bundle} is not a decoder bundle (no "
-            "manifest.json). Give the folder written by 'bci-app train' or 'bci-app export'."
-        )
-        return 2
+    if args.bundle is not None:
+        try:
+            load_bundle(Path(args.bundle).expanduser(), verify=False)
+        except (OSError, ValueError) as err:
+            print(f"Invalid value for '--bundle': {err}")
+            return 2
     import_optional("PyQt6.QtWidgets")
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
     from PyQt6.QtWidgets import QApplication

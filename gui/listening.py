@@ -30,6 +30,17 @@ LEGEND = (
 )
 
 
+def heard_rank(candidates, heard: str | None) -> int | None:
+    """1-based rank of ``heard`` among ``(word, probability)`` candidates, case aside.
+
+    0 when it is not among them, None when nothing was heard (a sliding window).
+    """
+    if not heard:
+        return None
+    texts = [str(text).lower() for text, _ in candidates]
+    return texts.index(heard.lower()) + 1 if heard.lower() in texts else 0
+
+
 @dataclass(frozen=True)
 class DecodedWord:
     """The best word of one speech window, and where the heard word ranked (when known).
@@ -49,10 +60,8 @@ class DecodedWord:
         """Score a ``candidates`` event (best word first) against its ``target``, if any."""
         if event.kind == "gap":
             return cls(None)
-        texts = [text.lower() for text, _ in event.candidates]
-        heard, rank = event.target or None, None
-        if heard is not None:
-            rank = texts.index(heard.lower()) + 1 if heard.lower() in texts else 0
+        heard = event.target or None
+        rank = heard_rank(event.candidates, heard)
         best = event.candidates[0][1] if event.candidates else float("nan")
         return cls(event.hypothesis, heard, rank, best)
 

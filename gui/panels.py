@@ -27,7 +27,7 @@ from bci_app.events import TextEvent
 from bci_app.metrics import LatencyStats
 from bci_app.session import EventQueue
 from gui import style
-from gui.listening import HEARD, LEGEND, WordScores
+from gui.listening import HEARD, LEGEND, WordScores, heard_rank
 
 if TYPE_CHECKING:
     from gui.health import LatencyPanel
@@ -282,10 +282,7 @@ class CandidatesPanel(QWidget):
     @property
     def heard_rank(self) -> int | None:
         """1-based rank of the heard word among the candidates (0: not among them; None: none)."""
-        if self.heard is None:
-            return None
-        texts = [label.lower() for label, _ in self.candidates]
-        return texts.index(self.heard.lower()) + 1 if self.heard.lower() in texts else 0
+        return heard_rank(self.candidates, self.heard)
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)

@@ -23,16 +23,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from scipy import signal
 
 from bci_app._optional import import_optional
-from bci_app.audio_extractors import AUDIO_RATE, AudioFeatures, _check_audio
+from bci_app.audio_extractors import AUDIO_RATE, AudioFeatures
+from bci_app.audio_features import as_mono, resample_audio
 
 logger = logging.getLogger(__name__)
 
@@ -134,22 +133,25 @@ class PretrainedAudioFeatures(AudioFeatures):
             ) from None
         self.model.eval().to(device)
         self.device = torch.device(device)
-        self.sampling_rate, self.normalize = self._preprocessing(transformers)
+        self.extractor = self._feature_extractor(transformers)
+        self.sampling_rate = int(self.extractor.sampling_rate)
         self.layers = self._check_layers(layers)
         self._frame_rate = float(frame_rate)
 
-    def _preprocessing(self, transformers) -> tuple[int, bool]:
-        """Audio rate and per-clip normalisation from ``preprocessor_config.json`` (if any)."""
-        if not (self.path / "preprocessor_config.json").is_file():
-            logger.warning(
-                "%s has no preprocessor_config.json: assuming 16 kHz input normalised per clip "
-                "(the wav2vec2 convention).", self.path,
-            )  # fmt: skip
-            return AUDIO_RATE, True
-        extractor = transformers.AutoFeatureExtractor.from_pretrained(
-            self.path, local_files_only=True
-        )
-        return int(extractor.sampling_rate), bool(getattr(extractor, "do_normalize", True))
+    def _feature_extractor(self, transformers) -> Any:
+        """The model's input preprocessing (rate, per-clip normalisation), from its folder.
+
+        Without ``preprocessor_config.json``: wav2vec2's convention, 16 kHz normalised per clip.
+        """
+        if (self.path / "preprocessor_config.json").is_file():
+            return transformers.AutoFeatureExtractor.from_pretrained(
+                self.path, local_files_only=True
+            )
+        logger.warning(
+            "%s has no preprocessor_config.json: assuming 16 kHz input normalised per clip "
+            "(the wav2vec2 convention).", self.path,
+        )  # fmt: skip
+        return transformers.Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE, do_normalize=True)
 
     def _check_layers(self, layers: list[int] | None) -> list[int]:
         n_layers = int(self.config.num_hidden_layers)
@@ -177,7 +179,7 @@ class PretrainedAudioFeatures(AudioFeatures):
     @torch.no_grad()
     def segments(self, audio: np.ndarray, starts_s: np.ndarray, n_frames: int) -> np.ndarray:
         """Run each segment through the model; interpolate its frames to :attr:`frame_rate`."""
-        audio = self._resampled(_check_audio(audio))
+        audio = resample_audio(as_mono(audio), AUDIO_RATE, self.sampling_rate)
         rate = self.sampling_rate
         n_model = int(np.ceil((n_frames - 1) / self.frame_rate * rate / self.hop)) + 1
         length = (n_model - 1) * self.hop + self.field
@@ -200,17 +202,10 @@ class PretrainedAudioFeatures(AudioFeatures):
 
     def _hidden(self, clips: np.ndarray) -> torch.Tensor:
         """Mean of the chosen hidden states, ``(batch, n_model_frames, hidden)``."""
-        x = torch.from_numpy(clips)
-        if self.normalize:
-            x = (x - x.mean(dim=1, keepdim=True)) / torch.sqrt(x.var(dim=1, keepdim=True) + 1e-7)
-        states = self.model(x.to(self.device), output_hidden_states=True).hidden_states
+        x = self.extractor(list(clips), sampling_rate=self.sampling_rate, return_tensors="pt")
+        states = self.model(x["input_values"].to(self.device), output_hidden_states=True)
+        states = states.hidden_states
         return torch.stack([states[i] for i in self.layers]).mean(dim=0).float()
-
-    def _resampled(self, audio: np.ndarray) -> np.ndarray:
-        if self.sampling_rate == AUDIO_RATE:
-            return audio
-        ratio = Fraction(self.sampling_rate, AUDIO_RATE)
-        return signal.resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """Folder, model type, layers, sizes and fingerprint."""
