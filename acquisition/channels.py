@@ -16,9 +16,21 @@ import pylsl
 
 #: Channel types understood across the project (MNE's names).
 KNOWN_TYPES = (
-    "eeg", "mag", "grad", "seeg", "ecog", "dbs", "eog", "ecg", "emg", "stim", "misc", "ref_meg",
-    "resp", "bio",
-)  # fmt: skip
+    "eeg",
+    "mag",
+    "grad",
+    "seeg",
+    "ecog",
+    "dbs",
+    "eog",
+    "ecg",
+    "emg",
+    "stim",
+    "misc",
+    "ref_meg",
+    "resp",
+    "bio",
+)
 
 
 @dataclass(frozen=True)

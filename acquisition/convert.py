@@ -63,8 +63,11 @@ def _annotations(recording: Recording) -> mne.Annotations:
     if (~inside).any():
         logger.warning(
             "%d of %d markers lie outside the data (%.3f..%.3f s) and are left out.",
-            int((~inside).sum()), times.size, stamps[0], stamps[-1],
-        )  # fmt: skip
+            int((~inside).sum()),
+            times.size,
+            stamps[0],
+            stamps[-1],
+        )
     if stamps.size > 1 and (np.diff(stamps) > 0).all():
         onsets = np.interp(times[inside], stamps, np.arange(stamps.size)) / recording.sfreq
     else:
@@ -162,18 +165,26 @@ def write_bids(
         raw.info["line_freq"] = float(recording.meta["line_freq"])
     datatype = _bids_datatype(raw.get_channel_types())
     bids_path = mne_bids.BIDSPath(
-        subject=str(subject), session=session, task=task, run=run, datatype=datatype,
+        subject=str(subject),
+        session=session,
+        task=task,
+        run=run,
+        datatype=datatype,
         root=Path(bids_root),
-    )  # fmt: skip
+    )
     file_format = "FIF" if datatype == "meg" else "BrainVision"
     with warnings.catch_warnings():
         # pybv notes that BrainVision only names volts; unitless channels (misc, stim) are
         # still written unscaled with unit "n/a", which is what we want.
         warnings.filterwarnings("ignore", message=".*unsupported non-voltage units.*")
         return mne_bids.write_raw_bids(
-            raw, bids_path, format=file_format, allow_preload=True, overwrite=overwrite,
+            raw,
+            bids_path,
+            format=file_format,
+            allow_preload=True,
+            overwrite=overwrite,
             verbose=False,
-        )  # fmt: skip
+        )
 
 
 def _is_bids_target(out: str | os.PathLike) -> bool:

@@ -374,9 +374,12 @@ class Recorder:
                 self._error = err
         if first:
             logger.error(
-                "Recording to '%s' stopped (stream %r): %s", self.path, stream_name, err,
+                "Recording to '%s' stopped (stream %r): %s",
+                self.path,
+                stream_name,
+                err,
                 exc_info=err,
-            )  # fmt: skip
+            )
         self._stop_event.set()
 
     def _worker_done(self) -> None:

@@ -33,18 +33,38 @@ from acquisition.xdf_writer import TAG_CLOCK_OFFSET, TAG_STREAM_HEADER, XdfWrite
 logger = logging.getLogger(__name__)
 
 _TYPE_ALIASES = {
-    "meg": "mag", "megmag": "mag", "meggrad": "grad", "megrefmag": "ref_meg",
-    "megrefgradm": "ref_meg", "ieeg": "seeg", "trigger": "stim", "trig": "stim",
-}  # fmt: skip
+    "meg": "mag",
+    "megmag": "mag",
+    "meggrad": "grad",
+    "megrefmag": "ref_meg",
+    "megrefgradm": "ref_meg",
+    "ieeg": "seeg",
+    "trigger": "stim",
+    "trig": "stim",
+}
 #: Unit spellings found in XDF files, mapped to (SI unit, factor to SI).
 _UNIT_SCALES = {
-    "v": ("V", 1.0), "volt": ("V", 1.0), "volts": ("V", 1.0), "mv": ("V", 1e-3),
-    "millivolt": ("V", 1e-3), "millivolts": ("V", 1e-3), "uv": ("V", 1e-6), "µv": ("V", 1e-6),
-    "μv": ("V", 1e-6), "microvolt": ("V", 1e-6), "microvolts": ("V", 1e-6), "nv": ("V", 1e-9),
-    "t": ("T", 1.0), "tesla": ("T", 1.0), "pt": ("T", 1e-12), "ft": ("T", 1e-15),
-    "femtotesla": ("T", 1e-15), "t/m": ("T/m", 1.0), "ft/cm": ("T/m", 1e-13),
+    "v": ("V", 1.0),
+    "volt": ("V", 1.0),
+    "volts": ("V", 1.0),
+    "mv": ("V", 1e-3),
+    "millivolt": ("V", 1e-3),
+    "millivolts": ("V", 1e-3),
+    "uv": ("V", 1e-6),
+    "µv": ("V", 1e-6),
+    "μv": ("V", 1e-6),
+    "microvolt": ("V", 1e-6),
+    "microvolts": ("V", 1e-6),
+    "nv": ("V", 1e-9),
+    "t": ("T", 1.0),
+    "tesla": ("T", 1.0),
+    "pt": ("T", 1e-12),
+    "ft": ("T", 1e-15),
+    "femtotesla": ("T", 1e-15),
+    "t/m": ("T/m", 1.0),
+    "ft/cm": ("T/m", 1e-13),
     "ft/m": ("T/m", 1e-15),
-}  # fmt: skip
+}
 
 
 def si_unit(unit: str) -> tuple[str, float]:
@@ -289,15 +309,25 @@ def read_xdf(
     if problem is not None:
         meta["truncated"] = problem
     return Recording(
-        data, chosen["time_stamps"], sfreq, channels, markers, name=name,
-        source_id=_first(info, "source_id", "") or name, meta=meta,
-    )  # fmt: skip
+        data,
+        chosen["time_stamps"],
+        sfreq,
+        channels,
+        markers,
+        name=name,
+        source_id=_first(info, "source_id", "") or name,
+        meta=meta,
+    )
 
 
 _DTYPE_FORMATS = {
-    "float32": pylsl.cf_float32, "float64": pylsl.cf_double64, "int8": pylsl.cf_int8,
-    "int16": pylsl.cf_int16, "int32": pylsl.cf_int32, "int64": pylsl.cf_int64,
-}  # fmt: skip
+    "float32": pylsl.cf_float32,
+    "float64": pylsl.cf_double64,
+    "int8": pylsl.cf_int8,
+    "int16": pylsl.cf_int16,
+    "int32": pylsl.cf_int32,
+    "int64": pylsl.cf_int64,
+}
 
 
 def _stream_type(recording: Recording) -> str:
@@ -334,9 +364,13 @@ def write_recording(recording: Recording, path: str | os.PathLike, *, overwrite=
     if data.dtype.name not in _DTYPE_FORMATS:
         data = data.astype(np.float64)
     info = make_stream_info(
-        recording.name, _stream_type(recording), recording.channels, recording.sfreq,
-        recording.source_id, channel_format=_DTYPE_FORMATS[data.dtype.name],
-    )  # fmt: skip
+        recording.name,
+        _stream_type(recording),
+        recording.channels,
+        recording.sfreq,
+        recording.source_id,
+        channel_format=_DTYPE_FORMATS[data.dtype.name],
+    )
     with XdfWriter(path, overwrite=overwrite) as writer:
         writer.add_stream(1, info)
         step = max(1, round(recording.sfreq))  # one-second chunks, as the recorder writes
@@ -345,9 +379,12 @@ def write_recording(recording: Recording, path: str | os.PathLike, *, overwrite=
                 1, data[start : start + step], recording.timestamps[start : start + step]
             )
         writer.add_stream(
-            2, name=f"{recording.name}-markers", stype="Markers", channel_format="string",
+            2,
+            name=f"{recording.name}-markers",
+            stype="Markers",
+            channel_format="string",
             source_id=f"{recording.source_id}-markers",
-        )  # fmt: skip
+        )
         writer.write_samples(
             2, [[m.value] for m in recording.markers], [m.timestamp for m in recording.markers]
         )

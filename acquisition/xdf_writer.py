@@ -32,9 +32,13 @@ TAG_CLOCK_OFFSET, TAG_BOUNDARY, TAG_STREAM_FOOTER = 4, 5, 6
 BOUNDARY_UUID = bytes.fromhex("43A546DCCBF5410FB30ED5467383CBE4")
 #: XDF numeric channel formats and their little-endian numpy types.
 NUMERIC_FORMATS = {
-    "float32": "<f4", "double64": "<f8", "int8": "i1", "int16": "<i2", "int32": "<i4",
+    "float32": "<f4",
+    "double64": "<f8",
+    "int8": "i1",
+    "int16": "<i2",
+    "int32": "<i4",
     "int64": "<i8",
-}  # fmt: skip
+}
 
 
 def _varlen(n: int) -> bytes:

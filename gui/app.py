@@ -9,7 +9,7 @@ import traceback
 from pathlib import Path
 
 from bci_app._optional import import_optional
-from bci_app.bundle import load_bundle
+from bci_app.decoders.bundle import load_bundle
 from gui.decoding import SIMULATORS
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--markers", metavar="SOURCE_ID", help="marker stream to show with it")
     parser.add_argument(
-        "--bundle", metavar="DIR",
+        "--bundle",
+        metavar="DIR",
         help="decoder bundle (typing or speech) for the session; default: the shipped bundle of "
         "the MEG simulators, none for other streams",
-    )  # fmt: skip
+    )
     parser.add_argument("--replay", metavar="FILE", help="open this recording in the replay panel")
     parser.add_argument("--settings", metavar="INI", help="settings file (default: the user's)")
     parser.add_argument(

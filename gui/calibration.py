@@ -39,9 +39,14 @@ from acquisition.simulator import load_sentences
 from gui.tasks import run_in_background
 
 _IGNORED_KEYS = {
-    Qt.Key.Key_Shift, Qt.Key.Key_Control, Qt.Key.Key_Alt, Qt.Key.Key_Meta, Qt.Key.Key_CapsLock,
-    Qt.Key.Key_AltGr, Qt.Key.Key_Tab,
-}  # fmt: skip
+    Qt.Key.Key_Shift,
+    Qt.Key.Key_Control,
+    Qt.Key.Key_Alt,
+    Qt.Key.Key_Meta,
+    Qt.Key.Key_CapsLock,
+    Qt.Key.Key_AltGr,
+    Qt.Key.Key_Tab,
+}
 _ENTER_KEYS = {Qt.Key.Key_Return, Qt.Key.Key_Enter}
 
 

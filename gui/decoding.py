@@ -2,7 +2,7 @@
 
 :data:`SIMULATORS` lists the built-in simulated sessions the window can play (typing or
 listening) and the shipped bundle that decodes each. :func:`open_decoding` builds a
-:class:`bci_app.session.LiveSession` (or its speech counterpart) on the session's own
+:class:`bci_app.live.session.LiveSession` (or its speech counterpart) on the session's own
 :class:`~acquisition.stream.StreamSource` (its ring buffer serves several readers) with a
 :class:`~acquisition.markers.MarkerSource` of its own (``pull`` drains a marker queue, so the
 scope's markers and the decoder's cannot share one). It blocks (the ONNX graphs load and warm up),
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
-from bci_app.bundle import Bundle, load_bundle
-from bci_app.live import DEFAULT_BUNDLE, SPEECH_BUNDLE
-from bci_app.session import LiveSession as DecodingSession
+from bci_app.decoders.bundle import Bundle, load_bundle
+from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
+from bci_app.live.session import LiveSession as DecodingSession
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class BuiltinSimulator:
 
 #: Built-in simulators by key (``--simulate KEY``; ``sim:KEY`` in the settings).
 SIMULATORS = {
-    "meg": BuiltinSimulator("meg", "typing", "MEG, typing", DEFAULT_BUNDLE),
+    "meg": BuiltinSimulator("meg", "typing", "MEG, typing", TYPING_BUNDLE),
     "eeg": BuiltinSimulator("eeg", "typing", "EEG, typing"),
     "meg-listening": BuiltinSimulator("meg", "listening", "MEG, listening", SPEECH_BUNDLE),
     "eeg-listening": BuiltinSimulator("eeg", "listening", "EEG, listening"),
@@ -172,11 +172,11 @@ def open_decoding(
 def session_class(bundle: Bundle) -> type[DecodingSession]:
     """The live session that runs ``bundle``: typing v1 (keystrokes), v2 (CTC) or speech."""
     if bundle.task == "speech":
-        from bci_app.speech_session import SpeechSession
+        from bci_app.live.speech import SpeechSession
 
         return SpeechSession
     if bundle.manifest.get("arch") == "brain2qwerty_v2":
-        from bci_app.session_ctc import CTCLiveSession
+        from bci_app.live.ctc import CTCLiveSession
 
         return CTCLiveSession
     return DecodingSession

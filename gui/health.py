@@ -31,14 +31,22 @@ from PyQt6.QtWidgets import (
 
 from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
-from bci_app.events import TextEvent
-from bci_app.metrics import LatencyStats
+from bci_app.decoders.events import TextEvent
+from bci_app.live.metrics import LatencyStats
 from gui import style
 
 _STATE_COLORS = {"connected": style.OK, "stalled": style.WARN, "lost": style.BAD}
 _ROWS = (
-    "Stream", "source_id", "Rate", "Lag", "Gaps", "Dropped", "Invalid", "Reconnections", "Markers",
-)  # fmt: skip
+    "Stream",
+    "source_id",
+    "Rate",
+    "Lag",
+    "Gaps",
+    "Dropped",
+    "Invalid",
+    "Reconnections",
+    "Markers",
+)
 _MAX_CHARS = 44
 ACQUISITION_STAGE = "sample -> buffer"
 SHOWN_STAGE = "emitted -> shown"
@@ -169,7 +177,7 @@ class HealthPanel(QFrame):
 class LatencyPanel(QWidget):
     """Latency per stage (p50/p99) and a live histogram of one stage.
 
-    Rows come from the engine's :class:`~bci_app.metrics.LatencyStats` (:meth:`set_stats`) and
+    Rows come from the engine's :class:`~bci_app.live.metrics.LatencyStats` (:meth:`set_stats`) and
     from what the GUI measures itself: chunk arrival of the stream (``sample -> buffer``), and for
     each TextEvent the time from emission to display and from its sample time to display.
     """

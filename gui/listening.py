@@ -1,6 +1,7 @@
 """What the text panel shows of a listening session: decoded words scored against words heard.
 
-A speech decoder sends one ``candidates`` :class:`~bci_app.events.TextEvent` per window: the best
+A speech decoder sends one ``candidates`` :class:`~bci_app.decoders.events.TextEvent` per window:
+the best
 word as its hypothesis, the top-k words with probabilities, and (when the window is locked to a
 word onset) the word heard as its target. :class:`WordScores` keeps the running line of best
 words and counts how often the heard word is the best one (top-1) or among the candidates
@@ -13,7 +14,7 @@ import html
 from collections import deque
 from dataclasses import dataclass
 
-from bci_app.events import TextEvent
+from bci_app.decoders.events import TextEvent
 
 HEARD = "#2e7d32"  # a decoded word that is the word heard
 IN_TOP_K = "#ef6c00"  # the heard word is among the window's candidates, not the best

@@ -27,9 +27,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from bci_app.events import TextEvent
-from bci_app.metrics import LatencyStats
-from bci_app.session import EventQueue
+from bci_app.decoders.events import TextEvent
+from bci_app.live.metrics import LatencyStats
+from bci_app.live.session import EventQueue
 from gui import style
 from gui.calibration import CalibrationTask
 from gui.decoding import bundle_for
@@ -340,7 +340,9 @@ class MainWindow(QMainWindow):
         proc = QProcess(self)
         proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         proc.finished.connect(lambda code, _status: self._on_trained(proc, code, out))
-        proc.start(sys.executable, ["-m", "bci_app.cli", "train", "typing", path, "--out", out])
+        proc.start(
+            sys.executable, ["-m", "bci_app.cli.main", "train", "typing", path, "--out", out]
+        )
         self._trainer = proc
         self.statusBar().showMessage(f"Training a decoder on {path} (bci-app train)…")
 

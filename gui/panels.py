@@ -1,7 +1,7 @@
 """Decoded text and candidates panels, and the feed that drains the decoder's TextEvent queue.
 
-The live engine hands the GUI its :class:`~bci_app.session.EventQueue` (or any
-``queue.Queue[TextEvent]``) and a :class:`~bci_app.metrics.LatencyStats`; :class:`DecoderFeed`
+The live engine hands the GUI its :class:`~bci_app.live.session.EventQueue` (or any
+``queue.Queue[TextEvent]``) and a :class:`~bci_app.live.metrics.LatencyStats`; :class:`DecoderFeed`
 reads that queue from a QTimer (never blocking) and updates :class:`TextPanel`,
 :class:`CandidatesPanel` and the latency panel. Typing decoders send ``keystroke`` events (the
 text panel shows the sentence with a CER against its target); speech decoders send one
@@ -22,10 +22,10 @@ from PyQt6.QtCore import QObject, QRectF, Qt, QTimer
 from PyQt6.QtGui import QColor, QFontMetrics, QPainter, QTextCursor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
 
-from bci_app.alphabet import cer, normalize_text
-from bci_app.events import TextEvent
-from bci_app.metrics import LatencyStats
-from bci_app.session import EventQueue
+from bci_app.decoders.events import TextEvent
+from bci_app.live.metrics import LatencyStats
+from bci_app.live.session import EventQueue
+from bci_app.typing.alphabet import cer, normalize_text
 from gui import style
 from gui.listening import HEARD, LEGEND, WordScores, heard_rank
 

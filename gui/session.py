@@ -24,7 +24,7 @@ from PyQt6.QtCore import QObject, pyqtSignal
 from acquisition.markers import MarkerSource
 from acquisition.recorder import Recorder
 from acquisition.stream import StreamNotFoundError, StreamSource
-from bci_app.live import simulator_params
+from bci_app.cli.run import simulator_params
 from gui.decoding import (
     SIMULATORS,
     Decoding,

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bci_app.alphabet import N_CLASSES
+from bci_app.typing.alphabet import N_CLASSES
 from models.config import N_CTC_OUTPUTS, Brain2QwertyV1Config, Brain2QwertyV2Config
 from models.export import ExportGraph
 from models.layers import (

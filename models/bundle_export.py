@@ -2,7 +2,8 @@
 
 :func:`export_checkpoint` rebuilds the model from a checkpoint's description, loads its best
 weights, exports every graph with :func:`models.export.export_model` (dynamo exporter, checked
-in onnxruntime against torch) and writes the bundle with :func:`bci_app.bundle.save_bundle`.
+in onnxruntime against torch) and writes the bundle with
+:func:`bci_app.decoders.bundle.save_bundle`.
 Training calls it on its final checkpoint, ``bci-app export CHECKPOINT --out BUNDLE`` on any.
 
 Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by ``save_bundle``):
@@ -14,7 +15,7 @@ Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by 
   training recordings of each one's median/IQR; see :mod:`models.data`); v2 also clamps here;
 - ``window: {tmin, tmax, sfreq, baseline, clamp}`` (v1: keystroke windows);
   ``ctc: {blank, frame_stride, frame_s}`` (v2);
-- ``classes`` (the 29 of :mod:`bci_app.alphabet`), ``lm: {file: "lm.npz", order, weight}``,
+- ``classes`` (the 29 of :mod:`bci_app.typing.alphabet`), ``lm: {file: "lm.npz", order, weight}``,
   ``decoding: {top_k, beam_width}``, ``subject: {n_subjects, default, labels}``;
 - ``provenance`` (created, versions, recordings, seed, config, git commit) and ``metrics``;
 - ``export``: the largest |onnxruntime - torch| of each graph and the bound it was checked against.
@@ -36,9 +37,9 @@ from typing import Any
 from torch import nn
 
 from acquisition.channels import ChannelSpec
-from bci_app.alphabet import CLASSES
-from bci_app.beam import DEFAULT_LM_WEIGHT
-from bci_app.bundle import save_bundle
+from bci_app.decoders.bundle import save_bundle
+from bci_app.lm.beam import DEFAULT_LM_WEIGHT
+from bci_app.typing.alphabet import CLASSES
 from models.checkpoint import load_checkpoint
 from models.config import BLANK_INDEX
 from models.export import DEFAULT_ATOL, export_model
@@ -71,9 +72,12 @@ def model_from_checkpoint(payload: dict[str, Any], weights: str = "best_model") 
     try:
         channels = ChannelSpec.from_dict(meta["channels"])
         model = build_model(
-            meta["arch"], meta["model_config"], meta["n_chans"], channels.positions,
+            meta["arch"],
+            meta["model_config"],
+            meta["n_chans"],
+            channels.positions,
             meta["n_subjects"],
-        )  # fmt: skip
+        )
         model.load_state_dict(payload[weights])
     except (KeyError, TypeError, RuntimeError) as err:
         raise ValueError(
@@ -128,7 +132,7 @@ def export_checkpoint(
     Returns
     -------
     result : dict
-        ``bundle`` (the :class:`~bci_app.bundle.Bundle`), ``reports`` (per graph, from
+        ``bundle`` (the :class:`~bci_app.decoders.bundle.Bundle`), ``reports`` (per graph, from
         :func:`models.export.export_onnx`) and ``max_abs_diff`` (per graph).
 
     Raises
@@ -138,7 +142,7 @@ def export_checkpoint(
     models.export.ExportMismatchError
         If a graph's onnxruntime output differs from torch's by more than ``atol``.
     """
-    from bci_app.lm import default_lm
+    from bci_app.lm.model import default_lm
 
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     meta = dict(payload["meta"])

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bci_app.alphabet import N_CLASSES
+from bci_app.typing.alphabet import N_CLASSES
 
 #: Index of the CTC blank in v2's output (after the 29 typing classes).
 BLANK_INDEX = N_CLASSES

@@ -6,11 +6,13 @@ and, per recording as Brain2Qwerty does:
 
 1. picks the data channels (:data:`models.data_sources.DATA_TYPES`, or the caller's ``picks``);
    every recording must have the same ones (the decoder reads a fixed set) at one input rate;
-2. fits the robust scaler on that recording (:func:`~bci_app.preprocessing.fit_scaler`) and runs
-   it through the live path's :class:`~bci_app.preprocessing.Preprocessor` (0.1-20 Hz, 50 Hz);
+2. fits the robust scaler on that recording (:func:`~bci_app.processing.preprocessing.fit_scaler`)
+and runs
+   it through the live path's :class:`~bci_app.processing.preprocessing.Preprocessor` (0.1-20 Hz,
+   50 Hz);
 3. cuts -0.2..+0.3 s around every ``key:<c>`` marker with the live
-   :class:`~bci_app.windowing.EventWindower` (baseline on the first 0.2 s, clamp +-5);
-4. labels each keystroke with its character's class (:func:`bci_app.alphabet.char_to_class`);
+   :class:`~bci_app.processing.windowing.EventWindower` (baseline on the first 0.2 s, clamp +-5);
+4. labels each keystroke with its character's class (:func:`bci_app.typing.alphabet.char_to_class`);
    keys outside the alphabet (``shift``, ``backspace``) are skipped and counted;
 5. groups keystrokes into sentences between ``sentence_start`` and ``sentence_end`` markers;
    keys outside any sentence are grouped by pauses longer than :data:`SENTENCE_PAUSE_S`.
@@ -35,10 +37,10 @@ import numpy as np
 
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Marker, Recording, parse_marker
-from bci_app.alphabet import char_to_class, classes_to_text
-from bci_app.preprocessing import PreprocessConfig, fit_scaler, preprocess_recording
+from bci_app.processing.preprocessing import PreprocessConfig, fit_scaler, preprocess_recording
+from bci_app.processing.windowing import EventWindower
 from bci_app.splits import split_by_sentence
-from bci_app.windowing import EventWindower
+from bci_app.typing.alphabet import char_to_class, classes_to_text
 from models.data_sources import (
     RecordingLike,
     check_same_channels,
@@ -66,7 +68,7 @@ class TypingSentence:
     ----------
     windows : array, shape (n_keys, n_channels, n_times), float32
     targets : array, shape (n_keys,), int64
-        Class of each keystroke (:mod:`bci_app.alphabet`).
+        Class of each keystroke (:mod:`bci_app.typing.alphabet`).
     key_times : array, shape (n_keys,)
         Marker times (recording clock, seconds).
     subject : int

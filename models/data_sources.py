@@ -16,7 +16,7 @@ import numpy as np
 
 from acquisition.channels import KNOWN_TYPES, ChannelSpec
 from acquisition.recording import Recording
-from bci_app.bundle import sha256_file
+from bci_app.decoders.bundle import sha256_file
 
 #: Channel types a typing decoder reads by default.
 DATA_TYPES = ("eeg", "mag", "grad", "seeg", "ecog", "dbs")

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from bci_app._optional import import_optional
-from bci_app.alphabet import CLASSES, DISPLAY_CHARS, N_CLASSES
+from bci_app.typing.alphabet import CLASSES, DISPLAY_CHARS, N_CLASSES
 
 _FIGURES = ("learning_curves", "confusion", "sentence_cer")
 

@@ -4,7 +4,7 @@ Brain side: spatial attention over sensor positions (2D Fourier embedding for EE
 Fourier embedding for intracranial contacts, ``spatial_dims=3``) -> 1x1 conv -> subject layer ->
 10 residual dilated convs (dilations 1, 2, 4, 8, 16 repeated) with a GLU conv after every second
 one -> a head to ``embed_dim`` per time step -> mean over time. Audio side: log-mel features of
-the heard segment (:mod:`bci_app.audio_features`), standardised with statistics of the training
+the heard segment (:mod:`bci_app.speech.audio`), standardised with statistics of the training
 audio (buffers), then a small trainable conv encoder (or, with ``audio_layers=0``, a per-frame
 linear projection) -> mean over time. Training pulls each brain window's embedding towards the
 audio of its own segment and away from the other segments of the batch (CLIP loss, brain -> audio,
@@ -36,9 +36,16 @@ from models.speech_layers import SpatialAttention3D, positions_to_unit_cube
 
 _DILATIONS = (1, 2, 4, 8, 16)
 _INT_FIELDS = (
-    "spatial_channels", "fourier_harmonics", "fourier_harmonics_3d", "max_colocated", "hidden",
-    "n_conv_layers", "embed_dim", "n_mels", "audio_hidden",
-)  # fmt: skip
+    "spatial_channels",
+    "fourier_harmonics",
+    "fourier_harmonics_3d",
+    "max_colocated",
+    "hidden",
+    "n_conv_layers",
+    "embed_dim",
+    "n_mels",
+    "audio_hidden",
+)
 
 
 @dataclass(frozen=True)
@@ -159,9 +166,13 @@ class BrainEncoder(nn.Module):
         else:
             unit = as_positions_2d(positions, n_chans)
         self.spatial = attention(
-            unit, config.spatial_channels, n_subjects, harmonics,
-            config.spatial_dropout_radius, config.max_colocated,
-        )  # fmt: skip
+            unit,
+            config.spatial_channels,
+            n_subjects,
+            harmonics,
+            config.spatial_dropout_radius,
+            config.max_colocated,
+        )
         self.pointwise = nn.Conv1d(config.spatial_channels, config.hidden, 1)
         self.subject_layer = SubjectLayer(config.hidden, n_subjects)
         layers: list[nn.Module] = []

@@ -7,7 +7,7 @@ the audio embeddings of the 3 s segments starting at that word), and a manifest 
 ``preprocessing`` (0.1 Hz high-pass, 120 Hz, pooled scaler), ``window`` (brain window relative to
 the word onset, baseline, clamp, audio span and brain shift), ``audio_features`` (what turns audio
 into the input of ``audio.onnx``: log-mel parameters, or a local pretrained model's folder, layers
-and fingerprint, :mod:`bci_app.audio_extractors`; bundles made before it have ``mel``),
+and fingerprint, :mod:`bci_app.speech.extractors`; bundles made before it have ``mel``),
 ``logit_scale``, ``subject``, ``provenance``, ``metrics`` and ``export``.
 """
 
@@ -28,8 +28,8 @@ import torch
 import bci_app
 from acquisition.channels import ChannelSpec
 from bci_app._optional import import_optional
-from bci_app.bundle import save_bundle
-from bci_app.speech_decoder import normalize, save_candidates
+from bci_app.decoders.bundle import save_bundle
+from bci_app.speech.decoder import normalize, save_candidates
 from models.bundle_export import _quiet_exporter
 from models.checkpoint import FINAL_NAME, load_checkpoint, save_checkpoint
 from models.export import DEFAULT_ATOL, export_model
@@ -118,10 +118,14 @@ def write_outputs(run, out: Path, started: float, export: bool) -> dict[str, Any
         metrics[f"{key}_chance_top1"], metrics[f"{key}_chance_top10"] = 1 / n, min(10, n) / n
     metrics["test_per_word"] = _per_word(results["test"])
     metrics.update(
-        epochs_run=run.epoch, best_epoch=run.best["epoch"],
-        stopped_early=run.epoch < run.args["epochs"], n_bundle_candidates=len(texts),
-        world_size=run.ctx.world_size, device=str(device), **data.stats,
-    )  # fmt: skip
+        epochs_run=run.epoch,
+        best_epoch=run.best["epoch"],
+        stopped_early=run.epoch < run.args["epochs"],
+        n_bundle_candidates=len(texts),
+        world_size=run.ctx.world_size,
+        device=str(device),
+        **data.stats,
+    )
     run.meta["metrics"] = metrics
     state = {
         **run.state(),
@@ -139,9 +143,12 @@ def write_outputs(run, out: Path, started: float, export: bool) -> dict[str, Any
 
 
 def export_speech_checkpoint(
-    checkpoint: str | Path | dict[str, Any], out_dir: str | Path, *, name: str | None = None,
+    checkpoint: str | Path | dict[str, Any],
+    out_dir: str | Path,
+    *,
+    name: str | None = None,
     atol: float = DEFAULT_ATOL,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Export a speech checkpoint's best model and candidates as a bundle in ``out_dir``."""
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     meta = dict(payload["meta"])
@@ -160,19 +167,28 @@ def export_speech_checkpoint(
     with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, _quiet_exporter():
         reports = export_model(model, tmp, atol=atol)
         manifest = {
-            "name": name or meta["name"], "task": "speech", "arch": "speech_clip",
+            "name": name or meta["name"],
+            "task": "speech",
+            "arch": "speech_clip",
             "model_config": meta["model_config"],
             "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
-            "preprocessing": meta["preprocessing"], "window": meta["window"],
+            "preprocessing": meta["preprocessing"],
+            "window": meta["window"],
             "audio_features": audio_features_spec(meta),
             "logit_scale": float(model.logit_scale.detach().clamp(max=np.log(100.0)).exp()),
             "decoding": {"top_k": 10},
-            "subject": {"n_subjects": meta["n_subjects"], "default": 0,
-                        "labels": meta["subject_labels"]},
-            "provenance": meta["provenance"], "metrics": meta["metrics"],
-            "export": {r: {"max_abs_diff": v["max_abs_diff"], "atol": v["atol"]}
-                       for r, v in reports.items()},
-        }  # fmt: skip
+            "subject": {
+                "n_subjects": meta["n_subjects"],
+                "default": 0,
+                "labels": meta["subject_labels"],
+            },
+            "provenance": meta["provenance"],
+            "metrics": meta["metrics"],
+            "export": {
+                r: {"max_abs_diff": v["max_abs_diff"], "atol": v["atol"]}
+                for r, v in reports.items()
+            },
+        }
         out.mkdir(parents=True, exist_ok=True)
         bundle = save_bundle(out, manifest, {r: Path(v["path"]) for r, v in reports.items()})
     candidates = payload["candidates"]
@@ -205,8 +221,11 @@ def write_report(out_dir: Path, history: dict, test: dict, meta: dict) -> Path:
     n = max(test["n_candidates"], 1)
     axes.hist(test["ranks"], bins=np.arange(n + 1) - 0.5, color="tab:blue")
     axes.axvline(9.5, color="grey", ls="--", label="top-10")
-    axes.set(xlabel="rank of the true segment (0 = best)", ylabel="windows",
-             title=f"Test ranks among N={n} segments")  # fmt: skip
+    axes.set(
+        xlabel="rank of the true segment (0 = best)",
+        ylabel="windows",
+        title=f"Test ranks among N={n} segments",
+    )
     axes.legend()
     ranks.savefig(out_dir / "rank_histogram.png", dpi=100)
     images = "".join(

@@ -1,12 +1,14 @@
 """Speech datasets from listening recordings: brain windows paired with the audio heard.
 
 :func:`build_speech_dataset` runs each recording through the live path's
-:class:`~bci_app.preprocessing.Preprocessor` (0.1 Hz high-pass, 120 Hz, robust scaler fitted on
+:class:`~bci_app.processing.preprocessing.Preprocessor` (0.1 Hz high-pass, 120 Hz, robust scaler
+fitted on
 that recording) and cuts brain windows with the live
-:class:`~bci_app.windowing.EventWindower`: 3 s, baseline on the first 0.5 s, clamp +-20, shifted
+:class:`~bci_app.processing.windowing.EventWindower`: 3 s, baseline on the first 0.5 s, clamp +-20,
+shifted
 150 ms after the audio segment they are paired with (the brain answers late). Audio segments are
-``[anchor - 0.5, anchor + 2.5)`` s of the heard audio (:mod:`bci_app.speech_audio`) as feature
-frames at 120 Hz: log-mel, or a local pretrained model's (:mod:`bci_app.audio_extractors`).
+``[anchor - 0.5, anchor + 2.5)`` s of the heard audio (:mod:`bci_app.speech.heard`) as feature
+frames at 120 Hz: log-mel, or a local pretrained model's (:mod:`bci_app.speech.extractors`).
 Anchors:
 
 - ``word`` windows: every ``word:<w>`` marker (evaluation, candidates; as the paper evaluates);
@@ -27,12 +29,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from acquisition.recording import Marker, Recording, parse_marker
-from bci_app.audio_extractors import AudioFeatures, LogMelFeatures
-from bci_app.audio_features import MelConfig
-from bci_app.preprocessing import PreprocessConfig, fit_scaler, preprocess_recording
-from bci_app.speech_audio import audio_track
+from bci_app.processing.preprocessing import PreprocessConfig, fit_scaler, preprocess_recording
+from bci_app.processing.windowing import EventWindower
+from bci_app.speech.audio import MelConfig
+from bci_app.speech.extractors import AudioFeatures, LogMelFeatures
+from bci_app.speech.heard import audio_track
 from bci_app.splits import split_by_sentence
-from bci_app.windowing import EventWindower
 from models.data_sources import check_same_channels, load_recording, pick_channels, subset_channels
 from models.speech import SpeechClipConfig
 
@@ -64,9 +66,14 @@ def window_spec(config: SpeechClipConfig) -> dict:
 def brain_windower(spec: dict, marker_filter=None) -> EventWindower:
     """An event windower cutting the manifest's brain windows around anchors."""
     return EventWindower(
-        spec["tmin"], spec["tmax"], spec["sfreq"], baseline=tuple(spec["baseline"]),
-        clamp=spec["clamp"], marker_filter=marker_filter, history_s=60.0,
-    )  # fmt: skip
+        spec["tmin"],
+        spec["tmax"],
+        spec["sfreq"],
+        baseline=tuple(spec["baseline"]),
+        clamp=spec["clamp"],
+        marker_filter=marker_filter,
+        history_s=60.0,
+    )
 
 
 @dataclass
@@ -261,16 +268,24 @@ def _assemble(parts, sentences, channels, features, labels) -> SpeechDataset:
             "recording(s); record a longer listening session."
         )
     return SpeechDataset(
-        brain=cat("brain"), mel=cat("mel"), kind=cat("kind"),
-        words=[w for p in parts for w in p["words"]], sentence=cat("sentence"),
+        brain=cat("brain"),
+        mel=cat("mel"),
+        kind=cat("kind"),
+        words=[w for p in parts for w in p["words"]],
+        sentence=cat("sentence"),
         overlaps=[o for p in parts for o in p["overlaps"]],
         subject=np.repeat([p["subject"] for p in parts], n),
-        recording=np.repeat([p["recording"] for p in parts], n), anchors=cat("anchors"),
-        sentences=sentences, channels=channels, sfreq_in=configs[0].sfreq_in,
+        recording=np.repeat([p["recording"] for p in parts], n),
+        anchors=cat("anchors"),
+        sentences=sentences,
+        channels=channels,
+        sfreq_in=configs[0].sfreq_in,
         preprocessing=configs[0].with_scaler(center.tolist(), scale.tolist()),
-        features=features, subject_labels=labels, stats=stats,
+        features=features,
+        subject_labels=labels,
+        stats=stats,
         provenance=[p["provenance"] for p in parts],
-    )  # fmt: skip
+    )
 
 
 def _recording_windows(recording, names, track, config, features, sentence_base, train) -> dict:

@@ -31,8 +31,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
-from bci_app.audio_extractors import features_from_manifest, make_features
-from bci_app.speech_decoder import retrieval_ranks
+from bci_app.speech.decoder import retrieval_ranks
+from bci_app.speech.extractors import features_from_manifest, make_features
 from models import distributed
 from models.checkpoint import (
     epoch_path,
@@ -49,9 +49,16 @@ from models.train_setup import autocast_factory, seed_everything
 logger = logging.getLogger("models.speech_train")
 ARCH = "speech_clip"
 DEFAULTS: dict[str, Any] = {
-    "config": "small", "epochs": 30, "batch_size": 32, "lr": 2e-3, "weight_decay": 0.05,
-    "patience": 8, "seed": 0, "picks": None, "audio_layers": None,
-}  # fmt: skip
+    "config": "small",
+    "epochs": 30,
+    "batch_size": 32,
+    "lr": 2e-3,
+    "weight_decay": 0.05,
+    "patience": 8,
+    "seed": 0,
+    "picks": None,
+    "audio_layers": None,
+}
 
 
 class _Windows(Dataset):
@@ -141,10 +148,13 @@ def score(model: SpeechClip, data: SpeechDataset, index: np.ndarray, device) -> 
     loss = float(np.mean(np.log(np.exp(sims).sum(axis=1)) - np.diag(sims))) if len(index) else 0.0
     n = len(index)
     return {
-        "loss": loss, "top1": float(np.mean(ranks < 1)) if n else 0.0,
-        "top10": float(np.mean(ranks < 10)) if n else 0.0, "n_candidates": n,
-        "ranks": ranks, "words": [data.words[i] for i in index],
-    }  # fmt: skip
+        "loss": loss,
+        "top1": float(np.mean(ranks < 1)) if n else 0.0,
+        "top10": float(np.mean(ranks < 10)) if n else 0.0,
+        "n_candidates": n,
+        "ranks": ranks,
+        "words": [data.words[i] for i in index],
+    }
 
 
 def train_speech(
@@ -173,16 +183,22 @@ def train_speech(
     """Train a speech decoder on listening ``recordings``; write the bundle to ``out_bundle``.
 
     Settings left as None take :data:`DEFAULTS` (or the resumed checkpoint's). ``audio_dirs``:
-    one stimulus folder per recording (:mod:`bci_app.speech_audio`). ``audio_model``: a local
+    one stimulus folder per recording (:mod:`bci_app.speech.heard`). ``audio_model``: a local
     wav2vec2-family checkpoint folder whose hidden states (``audio_layers``, default the last 4,
-    averaged) replace the log-mel features (:mod:`models.audio_pretrained`). Returns the metrics
+    averaged) replace the log-mel features (:mod:`bci_app.speech.pretrained`). Returns the metrics
     (validation/test top-1 and top-10 with N and chance, epochs, paths).
     """
     given = dict(
-        config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        patience=patience, seed=seed, picks=picks,
+        config=config,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        picks=picks,
         audio_layers=list(audio_layers) if audio_layers else None,
-    )  # fmt: skip
+    )
     ctx = distributed.setup(device)
     out = Path(out_bundle)
     started = time.perf_counter()
@@ -198,9 +214,13 @@ def train_speech(
         )
     base = dataclasses.replace(base, n_mels=features.n_features)
     data = build_speech_dataset(
-        recordings, base, audio_dirs=audio_dirs, subject_ids=subject_ids, picks=args["picks"],
+        recordings,
+        base,
+        audio_dirs=audio_dirs,
+        subject_ids=subject_ids,
+        picks=args["picks"],
         features=features,
-    )  # fmt: skip
+    )
     model_config = with_spatial_dims(base, list(data.channels.types))
     split = data.split(seed=args["seed"])
     from models.speech_bundle import describe
@@ -249,9 +269,11 @@ class _Run:
             model.parameters(), lr=args["lr"], weight_decay=args["weight_decay"]
         )
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=args["lr"], total_steps=args["epochs"] * len(self.loader),
+            self.optimizer,
+            max_lr=args["lr"],
+            total_steps=args["epochs"] * len(self.loader),
             pct_start=0.2,
-        )  # fmt: skip
+        )
         self.autocast, _ = autocast_factory(ctx.device)
         self.epoch, self.history = 0, {}
         self.best = {"epoch": 0, "top10": -1.0, "loss": float("inf"), "bad_epochs": 0}
@@ -269,17 +291,25 @@ class _Run:
     def state(self) -> dict[str, Any]:
         """What a checkpoint holds besides the description."""
         return {
-            "epoch": self.epoch, "model": self.model.state_dict(), "best_model": self.best_state,
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "history": self.history, "best": self.best,
-        }  # fmt: skip
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "best_model": self.best_state,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+        }
 
     def fit(self, out: Path, show: bool, keep: int) -> None:
         """Train until the last epoch or until validation top-10 stops improving."""
         bar = tqdm(
-            range(self.epoch, self.args["epochs"]), desc="training", unit="epoch",
-            initial=self.epoch, total=self.args["epochs"], disable=not show,
-        )  # fmt: skip
+            range(self.epoch, self.args["epochs"]),
+            desc="training",
+            unit="epoch",
+            initial=self.epoch,
+            total=self.args["epochs"],
+            disable=not show,
+        )
         for epoch in bar:
             if self.best["bad_epochs"] >= self.args["patience"]:
                 break
@@ -327,9 +357,13 @@ class _Run:
         if self.ctx.is_main:
             logger.info(
                 "epoch %d: train loss %.3f, val loss %.3f, val top-10 %.3f (best %.3f at %d)",
-                self.epoch, entry["train_loss"], val["loss"], val["top10"], self.best["top10"],
+                self.epoch,
+                entry["train_loss"],
+                val["loss"],
+                val["top10"],
+                self.best["top10"],
                 self.best["epoch"],
-            )  # fmt: skip
+            )
         return entry
 
 
@@ -337,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.speech_train`` (and ``torchrun ... -m models.speech_train``)."""
     import argparse
 
-    from bci_app.cli_speech import add_speech_train_arguments, run_speech_train
+    from bci_app.cli.speech import add_speech_train_arguments, run_speech_train
 
     parser = argparse.ArgumentParser(prog="python -m models.speech_train")
     add_speech_train_arguments(parser)

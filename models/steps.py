@@ -3,7 +3,7 @@
 v1 is trained with cross-entropy on both heads (conv only, per keystroke; transformer, per
 sentence) and judged by the transformer's argmax CER; v2 with CTC on each sentence's span of
 continuous data and judged by greedy CTC decoding. CER is computed per sentence
-(:func:`bci_app.alphabet.cer`) and averaged over sentences, as in Brain2Qwerty.
+(:func:`bci_app.typing.alphabet.cer`) and averaged over sentences, as in Brain2Qwerty.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from bci_app.alphabet import cer, classes_to_text
-from bci_app.beam import ctc_greedy_decode
+from bci_app.lm.beam import ctc_greedy_decode
+from bci_app.typing.alphabet import cer, classes_to_text
 from models.config import BLANK_INDEX
 
 

@@ -129,11 +129,23 @@ def train_typing(
         seconds it took and the paths written.
     """
     given = dict(
-        config=config, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, patience=patience, seed=seed, crop=crop, resume=resume,
-        subject_ids=subject_ids, picks=picks, name=name, export=export, progress=progress,
+        config=config,
+        arch=arch,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        seed=seed,
+        crop=crop,
+        resume=resume,
+        subject_ids=subject_ids,
+        picks=picks,
+        name=name,
+        export=export,
+        progress=progress,
         keep_checkpoints=keep_checkpoints,
-    )  # fmt: skip
+    )
     ctx = distributed.setup(device)
     ok = False
     try:
@@ -295,9 +307,14 @@ class _Run:
         if self.ctx.is_main:
             logger.info(
                 "epoch %d/%d: train loss %.4f, val loss %.4f, val CER %.3f (best %.3f at %d)",
-                self.epoch, self.args["epochs"], entry["train_loss"], entry["val_loss"],
-                entry["val_cer"], self.best["cer"], self.best["epoch"],
-            )  # fmt: skip
+                self.epoch,
+                self.args["epochs"],
+                entry["train_loss"],
+                entry["val_loss"],
+                entry["val_cer"],
+                self.best["cer"],
+                self.best["epoch"],
+            )
             save_checkpoint(epoch_path(out, self.epoch), self.state(), self.meta)
             prune_epochs(out, self.given["keep_checkpoints"])
         return entry
@@ -375,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m models.train`` (and ``torchrun ... -m models.train``): train a typing decoder."""
     import argparse
 
-    from bci_app.cli_decoders import add_train_arguments, run_train
+    from bci_app.cli.train import add_train_arguments, run_train
 
     parser = argparse.ArgumentParser(
         prog="python -m models.train", description="Train a Brain2Qwerty typing decoder."

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bci_app.alphabet import cer, classes_to_text
+from bci_app.typing.alphabet import cer, classes_to_text
 from models.checkpoint import FINAL_NAME, save_checkpoint
 
 

@@ -5,7 +5,8 @@ listening sessions of its subject, as recorded (day 1) and with day-to-day drift
 day): every channel's gain multiplied by ``global_gain * exp(N(0, gain_sd))`` and an offset of
 ``N(0, offset_sd)`` channel standard deviations added, a different draw per session. Each is
 decoded twice through the live code path (chunked Preprocessor, word-onset windows, ORT):
-with the bundle's fixed robust-scaler statistics, and with :mod:`bci_app.drift` re-centering
+with the bundle's fixed robust-scaler statistics, and with :mod:`bci_app.processing.recentering`
+re-centering
 (running median/IQR over ``--window`` s, updated every ``--update`` s). Scores: top-1/top-10 of
 each word window's own 3 s audio segment among the N segments of its session, and of the
 heard word among the bundle's candidate words, against chance.
@@ -22,29 +23,37 @@ import numpy as np
 
 from acquisition.recording import Recording, parse_marker
 from acquisition.simulator import Simulator
-from bci_app.audio_extractors import features_from_manifest
-from bci_app.bundle import load_bundle
-from bci_app.drift import RecenterConfig, enable_recentering
-from bci_app.evaluate_speech import segment_audio_embeddings
-from bci_app.live import SPEECH_BUNDLE
-from bci_app.preprocessing import Preprocessor
-from bci_app.runtime import OnnxRuntime
-from bci_app.speech_decoder import SpeechDecoder, make_windower, preprocess_config, retrieval_ranks
+from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.runtime import OnnxRuntime
+from bci_app.decoders.shipped import SPEECH_BUNDLE
+from bci_app.processing.preprocessing import Preprocessor
+from bci_app.processing.recentering import RecenterConfig, enable_recentering
+from bci_app.speech.decoder import SpeechDecoder, make_windower, preprocess_config, retrieval_ranks
+from bci_app.speech.evaluate import segment_audio_embeddings
+from bci_app.speech.extractors import features_from_manifest
 
 
 def with_drift(
-    recording: Recording, rng: np.random.Generator, gain_sd: float, offset_sd: float,
+    recording: Recording,
+    rng: np.random.Generator,
+    gain_sd: float,
+    offset_sd: float,
     global_gain: float = 1.0,
-) -> Recording:  # fmt: skip
+) -> Recording:
     """The recording as another day would give it: per-channel gain and offset changes."""
     n = recording.data.shape[1]
     gain = global_gain * np.exp(rng.normal(0.0, gain_sd, n))
     offset = rng.normal(0.0, offset_sd, n) * recording.data.std(axis=0)
     data = (recording.data * gain + offset).astype(recording.data.dtype)
     return Recording(
-        data, recording.timestamps, recording.sfreq, recording.channels, list(recording.markers),
-        name=f"{recording.name} + drift", meta=recording.meta,
-    )  # fmt: skip
+        data,
+        recording.timestamps,
+        recording.sfreq,
+        recording.channels,
+        list(recording.markers),
+        name=f"{recording.name} + drift",
+        meta=recording.meta,
+    )
 
 
 def word_windows_live(bundle, recording: Recording, recenter: RecenterConfig | None):
@@ -76,10 +85,13 @@ def score(bundle, decoder, audio_graph, recording, recenter) -> dict[str, float]
     hit = order == target[:, None]
     cand = np.where(hit.any(axis=1), hit.argmax(axis=1), len(decoder.texts))
     return {
-        "n": len(windows), "seg_top1": float(np.mean(seg < 1)),
-        "seg_top10": float(np.mean(seg < 10)), "seg_chance10": min(10, len(seg)) / len(seg),
-        "cand_top1": float(np.mean(cand < 1)), "cand_top10": float(np.mean(cand < 10)),
-    }  # fmt: skip
+        "n": len(windows),
+        "seg_top1": float(np.mean(seg < 1)),
+        "seg_top10": float(np.mean(seg < 10)),
+        "seg_chance10": min(10, len(seg)) / len(seg),
+        "cand_top1": float(np.mean(cand < 1)),
+        "cand_top10": float(np.mean(cand < 10)),
+    }
 
 
 def main() -> None:
@@ -106,8 +118,10 @@ def main() -> None:
         f"re-centering over {args.window:g} s every "
         f"{args.update:g} s"
     )
-    print(f"{'session':>8} {'day':>6} {'stats':>8} {'N':>4} {'seg@1':>6} {'seg@10':>6} "
-          f"{'chance':>6} {'word@1':>6} {'word@10':>7}")  # fmt: skip
+    print(
+        f"{'session':>8} {'day':>6} {'stats':>8} {'N':>4} {'seg@1':>6} {'seg@10':>6} "
+        f"{'chance':>6} {'word@1':>6} {'word@10':>7}"
+    )
     rows = []
     started = time.perf_counter()
     for seed in args.seeds:

@@ -35,8 +35,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from acquisition.recording import Marker, key_marker  # noqa: E402
-from bci_app.preprocessing import PreprocessConfig, Preprocessor  # noqa: E402
-from bci_app.windowing import EventWindower  # noqa: E402
+from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor  # noqa: E402
+from bci_app.processing.windowing import EventWindower  # noqa: E402
 
 try:  # optional: also caps thread pools that ignore the environment
     from threadpoolctl import threadpool_limits

@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     from acquisition.simulator import Simulator
     from acquisition.stream import StreamSource
     from acquisition.xdf import write_recording
-    from bci_app.pipeline import LivePipeline
-    from bci_app.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
-    from bci_app.windowing import EventWindower
+    from bci_app.live.pipeline import LivePipeline
+    from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
+    from bci_app.processing.windowing import EventWindower
 
     speed = args.speed if args.speed == "max" else float(args.speed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,10 +62,22 @@ def main(argv: list[str] | None = None) -> int:
         windows = []
         # the player runs in its own process, as an amplifier would
         player = subprocess.Popen(
-            [sys.executable, "-m", "bci_app.cli", "replay", str(path), "--speed", str(speed),
-             "--source-id", source_id, "--linger", "600"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "bci_app.cli.main",
+                "replay",
+                str(path),
+                "--speed",
+                str(speed),
+                "--source-id",
+                source_id,
+                "--linger",
+                "600",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         n_times = round(duration * 1000.0)
         try:
             with (

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from acquisition.simulator import Simulator
-from bci_app.audio_extractors import features_from_manifest
-from bci_app.bundle import load_bundle
-from bci_app.evaluate_speech import segment_audio_embeddings, word_windows
-from bci_app.runtime import OnnxRuntime
-from bci_app.speech_decoder import SpeechDecoder, retrieval_ranks
+from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.runtime import OnnxRuntime
+from bci_app.speech.decoder import SpeechDecoder, retrieval_ranks
+from bci_app.speech.evaluate import segment_audio_embeddings, word_windows
+from bci_app.speech.extractors import features_from_manifest
 from models.bundle_export import _quiet_exporter
 from models.checkpoint import load_checkpoint
 from models.registry import build_model
@@ -55,9 +55,12 @@ def latency(bundle_dir: Path, n: int = 50) -> dict[str, float]:
     from acquisition.channels import ChannelSpec
 
     model = build_model(
-        "speech_clip", meta["model_config"], meta["n_chans"],
-        ChannelSpec.from_dict(meta["channels"]).positions, meta["n_subjects"],
-    ).eval()  # fmt: skip
+        "speech_clip",
+        meta["model_config"],
+        meta["n_chans"],
+        ChannelSpec.from_dict(meta["channels"]).positions,
+        meta["n_subjects"],
+    ).eval()
     model.load_state_dict(payload["best_model"])
     x = np.random.default_rng(0).normal(size=(1, meta["n_chans"], model.n_times)).astype("f4")
     runtime = OnnxRuntime(bundle.graph_path("brain"), "cpu")
@@ -102,12 +105,18 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     rng = np.random.default_rng(0)
     n_all = len(windows)
     row = {
-        "modality": modality, "snr": snr, "n_all": n_all, "train_s": round(seconds, 1),
-        "top10_all": subset_top10(brain, audio, n_all, rng), "chance_all": min(10, n_all) / n_all,
-        "n_small": args.small_n, "top10_small": subset_top10(brain, audio, args.small_n, rng),
+        "modality": modality,
+        "snr": snr,
+        "n_all": n_all,
+        "train_s": round(seconds, 1),
+        "top10_all": subset_top10(brain, audio, n_all, rng),
+        "chance_all": min(10, n_all) / n_all,
+        "n_small": args.small_n,
+        "top10_small": subset_top10(brain, audio, args.small_n, rng),
         "chance_small": min(10, args.small_n) / args.small_n,
-        "val_top10_same_session": metrics["test_top10"], "epochs": metrics["epochs_run"],
-    }  # fmt: skip
+        "val_top10_same_session": metrics["test_top10"],
+        "epochs": metrics["epochs_run"],
+    }
     row.update(latency(bundle_dir))
     return row
 
@@ -119,9 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--modalities", nargs="+", default=list(MODALITIES))
     parser.add_argument(
-        "--audio-model", metavar="DIR",
+        "--audio-model",
+        metavar="DIR",
         help="local wav2vec2-family checkpoint as the audio features (default: log-mel)",
-    )  # fmt: skip
+    )
     parser.add_argument("--snrs", type=float, nargs="+", help="SNRs (default 0.5 1 3; quick 1 3)")
     parser.add_argument("--train-seconds", type=float, help="training session (600 s; quick 150)")
     parser.add_argument("--test-seconds", type=float, help="held-out session (180 s; quick 75)")

@@ -7,7 +7,7 @@
 For every condition (modality x calibration length x SNR) a calibration session is simulated
 (subject 0, seed 100), the ``small`` v1 decoder is trained on it with ``models.train.train_typing``
 (split by sentence, early stopping), exported to a bundle, and evaluated with
-:func:`bci_app.evaluate.evaluate_bundle` on held-out sessions of the same simulated subject
+:func:`bci_app.typing.evaluate.evaluate_bundle` on held-out sessions of the same simulated subject
 (other seeds): CER of conv only / + transformer / + LM, as in the paper's ablation table.
 
 Latency (CPU, onnxruntime threads as the live path sets them, torch with as many threads): the
@@ -56,16 +56,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
     """Simulate, train, export and evaluate one condition; return its row."""
     from acquisition.simulator import Simulator
-    from bci_app.evaluate import evaluate_bundle
+    from bci_app.typing.evaluate import evaluate_bundle
     from models.train import train_typing
 
     tag = f"{modality}-{duration:g}s-snr{snr:g}"
     calibration = Simulator(modality, "typing", snr=snr, seed=TRAIN_SEED).generate(duration)
     started = time.perf_counter()
     metrics = train_typing(
-        [calibration], workdir / tag, config="small", arch="v1", epochs=args.epochs,
-        name=tag, progress=False,
-    )  # fmt: skip
+        [calibration],
+        workdir / tag,
+        config="small",
+        arch="v1",
+        epochs=args.epochs,
+        name=tag,
+        progress=False,
+    )
     train_s = time.perf_counter() - started
     sessions = [
         Simulator(modality, "typing", snr=snr, seed=seed).generate(args.test_duration)
@@ -108,8 +113,8 @@ def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
     """onnxruntime vs torch eager on the same trained model and the same inputs."""
     import torch
 
-    from bci_app.bundle import load_bundle
-    from bci_app.runtime import OnnxRuntime, default_threads
+    from bci_app.decoders.bundle import load_bundle
+    from bci_app.decoders.runtime import OnnxRuntime, default_threads
     from models.brain2qwerty import KeystrokeGraph
     from models.bundle_export import model_from_checkpoint
     from models.checkpoint import load_checkpoint

@@ -12,7 +12,7 @@ Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuil
    early stopping on validation CER) and exports the verified ONNX graphs, manifest and LM.
 3. Only the bundle files (manifest, graphs, LM) are copied to the output folder; the checkpoints
    and training report stay in a temporary folder.
-4. The bundle is evaluated on held-out sessions (other seeds) with :func:`bci_app.evaluate.
+4. The bundle is evaluated on held-out sessions (other seeds) with :func:`bci_app.typing.evaluate.
    evaluate_bundle`, the same code path as live decoding; the ablation table is printed and the
    CERs are written into the manifest's ``metrics.held_out``.
 
@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from acquisition.simulator import Simulator
-    from bci_app.bundle import copy_bundle, load_bundle, update_manifest
-    from bci_app.evaluate import evaluate_bundle, format_report
+    from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
+    from bci_app.typing.evaluate import evaluate_bundle, format_report
     from models.train import train_typing
 
     # One thread and deterministic kernels make reruns bit-identical (with 2 threads the
@@ -93,9 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bci-default-bundle-") as tmp:
         trained = Path(tmp) / NAME
         metrics = train_typing(
-            [calibration], trained, config="small", arch="v1", epochs=args.epochs,
-            seed=args.seed, name=NAME, progress=sys.stderr.isatty(),
-        )  # fmt: skip
+            [calibration],
+            trained,
+            config="small",
+            arch="v1",
+            epochs=args.epochs,
+            seed=args.seed,
+            name=NAME,
+            progress=sys.stderr.isatty(),
+        )
         copy_bundle(trained, args.out)  # the bundle alone, not the checkpoints and report
     print(
         f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): "
@@ -111,12 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_report(report))
     metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
     metrics["held_out"] = {
-        "sessions": [f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in
-                     args.test_seeds],
+        "sessions": [
+            f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in args.test_seeds
+        ],
         "seconds_each": args.test_duration,
         "cer": report["overall"]["cer"],
         "wer": report["overall"]["wer"],
-    }  # fmt: skip
+    }
     update_manifest(args.out, {"metrics": metrics})
     write_readme(args, report)
     size = sum(p.stat().st_size for p in args.out.iterdir())

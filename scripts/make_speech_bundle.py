@@ -14,7 +14,7 @@ Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuil
    verified ONNX graphs, manifest and candidate set (one audio prototype per word).
 3. Only the bundle files (manifest, graphs, candidates) are copied to the output folder.
 4. The bundle is scored on held-out sessions (other seeds: other noise, other sentence order)
-   with :func:`bci_app.evaluate_speech.evaluate_speech_bundle`, the code path of live decoding;
+   with :func:`bci_app.speech.evaluate.evaluate_speech_bundle`, the code path of live decoding;
    the numbers go into the manifest's ``metrics.held_out`` and the README. The manifest's
    ``demo.simulator`` says which simulated stream ``bci-app run --task listening`` starts.
 
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from acquisition.simulator import Simulator
-    from bci_app.bundle import copy_bundle, load_bundle, update_manifest
-    from bci_app.evaluate_speech import evaluate_speech_bundle, format_speech_report
+    from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
+    from bci_app.speech.evaluate import evaluate_speech_bundle, format_speech_report
     from models.speech_train import train_speech
 
     torch.set_num_threads(args.threads)
@@ -105,9 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bci-speech-bundle-") as tmp:
         trained = Path(tmp) / NAME
         metrics = train_speech(
-            [calibration], trained, config="small", epochs=args.epochs, seed=args.seed,
-            picks=["mag"], name=NAME, progress=sys.stderr.isatty(), device="cpu",
-        )  # fmt: skip
+            [calibration],
+            trained,
+            config="small",
+            epochs=args.epochs,
+            seed=args.seed,
+            picks=["mag"],
+            name=NAME,
+            progress=sys.stderr.isatty(),
+            device="cpu",
+        )
         copy_bundle(trained, args.out)  # the bundle alone, not the checkpoints and report
     print(
         f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): test "
@@ -123,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     print(format_speech_report(report))
     metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
     metrics["held_out"] = {
-        "sessions": [f"Simulator('meg', 'listening', seed={s}, snr={args.snr})"
-                     for s in args.test_seeds],
+        "sessions": [
+            f"Simulator('meg', 'listening', seed={s}, snr={args.snr})" for s in args.test_seeds
+        ],
         "seconds_each": args.test_duration,
         "candidates": report["overall"]["candidates"],
         "segments": report["overall"]["segments"],
-    }  # fmt: skip
+    }
     demo = {"simulator": {"modality": "meg", "task": "listening", **params}}
     update_manifest(args.out, {"metrics": metrics, "demo": demo})
     write_readme(args, report, len(json.loads((args.out / "candidates.json").read_text())["texts"]))

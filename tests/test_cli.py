@@ -20,7 +20,7 @@ COMMANDS = ["streams", "simulate", "record", "replay", "convert", "run", "lm"]
 def bci(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
     """Run ``bci-app ARGS`` in a subprocess and return the finished process."""
     return subprocess.run(
-        [sys.executable, "-m", "bci_app.cli", *args],
+        [sys.executable, "-m", "bci_app.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -29,7 +29,7 @@ def bci(*args: str, timeout: float = 90.0) -> subprocess.CompletedProcess:
 
 def bci_background(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "bci_app.cli", *args],
+        [sys.executable, "-m", "bci_app.cli.main", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -106,9 +106,16 @@ def test_record_a_simulated_stream_to_xdf(tmp_path, source_id):
         assert pylsl.resolve_byprop("source_id", source_id, timeout=30)
         out = tmp_path / "rec.xdf"
         proc = bci(
-            "record", str(out), "--stream", source_id, "--stream", f"{source_id}-markers",
-            "--duration", "4", timeout=60,
-        )  # fmt: skip
+            "record",
+            str(out),
+            "--stream",
+            source_id,
+            "--stream",
+            f"{source_id}-markers",
+            "--duration",
+            "4",
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
     finally:
         sim.terminate()
@@ -165,7 +172,7 @@ def test_run_no_decoder_preprocesses_and_windows_the_simulated_stream():
 )
 def test_bad_input_gives_one_clear_line(args, message, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bci_app.cli", *args],
+        [sys.executable, "-m", "bci_app.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -197,9 +204,16 @@ def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_pa
 @pytest.mark.slow
 def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
     proc = bci(
-        "bench", "--seconds", "20", "--realtime-seconds", "8", "--repeats", "20", "--json",
+        "bench",
+        "--seconds",
+        "20",
+        "--realtime-seconds",
+        "8",
+        "--repeats",
+        "20",
+        "--json",
         timeout=300,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["max_speed"]["x_real_time"] > 1 and result["max_speed"]["windows"] > 0

@@ -14,8 +14,11 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 def _run(script: str, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / script), *args],
-        capture_output=True, text=True, timeout=110, cwd=SCRIPTS.parent,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=SCRIPTS.parent,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
@@ -23,9 +26,20 @@ def _run(script: str, *args: str) -> str:
 @pytest.mark.slow
 def test_bench_speech_trains_scores_and_times_one_case():
     out = _run(
-        "bench_speech.py", "--modalities", "eeg", "--snrs", "3", "--train-seconds", "45",
-        "--test-seconds", "25", "--epochs", "1", "--device", "cpu",
-    )  # fmt: skip
+        "bench_speech.py",
+        "--modalities",
+        "eeg",
+        "--snrs",
+        "3",
+        "--train-seconds",
+        "45",
+        "--test-seconds",
+        "25",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+    )
     header, row = out.strip().splitlines()[-2:]
     assert header.split()[:3] == ["mod", "snr", "N"]
     fields = row.split()
@@ -43,8 +57,17 @@ def test_bench_drift_compares_fixed_and_recentred_statistics():
 
 
 TINY_TYPING = [
-    "--durations", "60", "--snrs", "2", "--epochs", "1", "--test-duration", "20", "--repeats", "5",
-]  # fmt: skip
+    "--durations",
+    "60",
+    "--snrs",
+    "2",
+    "--epochs",
+    "1",
+    "--test-duration",
+    "20",
+    "--repeats",
+    "5",
+]
 
 
 @pytest.mark.slow

@@ -155,9 +155,13 @@ def make_anatomy(subject: int = 0) -> Anatomy:
     rng = np.random.default_rng([_SUBJECT_SALT, int(subject)])
     eye_pos = np.array([[-0.025, 0.070, 0.020], [0.025, 0.070, 0.020]])
     alpha_pos = np.array(
-        [[-0.020, -0.060, 0.060], [0.020, -0.060, 0.060], [-0.030, -0.050, 0.075],
-         [0.030, -0.050, 0.075]]
-    )  # fmt: skip
+        [
+            [-0.020, -0.060, 0.060],
+            [0.020, -0.060, 0.060],
+            [-0.030, -0.050, 0.075],
+            [0.030, -0.050, 0.075],
+        ]
+    )
     groups = {
         "finger": _fingers(rng),
         "letter": _letter(rng),

@@ -208,9 +208,14 @@ def write_stimulus_audio(ground_truth: dict, directory: str | Path) -> list[Path
                 paths.append(_write_wav(root / "words" / f"{name}.wav", audio[first:last], rate))
             words.append({**word, "file": f"words/{name}.wav"})
         index.append(
-            {"text": sentence["text"], "onset": sentence["onset"], "offset": sentence["offset"],
-             "file": f"sentences/{i:04d}.wav", "words": words}
-        )  # fmt: skip
+            {
+                "text": sentence["text"],
+                "onset": sentence["onset"],
+                "offset": sentence["offset"],
+                "file": f"sentences/{i:04d}.wav",
+                "words": words,
+            }
+        )
     listing = root / "stimuli.json"
     listing.write_text(json.dumps({"audio_sfreq": rate, "sentences": index}, indent=1))
     return [*paths, listing]

@@ -31,9 +31,11 @@ def _eeg_recording(n_times: int = 600) -> Recording:
         [[np.nan] * 3, [0.0, 0.07, 0.05], [0.0, 0.0, 0.09], [0.0, -0.07, 0.05], [0.07, 0, 0.04]]
     )
     channels = ChannelSpec(
-        ["index", "Fz", "Cz", "Pz", "T8"], ["misc", "eeg", "eeg", "eeg", "eeg"],
-        ["n/a", "V", "V", "V", "V"], positions,
-    )  # fmt: skip
+        ["index", "Fz", "Cz", "Pz", "T8"],
+        ["misc", "eeg", "eeg", "eeg", "eeg"],
+        ["n/a", "V", "V", "V", "V"],
+        positions,
+    )
     markers = [
         Marker(T0 + 0.5, "sentence_start:hello world"),
         Marker(T0 + 1.0, "key:h"),
@@ -41,17 +43,24 @@ def _eeg_recording(n_times: int = 600) -> Recording:
         Marker(T0 + 2.0, "sentence_end:hello world"),
     ]
     return Recording(
-        data, T0 + np.arange(n_times) / SFREQ, SFREQ, channels, markers, name="sim-eeg",
+        data,
+        T0 + np.arange(n_times) / SFREQ,
+        SFREQ,
+        channels,
+        markers,
+        name="sim-eeg",
         source_id="sim-eeg-1",
-    )  # fmt: skip
+    )
 
 
 def test_recording_to_raw_types_units_positions_annotations():
     rec = _eeg_recording()
     rec.channels = ChannelSpec(
-        rec.channels.names, rec.channels.types, ["n/a", "uV", "uV", "uV", "uV"],
+        rec.channels.names,
+        rec.channels.types,
+        ["n/a", "uV", "uV", "uV", "uV"],
         rec.channels.positions,
-    )  # fmt: skip
+    )
     rec.markers = [*rec.markers, Marker(T0 - 1.0, "key:early"), Marker(T0 + 99, "key:late")]
     raw = recording_to_raw(rec)
     assert raw.ch_names == list(rec.channels.names)
@@ -129,9 +138,11 @@ def test_bids_meg_goes_to_fif(tmp_path):
     rng = np.random.default_rng(1)
     n = 400
     channels = ChannelSpec(
-        ["MEG0111", "MEG0112", "STI001"], ["mag", "grad", "stim"], ["T", "T/m", "n/a"],
+        ["MEG0111", "MEG0112", "STI001"],
+        ["mag", "grad", "stim"],
+        ["T", "T/m", "n/a"],
         np.array([[0.0, 0.05, 0.1], [0.0, 0.05, 0.1], [np.nan] * 3]),
-    )  # fmt: skip
+    )
     data = np.column_stack(
         [rng.standard_normal(n) * 1e-12, rng.standard_normal(n) * 1e-11, 0 * np.arange(n)]
     )

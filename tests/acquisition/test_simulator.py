@@ -17,7 +17,6 @@ from acquisition.io import read_recording
 from acquisition.recording import parse_marker
 from acquisition.simulator import Simulator, SimulatorStream, make_channels
 from acquisition.simulator.anatomy import make_anatomy
-from acquisition.simulator.benchmark import keystroke_windows, nearest_centroid_accuracy
 from acquisition.simulator.forward import leadfield
 from acquisition.simulator.listening import sentence_words, write_stimulus_audio
 from acquisition.simulator.montages import HEAD_RADIUS, MEG_RADIUS, SPHERE_ORIGIN, seeg_shafts
@@ -25,6 +24,7 @@ from acquisition.simulator.noise import COMPONENTS as BACKGROUND
 from acquisition.simulator.speech import band_envelopes, espeak_available
 from acquisition.simulator.typing import KeyResponses, key_geometry
 from acquisition.xdf import write_recording
+from scripts.bench_simulator import keystroke_windows, nearest_centroid_accuracy
 
 SENTENCES = ["the quick brown fox", "jumps over the lazy dog.", "Hello, world - again!"]
 

@@ -70,9 +70,14 @@ def _recording(n: int = 500, sfreq: float = 250.0) -> Recording:
     )
     markers = [Marker(100.4, "key:a"), Marker(101.0, "sentence_end:a b")]
     return Recording(
-        _index_data(0, n), 100 + np.arange(n) / sfreq, sfreq, channels, markers, name="amp",
+        _index_data(0, n),
+        100 + np.arange(n) / sfreq,
+        sfreq,
+        channels,
+        markers,
+        name="amp",
         source_id="amp-1",
-    )  # fmt: skip
+    )
 
 
 def test_write_recording_read_xdf_round_trip(tmp_path):

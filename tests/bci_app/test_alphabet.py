@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bci_app.alphabet import (
+from bci_app.typing.alphabet import (
     CLASSES,
     N_CLASSES,
     NUMBER,
@@ -18,8 +18,8 @@ from bci_app.alphabet import (
     normalize_text,
     text_to_classes,
 )
-from bci_app.alphabet import cer as char_error_rate
-from bci_app.alphabet import wer as word_error_rate
+from bci_app.typing.alphabet import cer as char_error_rate
+from bci_app.typing.alphabet import wer as word_error_rate
 
 
 def test_classes_are_letters_space_special_number():
@@ -33,9 +33,21 @@ def test_classes_are_letters_space_special_number():
 
 @pytest.mark.parametrize(
     ("char", "expected"),
-    [("é", "e"), ("É", "e"), ("ç", "c"), ("ñ", "n"), ("Ü", "u"), ("ß", "s"), ("Æ", "a"),
-     ("ø", "o"), ("ł", "l"), ("ﬁ", "f"), ("Ａ", "a"), ("Q", "q")],
-)  # fmt: skip
+    [
+        ("é", "e"),
+        ("É", "e"),
+        ("ç", "c"),
+        ("ñ", "n"),
+        ("Ü", "u"),
+        ("ß", "s"),
+        ("Æ", "a"),
+        ("ø", "o"),
+        ("ł", "l"),
+        ("ﬁ", "f"),
+        ("Ａ", "a"),
+        ("Q", "q"),
+    ],
+)
 def test_accented_uppercase_and_ligatures_fold_to_one_letter(char, expected):
     assert char_to_class(char) == char_to_class(expected)
 

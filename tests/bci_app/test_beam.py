@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bci_app.alphabet import N_CLASSES, cer, char_to_class, classes_to_text, text_to_classes
-from bci_app.beam import CTCPrefixBeamDecoder, KeystrokeBeamDecoder, ctc_greedy_decode
-from bci_app.lm import EOS, CharNgramLM, default_lm
+from bci_app.lm.beam import CTCPrefixBeamDecoder, KeystrokeBeamDecoder, ctc_greedy_decode
+from bci_app.lm.model import EOS, CharNgramLM, default_lm
+from bci_app.typing.alphabet import N_CLASSES, cer, char_to_class, classes_to_text, text_to_classes
 
 REPO = Path(__file__).resolve().parents[2]
 SENTENCES = (REPO / "acquisition" / "data" / "text" / "sentences.txt").read_text("utf-8")

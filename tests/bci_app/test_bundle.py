@@ -10,16 +10,17 @@ import pytest
 from onnx import TensorProto, helper
 
 from acquisition.channels import ChannelSpec
-from bci_app.bundle import load_bundle, save_bundle
+from bci_app.decoders.bundle import load_bundle, save_bundle
 
 
 def _identity_graph(path):
     node = helper.make_node("Identity", ["x"], ["y"])
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
-    )  # fmt: skip
+    )
     onnx.save(helper.make_model(graph), path)
     return path
 
@@ -82,8 +83,8 @@ def test_positions_survive_json(tmp_path):
 
 
 def test_copy_and_update_keep_the_bundle_and_only_the_bundle(bundle, tmp_path):
-    from bci_app.bundle import copy_bundle, update_manifest
-    from bci_app.live import SPEECH_BUNDLE
+    from bci_app.decoders.bundle import copy_bundle, update_manifest
+    from bci_app.decoders.shipped import SPEECH_BUNDLE
 
     (bundle.path / "checkpoint.pt").write_bytes(b"training output")  # beside a trained bundle
     copied = copy_bundle(bundle.path, tmp_path / "shipped")

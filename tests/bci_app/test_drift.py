@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bci_app.drift import RecenterConfig, RecenteringScaler, enable_recentering
-from bci_app.preprocessing import PreprocessConfig, Preprocessor
-from bci_app.signal_stages import RobustScaler
+from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor
+from bci_app.processing.recentering import RecenterConfig, RecenteringScaler, enable_recentering
+from bci_app.processing.stages import RobustScaler
 
 SFREQ = 120.0
 

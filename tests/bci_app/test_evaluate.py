@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import typing_bundles as tb
 
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Marker, Recording, parse_marker
 from acquisition.simulator import Simulator
-from bci_app.cli_decoders import add_evaluate_command
-from bci_app.evaluate import evaluate_bundle, format_report, sentence_spans
-from bci_app.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
-from bci_app.typing_decoder import TypingDecoder, make_windower, preprocess_config
-
-
-def _helpers():
-    name = "bci_app_typing_bundles"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_bundles.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tb = _helpers()
+from bci_app.cli.train import add_evaluate_command
+from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
+from bci_app.typing.evaluate import evaluate_bundle, format_report, sentence_spans
+from bci_app.typing.keystroke import TypingDecoder, make_windower, preprocess_config
 
 
 @pytest.fixture(scope="module")
@@ -164,17 +149,29 @@ def test_sentences_group_like_training():
         return Marker(t, v)
 
     markers = [
-        m(0.0, "key:a"), m(0.5, "key:b"), m(4.0, "key:c"),  # two runs split by a 3.5 s pause
-        m(5.0, "sentence_start:hi there"), m(6.0, "key:h"), m(6.2, "key:i"),
-        m(7.0, "sentence_end:hi there"), m(7.5, "key:x"),
-        m(8.0, "sentence_start:no end"), m(9.0, "key:n"), m(10.0, "sentence_start:next"),
+        m(0.0, "key:a"),
+        m(0.5, "key:b"),
+        m(4.0, "key:c"),  # two runs split by a 3.5 s pause
+        m(5.0, "sentence_start:hi there"),
+        m(6.0, "key:h"),
+        m(6.2, "key:i"),
+        m(7.0, "sentence_end:hi there"),
+        m(7.5, "key:x"),
+        m(8.0, "sentence_start:no end"),
+        m(9.0, "key:n"),
+        m(10.0, "sentence_start:next"),
         m(11.0, "key:z"),
-    ]  # fmt: skip
+    ]
     spans = sentence_spans(markers[::-1])
     got = [(s.target, "".join(parse_marker(k.value)[1] for k in s.keys)) for s in spans]
     assert got == [
-        (None, "ab"), (None, "c"), ("hi there", "hi"), (None, "x"), ("no end", "n"), ("next", "z")
-    ]  # fmt: skip
+        (None, "ab"),
+        (None, "c"),
+        ("hi there", "hi"),
+        (None, "x"),
+        ("no end", "n"),
+        ("next", "z"),
+    ]
 
 
 def test_bad_input(tmp_path, sim_bundle, simulated):

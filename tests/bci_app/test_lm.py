@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bci_app.alphabet import N_CLASSES, char_to_class, text_to_classes
-from bci_app.lm import (
+from bci_app.lm.kneser_ney import discounts
+from bci_app.lm.model import (
     DEFAULT_CORPUS,
     EOS,
     CharLanguageModel,
@@ -18,7 +18,7 @@ from bci_app.lm import (
     default_lm,
     train_lm_cli,
 )
-from bci_app.lm_kneser_ney import discounts
+from bci_app.typing.alphabet import N_CLASSES, char_to_class, text_to_classes
 
 REPO = Path(__file__).resolve().parents[2]
 SENTENCES = (REPO / "acquisition" / "data" / "text" / "sentences.txt").read_text("utf-8")
@@ -168,7 +168,7 @@ def test_train_rejects_bad_order_and_empty_corpus():
 def test_train_lm_cli_writes_a_loadable_model_and_reports_stats(tmp_path, caplog):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Première phrase, 1er essai.\nSecond line\n\nThird one!\n", "utf-8")
-    with caplog.at_level(logging.INFO, logger="bci_app.lm"):
+    with caplog.at_level(logging.INFO, logger="bci_app.lm.model"):
         stats = train_lm_cli(corpus, 3, tmp_path / "lm.npz")
     assert stats["n_sentences"] == 3 and stats["order"] == 3
     assert stats["mapping"]["counts"]["number"] == 1
@@ -186,7 +186,7 @@ def test_train_lm_cli_writes_a_loadable_model_and_reports_stats(tmp_path, caplog
 
 
 def test_default_lm_is_trained_once_and_cached_by_corpus_hash(tmp_path):
-    from bci_app import lm as lm_module
+    from bci_app.lm import model as lm_module
 
     lm = default_lm(cache_dir=tmp_path)
     assert default_lm(cache_dir=tmp_path) is lm and lm.order == 6
@@ -220,7 +220,7 @@ def test_state_interface_matches_context_queries(lm6):
 
 
 def test_write_kenlm_corpus_uses_class_tokens(tmp_path):
-    from bci_app.lm_kenlm import write_kenlm_corpus
+    from bci_app.lm.kenlm_adapter import write_kenlm_corpus
 
     n = write_kenlm_corpus(["Hi, 2 you", "", "ok"], tmp_path / "corpus.tok")
     assert n == 2
@@ -232,7 +232,7 @@ def test_write_kenlm_corpus_uses_class_tokens(tmp_path):
 
 def test_kenlm_adapter_reads_an_arpa_model(tmp_path):
     pytest.importorskip("kenlm")
-    from bci_app.lm_kenlm import KENLM_TOKENS, KenLMCharLM
+    from bci_app.lm.kenlm_adapter import KENLM_TOKENS, KenLMCharLM
 
     tokens = [*KENLM_TOKENS, "</s>"]
     lines = ["\\data\\", f"ngram 1={len(tokens) + 2}", "", "\\1-grams:", "-99\t<s>\t0", "-2\t<unk>"]
@@ -251,7 +251,7 @@ def test_kenlm_adapter_explains_how_to_install_kenlm(tmp_path):
         pass
     else:
         pytest.skip("kenlm is installed")
-    from bci_app.lm_kenlm import KenLMCharLM
+    from bci_app.lm.kenlm_adapter import KenLMCharLM
 
     with pytest.raises(ImportError, match="pip install kenlm"):
         KenLMCharLM(tmp_path / "model.arpa")

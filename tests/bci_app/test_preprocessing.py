@@ -13,14 +13,14 @@ from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Recording
-from bci_app.preprocessing import (
+from bci_app.processing.preprocessing import (
     PreprocessConfig,
     Preprocessor,
     fit_scaler,
     preprocess_recording,
 )
-from bci_app.resampling import StreamingResampler
-from bci_app.signal_stages import (
+from bci_app.processing.resampling import StreamingResampler
+from bci_app.processing.stages import (
     ChannelPicker,
     Clamp,
     IIRFilter,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from bci_app.resampling import StreamingResampler, rational_ratio
+from bci_app.processing.resampling import StreamingResampler, rational_ratio
 
 RATIOS = [(1000.0, 50.0), (1017.25, 50.0), (512.0, 50.0), (500.0, 120.0), (250.0, 1000.0)]
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bci_app.runtime import OnnxRuntime
+from bci_app.decoders.runtime import OnnxRuntime
 
 
 @pytest.fixture

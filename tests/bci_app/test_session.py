@@ -16,12 +16,12 @@ from acquisition.player import Player
 from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
 from acquisition.xdf import read_xdf, write_recording
-from bci_app.evaluate import evaluate_bundle
-from bci_app.events import TextEvent
-from bci_app.live import DEFAULT_BUNDLE
-from bci_app.session import EventQueue, LiveSession
+from bci_app.decoders.events import TextEvent
+from bci_app.decoders.shipped import TYPING_BUNDLE
+from bci_app.live.session import EventQueue, LiveSession
+from bci_app.typing.evaluate import evaluate_bundle
 
-pytestmark = pytest.mark.skipif(not DEFAULT_BUNDLE.is_dir(), reason="default bundle missing")
+pytestmark = pytest.mark.skipif(not TYPING_BUNDLE.is_dir(), reason="default bundle missing")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _decode_live(path, source_id, speed, **session_kwargs):
             StreamSource(source_id=source_id, bufsize=120.0) as source,
         ):
             session = LiveSession(
-                DEFAULT_BUNDLE, source, markers, text_outlet=False, **session_kwargs
+                TYPING_BUNDLE, source, markers, text_outlet=False, **session_kwargs
             )
             with session:
                 player.join(timeout=90)
@@ -63,7 +63,7 @@ def _decode_live(path, source_id, speed, **session_kwargs):
 @pytest.mark.slow
 @pytest.mark.parametrize("speed", ["max", 1.0])
 def test_online_equals_offline(held_out_session, source_id, speed):
-    offline = evaluate_bundle(DEFAULT_BUNDLE, [held_out_session], provider="cpu")
+    offline = evaluate_bundle(TYPING_BUNDLE, [held_out_session], provider="cpu")
     expected = {s["target"]: s["texts"]["lm"] for s in offline["recordings"][0]["sentences"]}
     sentences, summary = _decode_live(held_out_session, f"{source_id}-{speed}", speed)
     online = {s.target: s.text for s in sentences if s.target is not None}
@@ -81,7 +81,7 @@ def test_bundle_that_does_not_fit_the_stream_fails_before_the_session(source_id)
         MarkerSource(source_id=f"{source_id}-markers") as markers,
     ):
         with pytest.raises(ValueError, match=r"runs at 500 Hz but the decoder .* expects 1000 Hz"):
-            LiveSession(DEFAULT_BUNDLE, source, markers, text_outlet=False)
+            LiveSession(TYPING_BUNDLE, source, markers, text_outlet=False)
 
 
 def test_slow_consumer_costs_events_not_memory():
@@ -109,7 +109,7 @@ def test_stream_drop_mid_sentence_is_marked_and_decoding_resumes(source_id, spaw
         StreamSource(source_id=source_id, resolve_timeout=30) as source,
         MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
     ):
-        session = LiveSession(DEFAULT_BUNDLE, source, markers, text_outlet=False)
+        session = LiveSession(TYPING_BUNDLE, source, markers, text_outlet=False)
         seen: list[TextEvent] = []
         with session:
             _collect(session, seen, until=lambda: sum(e.kind == "keystroke" for e in seen) >= 5)
@@ -142,7 +142,7 @@ def _collect(session, seen, until, timeout=40.0):
 def test_ctrl_c_shuts_down_cleanly_and_the_recording_loads(tmp_path):
     out, log = tmp_path / "session.xdf", tmp_path / "session.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bci_app.cli", "run", "--record", str(out), "--log", str(log)],
+        [sys.executable, "-m", "bci_app.cli.main", "run", "--record", str(out), "--log", str(log)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

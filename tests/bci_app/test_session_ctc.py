@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import typing_bundles as tb
 
 from acquisition.markers import MarkerSource
 from acquisition.player import Player
 from acquisition.simulator import Simulator
 from acquisition.stream import StreamSource
-from bci_app.session import LiveSession
-from bci_app.session_ctc import CTCLiveSession
+from bci_app.live.ctc import CTCLiveSession
+from bci_app.live.session import LiveSession
 
 pytest.importorskip("torch")
-
-
-def _typing_bundles():
-    name = "bci_app_typing_bundles"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_bundles.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.mark.slow
 def test_v2_bundle_decodes_a_replayed_stream_by_sentence(tmp_path, source_id):
     rec = Simulator("eeg", "typing", snr=2.0, seed=3, sfreq=100.0).generate(40.0)
-    bundle, _ = _typing_bundles().torch_bundle(tmp_path, "brain2qwerty_v2", rec)
+    bundle, _ = tb.torch_bundle(tmp_path, "brain2qwerty_v2", rec)
     n_sentence_ends = len(rec.markers_of("sentence_end"))
     player = Player(rec, speed="max", source_id=source_id, wait_for_consumer=True).start()
     try:

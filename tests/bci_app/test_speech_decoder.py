@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from acquisition.simulator import Simulator
-from bci_app.audio_features import MelConfig, log_mel, mel_filterbank
-from bci_app.bundle import load_bundle, save_bundle
-from bci_app.cli_decoders import add_evaluate_command, add_train_export_commands
-from bci_app.cli_speech import add_speech_commands
-from bci_app.evaluate_speech import evaluate_speech_bundle
-from bci_app.speech_decoder import (
+from bci_app.cli.speech import add_speech_commands
+from bci_app.cli.train import add_evaluate_command, add_train_export_commands
+from bci_app.decoders.bundle import load_bundle, save_bundle
+from bci_app.processing.windowing import epochs_from_recording
+from bci_app.speech.audio import MelConfig, log_mel, mel_filterbank
+from bci_app.speech.decoder import (
     SpeechDecoder,
     check_candidates,
     load_candidates,
@@ -23,8 +23,8 @@ from bci_app.speech_decoder import (
     preprocess_config,
     retrieval_ranks,
 )
-from bci_app.typing_decoder import open_decoder
-from bci_app.windowing import epochs_from_recording
+from bci_app.speech.evaluate import evaluate_speech_bundle
+from bci_app.typing.keystroke import open_decoder
 
 TYPING_BUNDLE = Path(__file__).parents[2] / "bci_app" / "data" / "bundles" / "typing-meg-small"
 
@@ -144,7 +144,7 @@ def test_candidates_add_synthesizes_words_and_refuses_duplicates(trained_bundle,
 def test_candidates_add_names_a_missing_or_unreadable_wav(tmp_path):
     import shutil
 
-    from bci_app.live import SPEECH_BUNDLE
+    from bci_app.decoders.shipped import SPEECH_BUNDLE
 
     copy = tmp_path / "bundle"
     shutil.copytree(SPEECH_BUNDLE, copy)

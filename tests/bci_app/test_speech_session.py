@@ -14,13 +14,13 @@ from acquisition.recording import parse_marker
 from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
 from acquisition.xdf import read_xdf, write_recording
-from bci_app.bundle import load_bundle
-from bci_app.drift import RecenterConfig
-from bci_app.evaluate_speech import word_windows
-from bci_app.live import DEFAULT_BUNDLE, SPEECH_BUNDLE
-from bci_app.preprocessing import preprocess_recording
-from bci_app.speech_decoder import SpeechDecoder, preprocess_config
-from bci_app.speech_session import SpeechSession, SpeechWindower
+from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
+from bci_app.live.speech import SpeechSession, SpeechWindower
+from bci_app.processing.preprocessing import preprocess_recording
+from bci_app.processing.recentering import RecenterConfig
+from bci_app.speech.decoder import SpeechDecoder, preprocess_config
+from bci_app.speech.evaluate import word_windows
 
 pytestmark = pytest.mark.skipif(not SPEECH_BUNDLE.is_dir(), reason="speech bundle missing")
 
@@ -135,7 +135,7 @@ def test_typing_bundle_and_words_mode_without_markers_are_clear_errors(source_id
     sim = Simulator("meg", "listening", seed=5)
     with SimulatorStream(sim, source_id=source_id), StreamSource(source_id=source_id) as source:
         with pytest.raises(ValueError, match="is a 'typing' decoder.*task 'speech'"):
-            SpeechSession(DEFAULT_BUNDLE, source, None, text_outlet=False)
+            SpeechSession(TYPING_BUNDLE, source, None, text_outlet=False)
         with pytest.raises(ValueError, match="'mode': 'words' needs the marker stream"):
             SpeechSession(SPEECH_BUNDLE, source, None, mode="words", text_outlet=False)
     with pytest.raises(ValueError, match="'mode': 'both'; use one of"):
@@ -146,8 +146,8 @@ def test_typing_bundle_and_words_mode_without_markers_are_clear_errors(source_id
 def test_bci_app_run_task_listening_decodes_the_built_in_stream(capsys):
     import threading
 
-    from bci_app.cli import build_parser
-    from bci_app.live import run_live
+    from bci_app.cli.main import build_parser
+    from bci_app.cli.run import run_live
 
     args = build_parser().parse_args(["run", "--task", "listening", "--duration", "9", "--json"])
     assert run_live(args, threading.Event()) == 0
@@ -159,8 +159,8 @@ def test_bci_app_run_task_listening_decodes_the_built_in_stream(capsys):
 
 
 def test_the_built_in_stream_follows_the_modality_the_bundle_was_trained_on():
-    from bci_app.bundle import Bundle
-    from bci_app.live import simulator_modality, simulator_params
+    from bci_app.cli.run import simulator_modality, simulator_params
+    from bci_app.decoders.bundle import Bundle
 
     speech = load_bundle(SPEECH_BUNDLE)
     assert simulator_modality(speech) == "meg" and simulator_modality(None) == "meg"
@@ -168,9 +168,11 @@ def test_the_built_in_stream_follows_the_modality_the_bundle_was_trained_on():
         # a bundle trained from recorded files: no simulator settings, only its sensors
         channels = Simulator(modality, "listening", seed=1).generate(1.0).channels
         manifest = {
-            **speech.manifest, "demo": {}, "provenance": {"recordings": [{"file": "s.xdf"}]},
+            **speech.manifest,
+            "demo": {},
+            "provenance": {"recordings": [{"file": "s.xdf"}]},
             "stream": {"sfreq": 500.0, "channels": channels.to_dict()},
-        }  # fmt: skip
+        }
         bundle = Bundle(speech.path, manifest)
         assert simulator_modality(bundle) == modality
         assert simulator_params(bundle, modality, "listening") == {"snr": 2.0, "subject": 0}

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from helpers import typing_bundles as tb
 
 from acquisition.recording import Marker
-from bci_app.alphabet import DISPLAY_CHARS, cer
-from bci_app.beam import CTCPrefixBeamDecoder, KeystrokeBeamDecoder
-from bci_app.bundle import save_bundle
-from bci_app.lm import CharNgramLM
-from bci_app.typing_decoder import (
+from bci_app.decoders.bundle import save_bundle
+from bci_app.lm.beam import CTCPrefixBeamDecoder, KeystrokeBeamDecoder
+from bci_app.lm.model import CharNgramLM
+from bci_app.processing.windowing import Window, epochs_from_recording
+from bci_app.typing.alphabet import DISPLAY_CHARS, cer
+from bci_app.typing.keystroke import (
     CTCTypingDecoder,
     TypingDecoder,
     key_class,
@@ -22,21 +20,7 @@ from bci_app.typing_decoder import (
     open_decoder,
     preprocess_config,
 )
-from bci_app.windowing import Window, epochs_from_recording
 
-
-def _helpers():
-    name = "bci_app_typing_bundles"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_bundles.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-tb = _helpers()
 SENTENCES = ["the quick brown fox", "we met at noon", "she sells sea shells"]
 
 
@@ -292,6 +276,6 @@ def test_exported_models_match_torch(tmp_path):
 
 def preprocess_recording_for(bundle, recording):
     """The recording through the bundle's preprocessing."""
-    from bci_app.preprocessing import preprocess_recording
+    from bci_app.processing.preprocessing import preprocess_recording
 
     return preprocess_recording(recording, preprocess_config(bundle))

@@ -7,8 +7,8 @@ import pytest
 
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Marker, Recording, key_marker
-from bci_app.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
-from bci_app.windowing import (
+from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
+from bci_app.processing.windowing import (
     EventWindower,
     SlidingWindower,
     epochs_from_recording,

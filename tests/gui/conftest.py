@@ -17,8 +17,8 @@ import pytest
 from acquisition.markers import MarkerSource
 from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
-from bci_app.alphabet import LETTERS, normalize_text
-from bci_app.events import TextEvent
+from bci_app.decoders.events import TextEvent
+from bci_app.typing.alphabet import LETTERS, normalize_text
 
 
 @pytest.fixture
@@ -109,10 +109,15 @@ def make_text_events():
                 probs = np.sort(rng.dirichlet(np.full(5, 0.6)))[::-1]
                 events.append(
                     TextEvent(
-                        "keystroke", committed, typed, tuple(confidence),
-                        tuple(zip(labels, probs.tolist())), target, **_stamps(),
+                        "keystroke",
+                        committed,
+                        typed,
+                        tuple(confidence),
+                        tuple(zip(labels, probs.tolist())),
+                        target,
+                        **_stamps(),
                     )
-                )  # fmt: skip
+                )
             committed = f"{committed} {typed}".strip()
             events.append(TextEvent("sentence_end", committed, "", (), (), target, **_stamps()))
         return events

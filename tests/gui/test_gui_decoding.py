@@ -11,9 +11,10 @@ import pytest
 import pyxdf
 from PyQt6.QtCore import Qt
 
-from bci_app.bundle import load_bundle
-from bci_app.live import DEFAULT_BUNDLE, simulator_params
-from bci_app.session import EventQueue
+from bci_app.cli.run import simulator_params
+from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.shipped import TYPING_BUNDLE
+from bci_app.live.session import EventQueue
 from gui.decoding import bundle_for
 from gui.main_window import MainWindow
 from gui.tasks import wait_for_all
@@ -39,7 +40,7 @@ def test_builtin_simulator_is_decoded_live_and_recorded_with_its_text(qtbot, win
     qtbot.waitUntil(lambda: window.session.state == "running", timeout=30_000)
     assert window.errors == []
     decoding = window.session.decoding
-    assert decoding is not None and decoding.engine.bundle.name == load_bundle(DEFAULT_BUNDLE).name
+    assert decoding is not None and decoding.engine.bundle.name == load_bundle(TYPING_BUNDLE).name
     assert isinstance(window.feed.events, EventQueue)
     assert window.bar.provider_label.text() == f"Provider: {decoding.engine.provider}"
     assert "CPUExecutionProvider" in window.bar.provider_label.text()
@@ -80,7 +81,7 @@ def test_builtin_simulator_is_decoded_live_and_recorded_with_its_text(qtbot, win
 
 @pytest.mark.slow
 def test_a_bundle_that_does_not_fit_the_stream_is_a_readable_error(qtbot, window):
-    window.bar.bundle_edit.setText(str(DEFAULT_BUNDLE))  # MEG decoder on the EEG simulator
+    window.bar.bundle_edit.setText(str(TYPING_BUNDLE))  # MEG decoder on the EEG simulator
     window.bar.select_data("sim:eeg")
     window.toggle_session()
     qtbot.waitUntil(lambda: bool(window.errors), timeout=30_000)
@@ -110,11 +111,11 @@ def test_a_missing_bundle_is_named_in_the_error(qtbot, window, tmp_path):
 
 
 def test_bundle_choice_and_the_simulator_it_was_trained_on(tmp_path):
-    assert bundle_for("", "meg") == DEFAULT_BUNDLE
+    assert bundle_for("", "meg") == TYPING_BUNDLE
     assert bundle_for("", "eeg") is None and bundle_for("", None) is None
     assert bundle_for(" /x/bundle ", "meg").as_posix() == "/x/bundle"
     copy = tmp_path / "bundle"
-    shutil.copytree(DEFAULT_BUNDLE, copy)
+    shutil.copytree(TYPING_BUNDLE, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["provenance"]["recordings"][0]["simulator"].update(subject=3, snr=1.5)
     (copy / "manifest.json").write_text(json.dumps(manifest))
@@ -126,7 +127,7 @@ def test_bundle_choice_and_the_simulator_it_was_trained_on(tmp_path):
 
 def test_bci_app_gui_help_lists_the_window_options():
     out = subprocess.run(
-        [sys.executable, "-m", "bci_app.cli", "gui", "--help"],
+        [sys.executable, "-m", "bci_app.cli.main", "gui", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -143,7 +144,7 @@ def test_a_speech_bundle_decodes_a_listening_stream_into_candidates(source_id, q
 
     from acquisition.simulator import Simulator, SimulatorStream
     from acquisition.stream import StreamSource
-    from bci_app.live import SPEECH_BUNDLE
+    from bci_app.decoders.shipped import SPEECH_BUNDLE
     from gui.decoding import open_decoding, session_class
     from gui.panels import CandidatesPanel, TextPanel
 

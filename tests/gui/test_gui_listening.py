@@ -11,10 +11,11 @@ import pyxdf
 from PyQt6.QtCore import Qt
 
 from acquisition.recording import parse_marker
-from bci_app.bundle import load_bundle
-from bci_app.events import TextEvent
-from bci_app.live import DEFAULT_BUNDLE, SPEECH_BUNDLE, simulator_params
-from bci_app.session import EventQueue
+from bci_app.cli.run import simulator_params
+from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.events import TextEvent
+from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
+from bci_app.live.session import EventQueue
 from gui.app import build_parser
 from gui.decoding import SIMULATORS, bundle_for, check_bundle_task
 from gui.listening import HEARD, IN_TOP_K, MISSED
@@ -119,7 +120,7 @@ def test_listening_simulator_is_decoded_live_into_words_and_recorded(qtbot, wind
 
 
 def test_a_typing_bundle_on_the_listening_simulator_is_a_readable_error(qtbot, window):
-    window.bar.bundle_edit.setText(str(DEFAULT_BUNDLE))
+    window.bar.bundle_edit.setText(str(TYPING_BUNDLE))
     window.bar.select_data("sim:meg-listening")
     window.toggle_session()
     qtbot.waitUntil(lambda: bool(window.errors), timeout=30_000)
@@ -135,7 +136,7 @@ def test_a_typing_bundle_on_the_listening_simulator_is_a_readable_error(qtbot, w
 
 
 def test_bundle_and_simulator_tasks_must_match():
-    typing, speech = load_bundle(DEFAULT_BUNDLE), load_bundle(SPEECH_BUNDLE)
+    typing, speech = load_bundle(TYPING_BUNDLE), load_bundle(SPEECH_BUNDLE)
     with pytest.raises(ValueError, match=r"'typing-meg-small' is a typing decoder.*listening"):
         check_bundle_task(typing, "meg-listening")
     with pytest.raises(ValueError, match="leave it empty for the shipped 'speech-meg-small'"):
@@ -156,7 +157,7 @@ def test_listening_choices_keys_bundles_and_simulator_settings():
     with pytest.raises(ValueError, match="'key': 'meg-speech'.*meg-listening"):
         StreamChoice.builtin("meg-speech")
     assert bundle_for("", "meg-listening") == SPEECH_BUNDLE
-    assert bundle_for("", "meg") == DEFAULT_BUNDLE and bundle_for("", "eeg-listening") is None
+    assert bundle_for("", "meg") == TYPING_BUNDLE and bundle_for("", "eeg-listening") is None
     # The speech bundle's simulator: its subject, SNR and the sentences its candidates come from.
     speech = load_bundle(SPEECH_BUNDLE)
     demo = speech.manifest["demo"]["simulator"]
@@ -251,9 +252,17 @@ def test_bci_app_gui_decodes_with_the_bundle_given_on_the_command_line(qtbot, tm
     QTimer.singleShot(9000, look)
     ini = tmp_path / "app.ini"
     code = main(
-        ["--simulate", "meg-listening", "--bundle", str(SPEECH_BUNDLE), "--settings", str(ini),
-         "--exit-after", "10"]
-    )  # fmt: skip
+        [
+            "--simulate",
+            "meg-listening",
+            "--bundle",
+            str(SPEECH_BUNDLE),
+            "--settings",
+            str(ini),
+            "--exit-after",
+            "10",
+        ]
+    )
     assert code == 0 and seen["errors"] == []
     assert seen["bundle"] == SPEECH_BUNDLE.resolve() and seen["candidates"] > 0
     assert QSettings(str(ini), QSettings.Format.IniFormat).value("session/bundle") == str(

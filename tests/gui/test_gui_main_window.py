@@ -10,8 +10,8 @@ import pytest
 from PyQt6.QtCore import Qt, QTimer
 
 from acquisition.io import read_recording
-from bci_app.events import TextEvent
-from bci_app.metrics import LatencyStats
+from bci_app.decoders.events import TextEvent
+from bci_app.live.metrics import LatencyStats
 from gui.app import main
 from gui.main_window import MainWindow
 from gui.session import StreamChoice
@@ -171,9 +171,17 @@ def test_replay_of_a_real_recording_drives_the_window(qtbot, window, screenshot)
 def test_app_main_runs_the_window_on_the_simulator(qtbot, tmp_path, screenshot):
     png = screenshot.folder / "app_main_meg_306ch.png"
     code = main(
-        ["--simulate", "meg", "--settings", str(tmp_path / "app.ini"), "--exit-after", "5",
-         "--screenshot", str(png)]
-    )  # fmt: skip
+        [
+            "--simulate",
+            "meg",
+            "--settings",
+            str(tmp_path / "app.ini"),
+            "--exit-after",
+            "5",
+            "--screenshot",
+            str(png),
+        ]
+    )
     assert code == 0
     assert png.stat().st_size > 10_000
     screenshot.keep(png)

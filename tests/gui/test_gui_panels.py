@@ -11,9 +11,9 @@ import queue
 import pytest
 from PyQt6.QtWidgets import QSplitter
 
-from bci_app.alphabet import cer, normalize_text
-from bci_app.events import TextEvent
-from bci_app.metrics import LatencyStats
+from bci_app.decoders.events import TextEvent
+from bci_app.live.metrics import LatencyStats
+from bci_app.typing.alphabet import cer, normalize_text
 from gui.health import SHOWN_STAGE, TOTAL_STAGE, LatencyPanel
 from gui.panels import CandidatesPanel, DecoderFeed, TextPanel, confidence_color
 

@@ -20,23 +20,28 @@ from transformers import BertConfig, BertModel, Wav2Vec2Config, Wav2Vec2FeatureE
 from transformers import Wav2Vec2Model as HFWav2Vec2
 
 from acquisition.simulator import Simulator
-from bci_app.audio_extractors import LogMelFeatures, features_from_manifest, make_features
-from bci_app.audio_features import AUDIO_RATE, MelConfig, log_mel
-from bci_app.bundle import load_bundle
-from bci_app.cli import build_parser
-from bci_app.evaluate_speech import evaluate_speech_bundle
-from bci_app.speech_decoder import load_candidates
-from models.audio_pretrained import PretrainedAudioFeatures
+from bci_app.cli.main import build_parser
+from bci_app.decoders.bundle import load_bundle
+from bci_app.speech.audio import AUDIO_RATE, MelConfig, log_mel
+from bci_app.speech.decoder import load_candidates
+from bci_app.speech.evaluate import evaluate_speech_bundle
+from bci_app.speech.extractors import LogMelFeatures, features_from_manifest, make_features
+from bci_app.speech.pretrained import PretrainedAudioFeatures
 
 
 def save_tiny_wav2vec2(folder, seed: int = 0):
     """A 2-layer wav2vec2 (hidden 32) with its feature extractor config, saved to ``folder``."""
     torch.manual_seed(seed)
     config = Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16,) * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
         vocab_size=8,
-    )  # fmt: skip
+    )
     HFWav2Vec2(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=AUDIO_RATE, do_normalize=True).save_pretrained(folder)
     return folder
@@ -133,9 +138,14 @@ def test_train_evaluate_extend_and_decode_with_a_local_wav2vec2(model_dir, tmp_p
     out = tmp_path / "bundle"
     recording = Simulator("eeg", "listening", snr=3.0, seed=21).generate(45.0)
     metrics = train_speech(
-        [recording], out, epochs=2, batch_size=16, progress=False, audio_model=model_dir,
+        [recording],
+        out,
+        epochs=2,
+        batch_size=16,
+        progress=False,
+        audio_model=model_dir,
         audio_layers=[-1],
-    )  # fmt: skip
+    )
     bundle = load_bundle(out)
     spec = bundle.manifest["audio_features"]
     assert spec["kind"] == "pretrained" and spec["path"] == str(model_dir.resolve())
@@ -165,8 +175,8 @@ def test_train_evaluate_extend_and_decode_with_a_local_wav2vec2(model_dir, tmp_p
     # live decoding reads the bundle's candidate embeddings: no torch, no transformers
     code = (
         "import sys, numpy as np\n"
-        "from bci_app.bundle import load_bundle\n"
-        "from bci_app.speech_decoder import SpeechDecoder\n"
+        "from bci_app.decoders.bundle import load_bundle\n"
+        "from bci_app.speech.decoder import SpeechDecoder\n"
         f"d = SpeechDecoder(load_bundle({str(out)!r}), provider='cpu')\n"
         "w = d.embed(np.zeros((1, d.n_channels, d.n_times), np.float32))\n"
         "print(w.shape, 'torch' in sys.modules, 'transformers' in sys.modules)\n"
@@ -178,9 +188,19 @@ def test_train_evaluate_extend_and_decode_with_a_local_wav2vec2(model_dir, tmp_p
 
 def test_cli_takes_the_audio_model_options(model_dir):
     args = build_parser().parse_args(
-        ["train", "speech", "rec.xdf", "--out", "b", "--audio-model", str(model_dir),
-         "--audio-layers", "-2", "-1"]
-    )  # fmt: skip
+        [
+            "train",
+            "speech",
+            "rec.xdf",
+            "--out",
+            "b",
+            "--audio-model",
+            str(model_dir),
+            "--audio-layers",
+            "-2",
+            "-1",
+        ]
+    )
     assert args.audio_model == str(model_dir) and args.audio_layers == [-2, -1]
     args = build_parser().parse_args(["evaluate", "b", "rec.xdf", "--audio-model", "m"])
     assert args.audio_model == "m"

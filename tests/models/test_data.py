@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import typing_data as td
 
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Marker
 from acquisition.xdf import write_recording
-from bci_app.alphabet import char_to_class
-from bci_app.bundle import sha256_file
-from bci_app.windowing import EventWindower, epochs_from_recording
+from bci_app.decoders.bundle import sha256_file
+from bci_app.processing.windowing import EventWindower, epochs_from_recording
+from bci_app.typing.alphabet import char_to_class
 from models.data import MIN_SENTENCES, build_typing_dataset
 from models.datasets import (
     IGNORE_INDEX,
@@ -26,20 +24,6 @@ from models.datasets import (
     collate_continuous,
     collate_keystrokes,
 )
-
-
-def _helpers():
-    name = "models_typing_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_data.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-td = _helpers()
 
 
 @pytest.fixture(scope="module")

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import typing_data as td
 
 from acquisition.xdf import write_recording
-from bci_app.bundle import load_bundle
+from bci_app.decoders.bundle import load_bundle
 from models.checkpoint import load_checkpoint
-
-
-def _helpers():
-    name = "models_typing_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_data.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-td = _helpers()
 
 
 def _free_port() -> int:
@@ -42,11 +27,26 @@ def test_torchrun_two_gloo_processes_train_and_rank0_writes_the_bundle(tmp_path)
     path = write_recording(td.typing_session(), tmp_path / "calibration.xdf")
     out = tmp_path / "ddp"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        "-m", "models.train", str(path), "--out", str(out), "--epochs", "2",
-        "--batch-size", "1", "--device", "cpu", "--no-progress", "--json",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "models.train",
+        str(path),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=110, env=env, check=False
@@ -76,11 +76,26 @@ def test_torchrun_two_gloo_processes_train_the_speech_decoder(tmp_path):
     write_stimulus_audio(rec.meta["ground_truth"], tmp_path / "listening_stimuli")
     out = tmp_path / "ddp-speech"
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
-        "-m", "models.speech_train", str(path), "--out", str(out), "--epochs", "2",
-        "--batch-size", "8", "--device", "cpu", "--no-progress", "--json",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={_free_port()}",
+        "-m",
+        "models.speech_train",
+        str(path),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=110, env=env, check=False

@@ -164,12 +164,21 @@ def test_export_onnx_external_data_and_argument_errors(tmp_path):
     np.testing.assert_allclose(y, module(torch.ones(7, 4)).detach(), atol=1e-6)
     with pytest.raises(ValueError, match=r"inputs \['z'\] are not in input_names=\['x'\]"):
         export_onnx(
-            module, (torch.randn(2, 4),), tmp_path / "a.onnx", input_names=["x"],
-            output_names=["y"], dynamic_axes={"z": {0: "batch"}},
-        )  # fmt: skip
+            module,
+            (torch.randn(2, 4),),
+            tmp_path / "a.onnx",
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"z": {0: "batch"}},
+        )
     with pytest.raises(ValueError, match="'input_names': 2 names for 1 inputs"):
-        export_onnx(module, (torch.randn(2, 4),), tmp_path / "a.onnx", input_names=["x", "s"],
-                    output_names=["y"])  # fmt: skip
+        export_onnx(
+            module,
+            (torch.randn(2, 4),),
+            tmp_path / "a.onnx",
+            input_names=["x", "s"],
+            output_names=["y"],
+        )
     with pytest.raises(ValueError, match="_Affine has no export_graphs"):
         export_model(module, tmp_path)
 

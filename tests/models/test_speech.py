@@ -13,16 +13,22 @@ from scipy.io import wavfile
 
 from acquisition.simulator import Simulator
 from acquisition.simulator.listening import write_stimulus_audio
-from bci_app.audio_features import read_wav
+from bci_app.speech.audio import read_wav
 from models.export import DEFAULT_ATOL, export_model
 from models.registry import MODELS, build_model
 from models.speech import SpeechClip, SpeechClipConfig, clip_loss, with_spatial_dims
 from models.speech_data import build_speech_dataset, window_spec
 
 TINY = dict(
-    SpeechClipConfig.presets["small"], spatial_channels=8, hidden=16, embed_dim=16, n_mels=8,
-    audio_hidden=16, fourier_harmonics=4, fourier_harmonics_3d=3,
-)  # fmt: skip
+    SpeechClipConfig.presets["small"],
+    spatial_channels=8,
+    hidden=16,
+    embed_dim=16,
+    n_mels=8,
+    audio_hidden=16,
+    fourier_harmonics=4,
+    fourier_harmonics_3d=3,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -168,9 +174,15 @@ def test_resume_continues_a_run_exactly(session, tmp_path):
 
     kwargs = dict(export=False, progress=False)
     whole = train_speech(
-        [session], tmp_path / "whole", config="small", epochs=3, batch_size=8, seed=0,
-        patience=10, **kwargs,
-    )  # fmt: skip
+        [session],
+        tmp_path / "whole",
+        config="small",
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        patience=10,
+        **kwargs,
+    )
     resume = tmp_path / "whole" / "checkpoints" / "epoch_0002.pt"
     resumed = train_speech([session], tmp_path / "resumed", resume=resume, **kwargs)
     from models.checkpoint import load_checkpoint

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import subprocess
@@ -14,12 +13,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import typing_data as td
 
 from acquisition.xdf import write_recording
-from bci_app.bundle import load_bundle
-from bci_app.cli_decoders import add_train_export_commands
-from bci_app.lm import CharNgramLM
-from bci_app.preprocessing import PreprocessConfig
+from bci_app.cli.train import add_train_export_commands
+from bci_app.decoders.bundle import load_bundle
+from bci_app.lm.model import CharNgramLM
+from bci_app.processing.preprocessing import PreprocessConfig
 from models.bundle_export import export_checkpoint, model_from_checkpoint
 from models.checkpoint import (
     discard_epochs_after,
@@ -30,20 +30,6 @@ from models.checkpoint import (
 )
 from models.data import build_typing_dataset
 from models.train import train_typing
-
-
-def _helpers():
-    name = "models_typing_data"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("typing_data.py")
-        )
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-td = _helpers()
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +62,16 @@ def test_training_reduces_the_loss_and_writes_checkpoints_and_report(full_run, s
     assert metrics["n_windows"] == sum(len(t[1]) for t in td.ground_truth_keys(session))
     assert metrics["n_dropped_invalid"] == 0 and "test_cer_conv" in metrics
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "epoch_0002.pt", "epoch_0003.pt",
-    ]  # fmt: skip
+        "epoch_0002.pt",
+        "epoch_0003.pt",
+    ]
     report = Path(metrics["paths"]["report"])
     assert {p.name for p in report.parent.iterdir()} == {
-        "report.html", "learning_curves.png", "confusion.png", "sentence_cer.png",
-    }  # fmt: skip
+        "report.html",
+        "learning_curves.png",
+        "confusion.png",
+        "sentence_cer.png",
+    }
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 3 and "Test sentences" in page
     assert not (out / "manifest.json").exists()  # export=False
@@ -173,8 +163,12 @@ def test_bundle_loads_and_its_graphs_match_the_trained_model(tmp_path, session):
     assert set(manifest["graphs"]) == {"keystroke", "sentence"} and bundle.task == "typing"
     assert manifest["name"] == "tiny-eeg" and manifest["arch"] == "brain2qwerty_v1"
     assert manifest["window"] == {
-        "tmin": -0.2, "tmax": 0.3, "sfreq": 50.0, "baseline": [None, 0.0], "clamp": 5.0,
-    }  # fmt: skip
+        "tmin": -0.2,
+        "tmax": 0.3,
+        "sfreq": 50.0,
+        "baseline": [None, 0.0],
+        "clamp": 5.0,
+    }
     assert len(manifest["classes"]) == 29 and manifest["decoding"] == {"top_k": 5, "beam_width": 30}
     assert manifest["subject"] == {"n_subjects": 1, "default": 0, "labels": ["0"]}
     assert manifest["metrics"]["test_cer"] == metrics["test_cer"]
@@ -193,9 +187,10 @@ def test_bundle_loads_and_its_graphs_match_the_trained_model(tmp_path, session):
     with torch.no_grad():
         expected = model.classify_keystrokes(torch.from_numpy(windows), torch.from_numpy(subject))
         sentence_logits = model(
-            torch.from_numpy(windows)[None], torch.zeros(1, dtype=torch.long),
+            torch.from_numpy(windows)[None],
+            torch.zeros(1, dtype=torch.long),
             torch.ones(1, len(windows), dtype=torch.bool),
-        )  # fmt: skip
+        )
     np.testing.assert_allclose(conv_logits, expected.numpy(), atol=1e-4)
     sentence = ort.InferenceSession(str(bundle.graph_path("sentence")))
     (logits,) = sentence.run(
@@ -258,7 +253,7 @@ def test_small_decodes_simulated_meg_well_below_chance(tmp_path):
 def test_cli_parser_does_not_import_torch():
     code = (
         "import argparse, sys\n"
-        "from bci_app.cli_decoders import add_train_export_commands\n"
+        "from bci_app.cli.train import add_train_export_commands\n"
         "parser = argparse.ArgumentParser()\n"
         "add_train_export_commands(parser.add_subparsers())\n"
         "parser.parse_args(['train', 'typing', 'a.xdf', '--out', 'b'])\n"

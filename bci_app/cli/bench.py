@@ -1,0 +1,290 @@
+"""``bci-app bench``: latency certification of the live path on a simulated 306-channel session.
+
+Three measurements, each printed as percentiles or ratios measured in this one run:
+
+1. Replay at 1x: a simulated MEG typing session is played to LSL in real time and decoded by a
+   :class:`~bci_app.live.session.LiveSession` with the bundle: per-stage latency p50/p95/p99/max
+   (sample time -> pulled -> preprocessed -> windowed -> inferred -> decoded -> emitted), and
+   whether the stream lag grows over the session (slope of lag against time).
+2. Replay at ``max`` speed of the same session: throughput as a multiple of real time.
+3. Inference per keystroke window: onnxruntime vs torch eager on the same model and input
+   (needs torch; a ``small`` Brain2Qwerty v1 built and exported here), and CUDA vs CPU provider
+   where onnxruntime offers CUDA (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pylsl
+
+from acquisition.markers import MarkerSource
+from acquisition.stream import StreamSource
+from bci_app.decoders.bundle import Bundle
+from bci_app.decoders.runtime import OnnxRuntime
+from bci_app.live.session import LiveSession
+from bci_app.typing.keystroke import open_decoder
+
+
+def _session_file(directory: Path, seconds: float, bundle: Bundle) -> Path:
+    from acquisition.simulator import Simulator
+    from acquisition.xdf import write_recording
+
+    recs = bundle.manifest.get("provenance", {}).get("recordings", [])
+    sim = recs[0].get("simulator", {}) if recs else {}
+    rec = Simulator(
+        "meg", "typing", snr=sim.get("snr", 2.0), subject=sim.get("subject", 0), seed=555
+    ).generate(seconds)
+    path = directory / "bench_session_raw.fif"
+    write_recording(rec, path)
+    return path
+
+
+def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> dict:
+    """Decode a replay of ``path``; return wall time, session summary and lag samples.
+
+    The player runs in its own process (``bci-app replay``), as an amplifier would, and the
+    decoder is loaded before it starts: the wall time runs from the first sample pushed to the
+    last one decoded.
+    """
+    source_id = f"bench-{uuid.uuid4().hex[:8]}"
+    decoder = open_decoder(bundle, provider=provider)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bci_app.cli.main",
+        "replay",
+        str(path),
+        "--speed",
+        str(speed),
+        "--linger",
+        "600",
+    ]
+    player = subprocess.Popen(
+        [*cmd, "--source-id", source_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    lags = []
+    try:
+        with (
+            MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
+            StreamSource(source_id=source_id, bufsize=max(120.0, n_times / 1e3)) as source,
+        ):
+            session = LiveSession(bundle, source, markers, text_outlet=False, decoder=decoder)
+            with session:
+                t0 = None
+                last_progress, seen = time.monotonic(), 0
+                while session.pipeline.n_processed < n_times:
+                    if player.poll() not in (None, 0):
+                        raise RuntimeError(f"the replay process failed: {player.stderr.read()}")
+                    if session.pipeline.n_processed != seen:
+                        last_progress, seen = time.monotonic(), session.pipeline.n_processed
+                    elif time.monotonic() - last_progress > 10:
+                        raise RuntimeError(f"the replay stalled after {seen} of {n_times} samples")
+                    h = source.health()
+                    if t0 is None and h.n_samples:
+                        # the player stamps sample 0 with the clock at its first push
+                        t0 = float(source.buffer.read_since(0)[1][0])
+                    if np.isfinite(h.lag_s) and t0 is not None:
+                        lags.append((pylsl.local_clock() - t0, h.lag_s))
+                    time.sleep(0.01 if speed == "max" else 0.25)
+                wall = pylsl.local_clock() - t0
+                time.sleep(1.0)  # the last windows complete after the data ends
+            summary = session.stop()
+    finally:
+        player.terminate()
+        player.communicate(timeout=20)
+    return {"wall_s": wall, "summary": summary, "lags": np.array(lags)}
+
+
+def _lag_slope(lags: np.ndarray) -> float:
+    """Growth of the stream lag in ms per minute (least squares, after the first 5 s)."""
+    lags = lags[lags[:, 0] > 5.0] if len(lags) else lags
+    if len(lags) < 4:
+        return float("nan")
+    slope = np.polyfit(lags[:, 0], lags[:, 1], 1)[0]
+    return float(slope * 1e3 * 60)
+
+
+def _inference(bundle: Bundle, provider: str, n: int) -> dict:
+    """Per-window inference: ORT (bundle graph) vs torch eager on a same-shaped model."""
+    n_ch = bundle.channels.n_channels
+    window = bundle.manifest["window"]
+    n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
+    x = np.random.default_rng(0).standard_normal((1, n_ch, n_times)).astype(np.float32)
+    subject = np.zeros(1, dtype=np.int64)
+    out: dict = {}
+    rt = OnnxRuntime(bundle.graph_path("keystroke"), provider=provider, threads=1)
+    times = rt.benchmark({"x": x, "subject": subject}, n=n)
+    out["ort_bundle"] = _pcts(times) | {"provider": rt.provider}
+    try:
+        import torch
+
+        from models.brain2qwerty import KeystrokeGraph
+        from models.export import export_model
+        from models.registry import build_model
+    except ImportError:
+        out["torch"] = "skipped: torch is not installed (pip install 'bci-app[train]')"
+        return out
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    positions = bundle.channels.positions
+    n_subjects = int(bundle.manifest.get("subject", {}).get("n_subjects", 1))
+    arch, config = bundle.manifest["arch"], bundle.manifest["model_config"]
+    model = build_model(arch, config, n_ch, positions, n_subjects).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        export_model(model, tmp)
+        same = OnnxRuntime(Path(tmp) / "keystroke.onnx", provider="cpu", threads=1)
+        ort_times = same.benchmark({"x": x, "subject": subject}, n=n)
+    xt, st = torch.from_numpy(x), torch.from_numpy(subject)
+    graph = KeystrokeGraph(model).eval()  # exactly what the keystroke ONNX graph computes
+    eager = np.empty(n)
+    with torch.inference_mode():
+        for _ in range(10):
+            graph(xt, st)
+        for i in range(n):
+            t0 = time.perf_counter()
+            graph(xt, st)
+            eager[i] = time.perf_counter() - t0
+    out["same_model"] = {
+        "ort_cpu": _pcts(ort_times),
+        "torch_eager": _pcts(eager),
+        "ratio_eager_over_ort_p50": float(np.median(eager) / np.median(ort_times)),
+    }
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        cuda = OnnxRuntime(bundle.graph_path("keystroke"), provider="cuda")
+        cuda_times = cuda.benchmark({"x": x, "subject": subject}, n=n)
+        out["cuda_vs_cpu"] = {"cuda": _pcts(cuda_times), "provider": cuda.provider}
+    else:
+        out["cuda_vs_cpu"] = "skipped: onnxruntime offers no CUDAExecutionProvider here"
+    return out
+
+
+def _pcts(seconds: np.ndarray) -> dict:
+    p50, p99 = np.percentile(seconds * 1e3, [50, 99])
+    return {"p50_ms": float(p50), "p99_ms": float(p99), "n": len(seconds)}
+
+
+def run_bench(
+    bundle: Bundle,
+    *,
+    seconds: float,
+    realtime_s: float,
+    provider: str,
+    n: int,
+    max_seconds: float | None = None,
+) -> dict:
+    """Run the three measurements; return a JSON-friendly dict.
+
+    ``max_seconds`` limits the part replayed at max speed (the LSL outlet buffers 360 s of data,
+    so a longer max-speed replay to a slower consumer would lose samples by design).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _session_file(Path(tmp), seconds, bundle)
+        duration = min(seconds, max_seconds or seconds)
+        n_times = round(duration * bundle.sfreq)
+        fast_path = path if duration >= seconds else _trim(path, Path(tmp), duration, "fast")
+        fast = _replay(fast_path, n_times, bundle, "max", provider)
+        live = None
+        if realtime_s > 0:
+            short = path if realtime_s >= seconds else _trim(path, Path(tmp), realtime_s, "1x")
+            n_short = min(round(seconds * bundle.sfreq), round(realtime_s * bundle.sfreq))
+            live = _replay(short, n_short, bundle, 1, provider)
+    result = {
+        "bundle": bundle.name,
+        "host_cpus": __import__("os").cpu_count(),
+        "max_speed": {
+            "recording_s": duration,
+            "wall_s": round(fast["wall_s"], 2),
+            "x_real_time": round(duration / fast["wall_s"], 1),
+            "windows": fast["summary"]["windows"],
+            "latency_ms": fast["summary"]["latency_ms"],
+        },
+        "inference": _inference(bundle, provider, n),
+    }
+    if live is not None:
+        result["realtime"] = {
+            "recording_s": min(realtime_s, seconds),
+            "windows": live["summary"]["windows"],
+            "sentences": live["summary"]["sentences"],
+            "latency_ms": live["summary"]["latency_ms"],
+            "lag_ms_p50": float(np.median(live["lags"][:, 1]) * 1e3) if len(live["lags"]) else None,
+            "lag_growth_ms_per_min": _lag_slope(live["lags"]),
+            "dropped_samples": live["summary"]["dropped_samples"],
+        }
+    result["clock"] = pylsl.local_clock()
+    return result
+
+
+def _trim(path: Path, directory: Path, seconds: float, label: str) -> Path:
+    from acquisition.io import read_recording
+    from acquisition.recording import Recording
+    from acquisition.xdf import write_recording
+
+    rec = read_recording(path)
+    n = int(seconds * rec.sfreq)
+    short = Recording(
+        rec.data[:n],
+        rec.timestamps[:n],
+        rec.sfreq,
+        rec.channels,
+        [m for m in rec.markers if m.timestamp < rec.timestamps[n - 1]],
+        name=rec.name,
+        source_id=rec.source_id,
+    )
+    out = directory / f"bench_{label}_raw.fif"
+    write_recording(short, out)
+    return out
+
+
+def format_bench(result: dict) -> str:
+    """Human-readable report."""
+    lines = [f"bci-app bench: bundle '{result['bundle']}', {result['host_cpus']} CPU(s)"]
+    fast = result["max_speed"]
+    lines.append(
+        f"\nmax-speed replay: {fast['recording_s']:.0f} s of 306 ch x 1 kHz pushed and decoded in "
+        f"{fast['wall_s']:.1f} s = {fast['x_real_time']}x real time ({fast['windows']} windows)"
+    )
+    if "realtime" in result:
+        rt = result["realtime"]
+        lines.append(
+            f"\n1x replay ({rt['recording_s']:.0f} s, {rt['windows']} keystrokes, "
+            f"{rt['sentences']} sentences, {rt['dropped_samples']} dropped samples):"
+        )
+        lines += [_stage_line(k, v) for k, v in rt["latency_ms"].items()]
+        growth = rt["lag_growth_ms_per_min"]
+        lines.append(f"  stream lag p50 {rt['lag_ms_p50']:.1f} ms, growth {growth:+.2f} ms/min")
+    inf = result["inference"]
+    b = inf["ort_bundle"]
+    lines.append(
+        f"\nkeystroke graph of the bundle on {b['provider']}: p50 {b['p50_ms']:.3f} ms, "
+        f"p99 {b['p99_ms']:.3f} ms"
+    )
+    same = inf.get("same_model")
+    if isinstance(same, dict):
+        lines.append(
+            f"same model, same input (1 thread): onnxruntime p50 {same['ort_cpu']['p50_ms']:.3f} "
+            f"ms vs torch eager p50 {same['torch_eager']['p50_ms']:.3f} ms -> eager/ORT = "
+            f"{same['ratio_eager_over_ort_p50']:.2f}x"
+        )
+    else:
+        lines.append(str(inf.get("torch")))
+    cuda = inf.get("cuda_vs_cpu")
+    lines.append(
+        str(cuda) if isinstance(cuda, str) else f"CUDA: p50 {cuda['cuda']['p50_ms']:.3f} ms"
+    )
+    return "\n".join(lines)
+
+
+def _stage_line(stage: str, s: dict) -> str:
+    return (
+        f"  {stage:<22} p50 {s['p50_ms']:7.2f}  p95 {s['p95_ms']:7.2f}  p99 {s['p99_ms']:7.2f}  "
+        f"max {s['max_ms']:7.2f} ms"
+    )

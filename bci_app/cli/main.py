@@ -1,0 +1,415 @@
+"""The ``bci-app`` command line: streams, simulate, record, replay, convert, run, lm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bci_app.cli.speech import add_speech_commands
+from bci_app.cli.train import add_evaluate_command, add_train_export_commands
+
+logger = logging.getLogger("bci_app")
+
+
+class CLIError(Exception):
+    """A user error: printed as one message, exit status 2, no traceback."""
+
+
+def _stop_event() -> threading.Event:
+    """Return an event set by Ctrl-C / SIGTERM, so long commands shut down cleanly."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+def _wait(stop: threading.Event, duration: float | None, done: Callable[[], bool] | None = None):
+    """Block until Ctrl-C, ``duration`` seconds, or ``done()`` is true."""
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.is_set():
+        if deadline is not None and time.monotonic() >= deadline:
+            return
+        if done is not None and done():
+            return
+        stop.wait(0.1)
+
+
+def _speed(value: str) -> float | str:
+    if value == "max":
+        return "max"
+    try:
+        speed = float(value.rstrip("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid speed {value!r}: use a positive number (1, 10, 2.5) or 'max'"
+        ) from None
+    if speed <= 0:
+        raise argparse.ArgumentTypeError(f"invalid speed {value!r}: it must be > 0 or 'max'")
+    return speed
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_streams(args: argparse.Namespace) -> int:
+    """List the LSL streams visible on the network."""
+    import pylsl
+
+    infos = pylsl.resolve_streams(wait_time=args.timeout)
+    rows = [
+        {
+            "name": i.name(),
+            "type": i.type(),
+            "channels": i.channel_count(),
+            "sfreq": i.nominal_srate(),
+            "format": i.channel_format(),
+            "source_id": i.source_id(),
+            "hostname": i.hostname(),
+        }
+        for i in infos
+    ]
+    rows.sort(key=lambda r: (r["name"], r["source_id"]))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"No LSL stream found within {args.timeout:g} s.")
+        return 0
+    fmt = "{:<28} {:<10} {:>8} {:>10}  {}"
+    print(fmt.format("name", "type", "channels", "sfreq", "source_id"))
+    for r in rows:
+        print(fmt.format(r["name"], r["type"], r["channels"], f"{r['sfreq']:g}", r["source_id"]))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Stream a simulated session live, or write it to a recording."""
+    from acquisition.simulator import Simulator, SimulatorStream
+
+    sim = Simulator(args.modality, args.task, snr=args.snr, seed=args.seed)
+    if args.out:
+        from acquisition.xdf import write_recording
+
+        if args.duration is None:
+            raise CLIError("--out needs --duration: say how many seconds to simulate.")
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise CLIError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+        rec = sim.generate(args.duration, progress=True)
+        write_recording(rec, out, overwrite=args.overwrite)
+        n_keys = len(rec.markers_of("key"))
+        n_words = len(rec.markers_of("word"))
+        print(
+            f"Wrote {rec.duration:.1f} s of {args.modality} {args.task} "
+            f"({rec.channels.n_channels} ch, {rec.sfreq:g} Hz, {n_keys} keystrokes, "
+            f"{n_words} words) to {out}"
+        )
+        if args.task == "listening":
+            from acquisition.simulator.listening import write_stimulus_audio
+
+            stim_dir = out.with_name(out.name.split(".")[0] + "_stimuli")
+            files = write_stimulus_audio(rec.meta["ground_truth"], stim_dir)
+            print(f"Wrote the heard audio ({len(files)} files) to {stim_dir}")
+        return 0
+    stop = _stop_event()
+    name = args.name or f"bci-app-sim-{args.modality}"
+    with SimulatorStream(sim, name=name, source_id=args.source_id or name):
+        print(
+            f"Streaming '{name}' ({args.modality}, {args.task}) and '{name}-markers' to LSL; "
+            "Ctrl-C to stop.",
+            flush=True,
+        )
+        _wait(stop, args.duration)
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Record LSL streams to XDF."""
+    import pylsl
+
+    from acquisition.recorder import Recorder
+
+    infos = pylsl.resolve_streams(wait_time=args.timeout)
+    if args.stream:
+        wanted = set(args.stream)
+        picked = [i for i in infos if {i.name(), i.source_id(), i.type()} & wanted]
+        missing = wanted - {v for i in picked for v in (i.name(), i.source_id(), i.type())}
+        if missing:
+            seen = ", ".join(sorted(i.name() for i in infos)) or "none"
+            raise CLIError(
+                f"Stream(s) {sorted(missing)} not found (visible: {seen}). "
+                "Start them or check the names with 'bci-app streams'."
+            )
+    else:
+        picked = infos
+    if not picked:
+        raise CLIError("No LSL stream to record. Start one (e.g. 'bci-app simulate') first.")
+    stop = _stop_event()
+    with Recorder(args.out, picked) as rec:
+        print(
+            f"Recording {len(picked)} stream(s) to {args.out}: "
+            + ", ".join(i.name() for i in picked)
+            + "; Ctrl-C to stop.",
+            flush=True,
+        )
+        _wait(stop, args.duration)
+    print(f"Saved {args.out} ({rec.summary() if hasattr(rec, 'summary') else 'closed'})")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Stream a recording to LSL as if live."""
+    from acquisition.player import Player
+
+    path = Path(args.file)
+    if not path.exists() and "://" not in args.file:
+        raise CLIError(f"File not found: {args.file}")
+    stop = _stop_event()
+    with Player(
+        args.file,
+        speed=args.speed,
+        loop=args.loop,
+        name=args.name,
+        source_id=args.source_id,
+        wait_for_consumer=not args.no_wait,
+    ) as player:
+        print(
+            f"Replaying {args.file} at speed {args.speed} as '{player.name}' "
+            f"(+ '{player.name}-markers'); Ctrl-C to stop.",
+            flush=True,
+        )
+        _wait(stop, args.duration, done=player.done.is_set)
+        if player.done.is_set() and args.linger > 0:
+            # LSL delivers what is queued only while the outlet lives: give consumers the tail
+            print(f"End of recording; outlets stay open {args.linger:g} s.", flush=True)
+            _wait(stop, args.linger)
+    print(f"Sent {player.n_samples_sent} samples.")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Convert a recording to FIF or BIDS."""
+    from acquisition.convert import convert
+
+    result = convert(args.input, args.output, subject=args.subject, task=args.task)
+    print(f"Wrote {result}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Live processing of a stream (built-in default: a simulated MEG typing stream)."""
+    from bci_app.cli.run import run_live
+
+    stop = _stop_event()
+    return run_live(args, stop)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open the window (PyQt6); its own options follow ``gui``."""
+    from gui.app import main as gui_main
+
+    return gui_main(args.gui_args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Latency certification of the live path."""
+    from bci_app.decoders.bundle import load_bundle
+    from bci_app.decoders.shipped import TYPING_BUNDLE
+    from bci_app.cli.bench import format_bench, run_bench
+
+    bundle = load_bundle(args.bundle or TYPING_BUNDLE)
+    result = run_bench(
+        bundle,
+        seconds=args.seconds,
+        realtime_s=args.realtime_seconds,
+        provider=args.provider,
+        n=args.repeats,
+        max_seconds=args.max_seconds,
+    )
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    return 0
+
+
+def cmd_lm_train(args: argparse.Namespace) -> int:
+    """Train a character n-gram language model."""
+    from bci_app.lm.model import train_lm_cli
+
+    stats = train_lm_cli(args.corpus, args.order, args.out)
+    print(
+        json.dumps(stats, indent=2)
+        if args.json
+        else "\n".join(f"{k}: {v}" for k, v in stats.items())
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``bci-app``."""
+    parser = argparse.ArgumentParser(
+        prog="bci-app",
+        description="Real-time BCI: MEG/EEG/iEEG from LSL to decoded text.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("streams", help="list LSL streams")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_streams)
+
+    p = sub.add_parser("simulate", help="stream a simulated session, or write it to a file")
+    p.add_argument("--modality", choices=["eeg", "meg", "ieeg"], default="meg")
+    p.add_argument("--task", choices=["typing", "listening"], default="typing")
+    p.add_argument("--snr", type=float, default=1.0, help="evoked/background RMS ratio")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--out", help="write a recording (.xdf or .fif) instead of streaming")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--name", help="LSL stream name (default bci-app-sim-MODALITY)")
+    p.add_argument("--source-id", help="LSL source_id (default: the name)")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("record", help="record LSL streams to XDF")
+    p.add_argument("out", help="output .xdf file")
+    p.add_argument(
+        "--stream",
+        action="append",
+        help="name, type or source_id (repeatable; default: every visible stream)",
+    )
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look for streams")
+    p.set_defaults(func=cmd_record)
+
+    p = sub.add_parser("replay", help="stream a recording (XDF, FIF, EDF, BDF, ...) to LSL")
+    p.add_argument("file")
+    p.add_argument("--speed", type=_speed, default=1.0, help="1 (real time), N, or max")
+    p.add_argument("--name", help="LSL stream name (default: from the file)")
+    p.add_argument("--source-id", help="LSL source_id (default: derived from the name)")
+    p.add_argument("--loop", action="store_true", help="start over at the end")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--linger", type=float, default=5.0, help="seconds the outlets stay open after the end"
+    )
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="start at once instead of holding the first sample until a consumer connects",
+    )
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("convert", help="convert a recording (XDF) to FIF or BIDS")
+    p.add_argument("input")
+    p.add_argument("output", help="OUT.fif, or a directory for BIDS")
+    p.add_argument("--subject", default="01", help="BIDS subject label (default 01)")
+    p.add_argument("--task", default="typing", help="BIDS task label (default typing)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("run", help="decode live (default: simulated MEG typing + shipped decoder)")
+    p.add_argument(
+        "--task",
+        choices=["typing", "listening"],
+        default="typing",
+        help="default bundle and simulator: typing-meg-small, or speech-meg-small (listening)",
+    )
+    p.add_argument("--bundle", help="decoder bundle (default: the shipped one of --task)")
+    p.add_argument(
+        "--recenter",
+        action="store_true",
+        help="speech: scaler statistics follow the last 2 min of signal (drift re-centering)",
+    )
+    p.add_argument("--stream", help="data stream name or source_id (default: start a simulator)")
+    p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per event")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument("--record", metavar="OUT.xdf", help="record data, markers and text to XDF")
+    p.add_argument("--log", metavar="LOG.jsonl", help="append every text event to a JSONL log")
+    p.add_argument("--seed", type=int, default=1000, help="seed of the built-in simulator")
+    p.add_argument(
+        "--no-decoder", action="store_true", help="only preprocess and window (no bundle)"
+    )
+    p.add_argument(
+        "--calibration", type=float, default=5.0, help="--no-decoder: seconds to fit the scaler"
+    )
+    p.set_defaults(func=cmd_run)
+
+    # every word after `gui` (its --help too) goes to the window's own parser: "+" is a prefix
+    # no option uses, so argparse leaves "--simulate meg" to the remainder
+    p = sub.add_parser(
+        "gui",
+        help="open the window: scope, decoded text, health, calibration, replay (gui --help)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    p.add_argument("gui_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_gui)
+
+    p = sub.add_parser("bench", help="latency certification on a simulated 306-ch MEG session")
+    p.add_argument("--bundle", help="typing bundle (default: the shipped typing-meg-small)")
+    p.add_argument("--seconds", type=float, default=120.0, help="simulated session length")
+    p.add_argument(
+        "--realtime-seconds", type=float, default=60.0, help="part replayed at 1x (0: skip)"
+    )
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument(
+        "--max-seconds", type=float, default=300.0, help="part replayed at max speed (<= 360)"
+    )
+    p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    add_train_export_commands(sub)
+    add_evaluate_command(sub)
+    add_speech_commands(sub)
+
+    lm = sub.add_parser("lm", help="character language model")
+    lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
+    p = lm_sub.add_parser("train", help="train a character n-gram LM from a text corpus")
+    p.add_argument("corpus")
+    p.add_argument("--order", type=int, default=6)
+    p.add_argument("--out", required=True, help="output LM file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lm_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bci-app`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except CLIError as err:
+        print(f"bci-app {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as err:
+        logger.debug("command failed", exc_info=True)
+        print(f"bci-app {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Character language model: n-gram counts with Kneser-Ney smoothing, its file format, the
+KenLM adapter and the beam searches that fuse it with brain posteriors.
+"""

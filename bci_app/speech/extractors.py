@@ -1,0 +1,165 @@
+"""Audio feature extractors of the speech decoder: log-mel (built in) or a local pretrained model.
+
+The speech decoder's audio side turns each heard 3 s segment into a ``(n_features, n_frames)``
+array framed at the brain data's rate (frame ``k`` of a segment starting at ``s`` is centred on
+``s + k / frame_rate``). Two extractors give such arrays:
+
+- :class:`LogMelFeatures` (default, numpy/scipy, :mod:`bci_app.speech.audio`);
+- :class:`bci_app.speech.pretrained.PretrainedAudioFeatures`: a wav2vec2-style speech model
+  (wav2vec 2.0, HuBERT, WavLM, data2vec-audio) that the user keeps on disk as a Hugging Face
+  checkpoint folder, read with ``transformers`` and torch, never downloaded.
+
+A bundle records its extractor in the manifest (``audio_features``; old bundles only have
+``mel``); :func:`features_from_manifest` rebuilds it for ``bci-app evaluate`` and
+``bci-app candidates add``. Live decoding never needs it: the bundle's candidate embeddings are
+computed once, so the live path stays torch-free whichever extractor trained the bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from bci_app.speech.audio import AUDIO_RATE, MelConfig, as_mono, log_mel, mel_segments
+
+
+class AudioFeatures(ABC):
+    """Audio segments -> features ``(n_segments, n_features, n_frames)`` at the brain's rate."""
+
+    #: Name stored in the manifest (``audio_features.kind``).
+    kind: str = ""
+
+    @property
+    @abstractmethod
+    def n_features(self) -> int:
+        """Feature rows per frame (mel bands, or the model's hidden size)."""
+
+    @property
+    @abstractmethod
+    def frame_rate(self) -> float:
+        """Frames per second of the features (the brain data's rate)."""
+
+    @abstractmethod
+    def segments(self, audio: np.ndarray, starts_s: np.ndarray, n_frames: int) -> np.ndarray:
+        """Features of the segments of ``audio`` starting at ``starts_s`` (seconds).
+
+        Parameters
+        ----------
+        audio : array (n_samples,)
+            Mono audio at :data:`~bci_app.speech.audio.AUDIO_RATE`; sample 0 is at time 0.
+            Audio before 0 or past the end counts as silence.
+        starts_s : array (n_segments,)
+            Start of each segment (s); may be negative.
+        n_frames : int
+            Frames per segment.
+
+        Returns
+        -------
+        array (n_segments, n_features, n_frames) float32
+        """
+
+    @abstractmethod
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest entry (``kind`` plus what rebuilds this extractor)."""
+
+
+class LogMelFeatures(AudioFeatures):
+    """Log-mel spectrogram features (the default; no model, no torch).
+
+    Parameters
+    ----------
+    config : MelConfig
+        Mel parameters (bands, FFT, frame rate).
+    """
+
+    kind = "log_mel"
+
+    def __init__(self, config: MelConfig) -> None:
+        self.config = config
+
+    @property
+    def n_features(self) -> int:
+        """Mel bands."""
+        return self.config.n_mels
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second."""
+        return self.config.frame_rate
+
+    def segments(self, audio: np.ndarray, starts_s: np.ndarray, n_frames: int) -> np.ndarray:
+        """Cut segments from one log-mel of the whole ``audio`` (computed once)."""
+        audio = as_mono(audio)
+        total = int(len(audio) / self.config.audio_rate * self.config.frame_rate)
+        full = log_mel(audio, self.config, n_frames=total)
+        return mel_segments(full, np.asarray(starts_s, dtype=float), self.frame_rate, n_frames)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"kind": "log_mel", **MelConfig}``."""
+        return {"kind": self.kind, **self.config.to_dict()}
+
+
+def make_features(
+    frame_rate: float,
+    n_mels: int,
+    audio_model: str | os.PathLike | None = None,
+    layers: list[int] | None = None,
+    device: str = "cpu",
+) -> AudioFeatures:
+    """The extractor of a training run: log-mel, or the local model at ``audio_model``."""
+    if audio_model is None:
+        if layers:
+            raise ValueError(
+                "Invalid value for 'audio_layers': layers pick hidden states of a pretrained "
+                "model; give the model with --audio-model DIR, or leave --audio-layers out."
+            )
+        return LogMelFeatures(MelConfig(frame_rate=frame_rate, n_mels=n_mels))
+    from bci_app.speech.pretrained import PretrainedAudioFeatures
+
+    return PretrainedAudioFeatures(audio_model, layers=layers, frame_rate=frame_rate, device=device)
+
+
+def features_from_manifest(
+    manifest: dict[str, Any], audio_model: str | os.PathLike | None = None, device: str = "cpu"
+) -> AudioFeatures:
+    """Rebuild the extractor a speech bundle (or checkpoint description) was trained with.
+
+    Parameters
+    ----------
+    manifest : dict
+        Bundle manifest or checkpoint description (``audio_features``, or ``mel`` alone).
+    audio_model : path | None
+        Where the pretrained model lives now, if it moved since training (its fingerprint must
+        match the one recorded).
+    device : str
+        torch device of a pretrained model.
+    """
+    spec = manifest.get("audio_features") or {"kind": "log_mel", **manifest["mel"]}
+    kind = spec.get("kind")
+    if kind == LogMelFeatures.kind:
+        if audio_model is not None:
+            raise ValueError(
+                f"Invalid value for 'audio_model': {audio_model}; this bundle's audio features are "
+                "log-mel spectrograms, not a pretrained model. Leave --audio-model out."
+            )
+        return LogMelFeatures(MelConfig.from_dict({k: v for k, v in spec.items() if k != "kind"}))
+    if kind == "pretrained":
+        from bci_app.speech.pretrained import PretrainedAudioFeatures
+
+        return PretrainedAudioFeatures.from_dict(spec, audio_model, device=device)
+    raise ValueError(
+        f"Invalid bundle: unknown audio feature kind {kind!r} (this bci-app knows 'log_mel' and "
+        "'pretrained'). Update bci-app or retrain the bundle."
+    )
+
+
+__all__ = [
+    "AUDIO_RATE",
+    "AudioFeatures",
+    "LogMelFeatures",
+    "features_from_manifest",
+    "make_features",
+]

@@ -1,0 +1,283 @@
+"""Brain2Qwerty v1 typing decoder over a bundle: keystroke windows in, text events out.
+
+Live decoding and offline evaluation use one code path. Per keystroke, :class:`TypingDecoder`
+runs the ``keystroke`` graph once on the new window (embedding + conv-only logits), then the
+``sentence`` graph over the embeddings of the sentence so far. The sentence transformer is
+bidirectional, so every new keystroke changes the posteriors of the earlier ones. Two ways to
+keep the live hypothesis (``live_beam``), with the same committed text:
+
+- ``"incremental"`` (default): the LM beam advances one keystroke at a time with the newest
+  keystroke's posteriors (bounded cost per keystroke, ~60 us for the beam step);
+- ``"full"``: the beam is re-run over all keystrokes of the sentence with the latest posteriors
+  (~55 us per keystroke of the sentence: under 5 ms for 85 characters), so the live hypothesis
+  already uses every revision.
+
+At :meth:`TypingDecoder.end_sentence` the beam is (re-)run over the final posteriors of the whole
+sentence and closed with the LM's end-of-sentence score, so the committed text depends on the
+sentence's windows alone, not on the mode or on when hypotheses were asked for. Offline
+evaluation (:mod:`bci_app.typing.evaluate`) calls the same methods, so online == offline holds by
+construction.
+
+Per-character confidence is the posterior probability (after the transformer) of the decoded
+character at its keystroke; candidates are the ``top_k`` classes of the newest keystroke with
+their posteriors. The v2 (CTC) decoder is :class:`~bci_app.typing.ctc.CTCTypingDecoder`, and
+:func:`open_decoder` picks the right one for a bundle. Only numpy and onnxruntime are needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pylsl
+
+from bci_app.decoders.bundle import Bundle, load_bundle
+from bci_app.decoders.events import TextEvent
+from bci_app.lm.beam import KeystrokeBeamDecoder
+from bci_app.processing.windowing import Window
+from bci_app.typing.alphabet import DISPLAY_CHARS, N_CLASSES
+from bci_app.typing.common import (
+    CLASS_OF,
+    SentenceDecoderBase,
+    SentenceDecoding,
+    beam_candidates,
+    best_path,
+    check_typing_bundle,
+    key_class,
+    log_softmax,
+    make_windower,
+    preprocess_config,
+)
+from bci_app.typing.ctc import CTCTypingDecoder
+
+LIVE_BEAMS = ("incremental", "full")
+
+__all__ = [
+    "CTCTypingDecoder",
+    "SentenceDecoding",
+    "TypingDecoder",
+    "check_typing_bundle",
+    "key_class",
+    "make_windower",
+    "open_decoder",
+    "preprocess_config",
+]
+
+
+class TypingDecoder(SentenceDecoderBase):
+    """Brain2Qwerty v1 decoder: keystroke windows in, text events out (see module docstring).
+
+    Parameters
+    ----------
+    bundle : Bundle | path
+        A typing bundle of architecture ``brain2qwerty_v1``.
+    provider : "auto" | "cpu" | "cuda" | "tensorrt"
+        onnxruntime provider (checked; see :class:`~bci_app.decoders.runtime.OnnxRuntime`).
+    threads : int | None
+        onnxruntime intra-op threads (default :func:`~bci_app.decoders.runtime.default_threads`).
+    use_lm : bool
+        Fuse the bundle's character LM by beam search; without, the text is the transformer's
+        best path.
+    live_beam : "incremental" | "full"
+        How the live hypothesis follows the revised posteriors (module docstring); the
+        committed text is the same either way.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        provider: str = "auto",
+        threads: int | None = None,
+        use_lm: bool = True,
+        live_beam: str = "incremental",
+    ) -> None:
+        if live_beam not in LIVE_BEAMS:
+            raise ValueError(
+                f"Invalid value for 'live_beam': {live_beam!r}; use one of {LIVE_BEAMS}."
+            )
+        self.live_beam = live_beam
+        super().__init__(bundle, provider, use_lm, threads)
+        if self.arch != "brain2qwerty_v1":
+            raise ValueError(
+                f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; TypingDecoder "
+                "runs keystroke windows (brain2qwerty_v1). Use CTCTypingDecoder or open_decoder()."
+            )
+        window = self.bundle.manifest["window"]
+        self.n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
+        self._keystroke = self._graph("keystroke")
+        self.embedding_dim = int(self._keystroke.run(self._zero_window())["embedding"].shape[-1])
+        self._sentence = self._graph(
+            "sentence", {"embeddings": (1, 8, self.embedding_dim), "key_mask": (1, 8)}
+        )
+        self._runtimes = (self._keystroke, self._sentence)
+        self._beam = None
+        if self.lm is not None:
+            self._beam = KeystrokeBeamDecoder(
+                self.lm,
+                top_k=self.top_k,
+                beam_width=int(self.decoding.get("beam_width", 30)),
+                lm_weight=self.lm_weight,
+            )
+        self._embeddings = np.zeros((64, self.embedding_dim), np.float32)
+        self._conv = np.zeros((64, N_CLASSES))
+        self._times = np.zeros(64)
+        self.reset()
+
+    def _zero_window(self) -> dict[str, np.ndarray]:
+        window = np.zeros((1, self.n_channels, self.n_times), np.float32)
+        return {"x": window, "subject": self.subject}
+
+    def _clear(self) -> None:
+        self._n = 0
+        self._n_skipped = self._n_ignored = 0
+        self._log_probs = np.zeros((0, N_CLASSES))
+        self._hypothesis, self._confidence = "", ()
+        if self._beam is not None:
+            self._beam.reset()
+
+    def _n_items(self) -> int:
+        return self._n
+
+    @property
+    def n_keystrokes(self) -> int:
+        """Keystrokes decoded in the open sentence."""
+        return self._n
+
+    @property
+    def log_probs(self) -> np.ndarray:
+        """Latest transformer log-posteriors of the open sentence's keystrokes, (n_keys, 29)."""
+        return self._log_probs.copy()
+
+    def add_window(self, window: Window, stages: Mapping[str, float] | None = None):
+        """Decode a keystroke :class:`~bci_app.processing.windowing.Window`, or skip and count it.
+
+        Invalid windows (NaN stretches, gaps) and windows of keys without a class (see
+        :func:`key_class`) are skipped and counted in the sentence's ``n_skipped`` /
+        ``n_ignored``; the call then returns None. Live and offline decoding both use this.
+        """
+        if not self._open:
+            self.start_sentence()
+        if window.marker is not None and key_class(window.marker.value) is None:
+            self._n_ignored += 1
+            return None
+        if not window.valid:
+            self._n_skipped += 1
+            return None
+        timestamp = window.t_complete if window.marker is None else window.marker.timestamp
+        return self.add_keystroke(window.data, timestamp, stages)
+
+    def add_keystroke(
+        self, window_data: np.ndarray, timestamp: float, stages: Mapping[str, float] | None = None
+    ) -> TextEvent:
+        """Decode one keystroke window ``(n_channels, n_times)``; return a ``keystroke`` event.
+
+        Opens a sentence if none is open. ``stages`` (stage -> LSL clock time) is copied into the
+        event, with ``inferred`` (graphs done) and ``decoded`` (beam done) added.
+        """
+        data = self._check_window(window_data)
+        if not self._open:
+            self.start_sentence()
+        out = self._keystroke.run({"x": data[None], "subject": self.subject})
+        self._append(out["embedding"][0], log_softmax(out["conv_logits"][0]), timestamp)
+        feeds = {
+            "embeddings": self._embeddings[None, : self._n],
+            "key_mask": np.ones((1, self._n), dtype=bool),
+        }
+        self._log_probs = log_softmax(self._sentence.run(feeds)["logits"][0])
+        stages = dict(stages or {})
+        stages["inferred"] = pylsl.local_clock()
+        self._hypothesis = self._decode_text(final=False)
+        self._confidence = self._text_confidence(self._hypothesis)
+        newest = self._log_probs[-1]
+        top = np.argsort(-newest, kind="stable")[: self.top_k]
+        candidates = [(DISPLAY_CHARS[i], float(np.exp(newest[i]))) for i in top.tolist()]
+        return self._event(
+            "keystroke", self._hypothesis, self._confidence, candidates, timestamp, stages
+        )
+
+    def _check_window(self, window_data: np.ndarray) -> np.ndarray:
+        data = np.asarray(window_data)
+        if data.shape != (self.n_channels, self.n_times):
+            raise ValueError(
+                f"Invalid value for 'window_data': the decoder '{self.bundle.name}' takes windows "
+                f"of shape (n_channels, n_times) = ({self.n_channels}, {self.n_times}), got "
+                f"{data.shape}. Cut windows with make_windower(bundle) from the bundle's "
+                "preprocessing."
+            )
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise ValueError(
+                "Invalid value for 'window_data': it holds NaN or Inf. Skip invalid windows "
+                "(add_window() does, and counts them)."
+            )
+        return data
+
+    def _append(self, embedding: np.ndarray, conv: np.ndarray, timestamp: float) -> None:
+        if self._n == len(self._embeddings):
+            grow = len(self._embeddings)
+            self._embeddings = np.concatenate([self._embeddings, np.zeros_like(self._embeddings)])
+            self._conv = np.concatenate([self._conv, np.zeros((grow, N_CLASSES))])
+            self._times = np.concatenate([self._times, np.zeros(grow)])
+        self._embeddings[self._n], self._conv[self._n] = embedding, conv
+        self._times[self._n] = timestamp
+        self._n += 1
+
+    def _decode_text(self, final: bool) -> str:
+        """Best text of the open sentence: live (per ``live_beam``) or final (whole sentence)."""
+        if self._beam is None:
+            return best_path(self._log_probs)
+        if final or self.live_beam == "full":
+            if final and self.live_beam == "full" and self._beam.n_keystrokes == self._n:
+                return self._beam.finalize()  # the last keystroke already re-ran it
+            self._beam.reset()
+            for row in self._log_probs:
+                self._beam.step(row)
+            return self._beam.finalize() if final else self._beam.hypotheses(1)[0].text
+        self._beam.step(self._log_probs[-1])
+        return self._beam.hypotheses(1)[0].text
+
+    def _text_confidence(self, text: str) -> tuple[float, ...]:
+        classes = [CLASS_OF[c] for c in text]
+        return tuple(np.exp(self._log_probs[np.arange(len(classes)), classes]).tolist())
+
+    def end_sentence(
+        self, timestamp: float = math.nan, stages: Mapping[str, float] | None = None
+    ) -> TextEvent:
+        """Commit the open sentence; return its ``sentence_end`` event (final text, candidates).
+
+        The details (ablation texts, posteriors) are in :attr:`last_sentence`.
+        """
+        self._end_checks()
+        n = self._n
+        text, candidates = "", ()
+        if n:
+            text = self._decode_text(final=True)
+            if self._beam is not None:
+                candidates = beam_candidates(self._beam, self.top_k)
+        conv = self._conv[:n].copy()
+        variants = {"conv": best_path(conv), "transformer": best_path(self._log_probs)}
+        variants["lm"] = text
+        decoding = SentenceDecoding(
+            self._target,
+            text,
+            variants,
+            self._log_probs.copy(),
+            conv,
+            self._times[:n].copy(),
+            self._n_skipped,
+            self._n_ignored,
+            tuple(self._gaps),
+        )
+        return self._finish(decoding, candidates, timestamp, stages)
+
+
+def open_decoder(
+    bundle: Bundle | str | Path, *, provider: str = "auto", use_lm: bool = True
+) -> TypingDecoder | CTCTypingDecoder:
+    """Load a typing bundle and return the decoder of its architecture."""
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    cls = TypingDecoder if check_typing_bundle(bundle) == "brain2qwerty_v1" else CTCTypingDecoder
+    return cls(bundle, provider=provider, use_lm=use_lm)
