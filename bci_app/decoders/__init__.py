@@ -1,3 +1,3 @@
-"""Decoder bundles (ONNX graphs + manifest), the onnxruntime runtime, text events and the
+"""Decoder bundles (ONNX graphs + typed manifest), the onnxruntime runtime, text events and the
 shipped bundles' paths.
 """
