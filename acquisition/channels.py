@@ -1,14 +1,18 @@
-"""Channel metadata (names, types, units, positions) and its LSL ``StreamInfo`` form.
+"""Channel metadata (names, types, units, positions), its LSL ``StreamInfo`` form, and modality.
 
 LSL carries channel metadata in the stream header following the XDF meta-data conventions
 (``desc/channels/channel/{label,type,unit,location/{X,Y,Z}}``, locations in millimetres). This is
 the one place that reads and writes that layout, so the player, the simulator, the recorder and the
 stream source agree on it.
+
+It is also the one home of the modality rule (:func:`modality_of`, :attr:`ChannelSpec.modality`):
+which of MEG, iEEG and EEG a set of channel types records, and of the names of channel types and
+units that files spell in many ways (:func:`mne_channel_type`, :func:`si_unit`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +35,74 @@ KNOWN_TYPES = (
     "resp",
     "bio",
 )
+
+#: MNE channel types of the brain sensors of each modality. The order is the precedence when a
+#: recording mixes them: MEG systems also record EEG, and iEEG montages often add scalp EEG.
+MODALITY_TYPES = {"meg": ("mag", "grad"), "ieeg": ("seeg", "ecog", "dbs"), "eeg": ("eeg",)}
+#: LSL stream type of each modality (streams without brain sensors are ``"misc"``).
+MODALITY_STREAM_TYPES = {"meg": "MEG", "ieeg": "iEEG", "eeg": "EEG"}
+
+_TYPE_ALIASES = {
+    "meg": "mag",
+    "megmag": "mag",
+    "meggrad": "grad",
+    "megrefmag": "ref_meg",
+    "megrefgradm": "ref_meg",
+    "ieeg": "seeg",
+    "trigger": "stim",
+    "trig": "stim",
+}
+#: Unit spellings found in files, mapped to (SI unit, factor to SI).
+_UNIT_SCALES = {
+    "v": ("V", 1.0),
+    "volt": ("V", 1.0),
+    "volts": ("V", 1.0),
+    "mv": ("V", 1e-3),
+    "millivolt": ("V", 1e-3),
+    "millivolts": ("V", 1e-3),
+    "uv": ("V", 1e-6),
+    "µv": ("V", 1e-6),
+    "μv": ("V", 1e-6),
+    "microvolt": ("V", 1e-6),
+    "microvolts": ("V", 1e-6),
+    "nv": ("V", 1e-9),
+    "t": ("T", 1.0),
+    "tesla": ("T", 1.0),
+    "pt": ("T", 1e-12),
+    "ft": ("T", 1e-15),
+    "femtotesla": ("T", 1e-15),
+    "t/m": ("T/m", 1.0),
+    "ft/cm": ("T/m", 1e-13),
+    "ft/m": ("T/m", 1e-15),
+}
+
+
+def modality_of(types: Iterable[str]) -> str | None:
+    """Return the modality that channels of ``types`` record: ``"meg"``, ``"ieeg"`` or ``"eeg"``.
+
+    sEEG, ECoG and DBS channels are iEEG. When types of several modalities are present, MEG wins
+    over iEEG and iEEG over EEG (:data:`MODALITY_TYPES`). None when no brain sensor is present
+    (only stim, misc, EOG, ...).
+    """
+    present = {str(t).lower() for t in types}
+    for modality, brain_types in MODALITY_TYPES.items():
+        if present.intersection(brain_types):
+            return modality
+    return None
+
+
+def si_unit(unit: str) -> tuple[str, float]:
+    """Return ``(SI unit, factor)`` for a unit name: ``"microvolts"`` -> ``("V", 1e-6)``.
+
+    Units that are not a known prefix of V, T or T/m come back unchanged with factor 1.
+    """
+    return _UNIT_SCALES.get(unit.strip().lower(), (unit, 1.0))
+
+
+def mne_channel_type(ch_type: str) -> str:
+    """Map a channel or stream type name (``"EEG"``, ``"MEGMAG"``, ``"EXG"``) to MNE's name."""
+    name = ch_type.strip().lower()
+    return name if name in KNOWN_TYPES else _TYPE_ALIASES.get(name, "misc")
 
 
 @dataclass(frozen=True)
@@ -79,6 +151,21 @@ class ChannelSpec:
     def n_channels(self) -> int:
         """Number of channels."""
         return len(self.names)
+
+    @property
+    def modality(self) -> str | None:
+        """Modality the channels record: ``"meg"``, ``"ieeg"``, ``"eeg"`` (:func:`modality_of`)."""
+        return modality_of(self.types)
+
+    @property
+    def stream_type(self) -> str:
+        """LSL stream type of the modality (``"MEG"``, ``"iEEG"``, ``"EEG"``, else ``"misc"``)."""
+        return MODALITY_STREAM_TYPES.get(self.modality, "misc")
+
+    def modality_channels(self) -> tuple[str, ...]:
+        """Names of the brain sensors of the modality (the MEG sensors of a MEG recording, ...)."""
+        brain_types = MODALITY_TYPES.get(self.modality, ())
+        return tuple(name for name, t in zip(self.names, self.types) if t in brain_types)
 
     @classmethod
     def generic(cls, n_channels: int, ch_type: str = "misc", unit: str = "n/a") -> ChannelSpec:

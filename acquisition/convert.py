@@ -1,10 +1,23 @@
-"""Recordings to MNE Raw, FIF and BIDS: recording_to_raw, write_fif, write_bids, convert.
+"""MNE and BIDS: recordings read through MNE and mne-bids, and written to MNE Raw, FIF and BIDS.
 
-A :class:`Recording` holds SI units and LSL-clock timestamps. In MNE's Raw the markers become
-annotations placed on the sample clock (onset 0 = first sample), and the LSL time of the first
-sample is kept in ``raw.info["description"]`` (read it back with :func:`lsl_first_timestamp`), so
-the clock is not lost. BIDS goes through mne-bids: FIF for MEG, BrainVision (pybv, float32) for
-EEG and iEEG, events.tsv from the annotations.
+Reading: every format ``mne.io.read_raw`` reads, opened lazily (:func:`open_mne_recording`, used
+by :func:`acquisition.io.open_recording`), and BIDS through mne-bids (events and channels.tsv
+included), given as a data file inside a BIDS dataset (a ``sub-*`` file below a folder holding
+``dataset_description.json``), a :class:`mne_bids.BIDSPath`, or a URI
+``bids://<root>?subject=01&task=typing[&session=..&run=..&datatype=meg]`` whose entities must
+select exactly one data file.
+
+Clock of recordings read through MNE: sample ``i`` is at ``i / sfreq`` seconds, i.e. the first
+sample of the file is at 0 s. ``meta["meas_date"]`` (ISO 8601, or None) gives the wall-clock time
+of that first sample. Markers come from annotations (the description is the marker value, e.g.
+BrainVision ``"Stimulus/S  1"``) and from stim channels (``mne.find_events`` with MNE's defaults
+and ``shortest_event=1``, one marker ``stim:<channel>:<code>`` per event).
+
+Writing: a :class:`Recording` holds SI units and LSL-clock timestamps. In MNE's Raw the markers
+become annotations placed on the sample clock (onset 0 = first sample), and the LSL time of the
+first sample is kept in ``raw.info["description"]`` (read it back with
+:func:`lsl_first_timestamp`), so the clock is not lost. BIDS goes through mne-bids: FIF for MEG,
+BrainVision (pybv, float32) for EEG and iEEG, events.tsv from the annotations.
 """
 
 from __future__ import annotations
@@ -13,22 +26,222 @@ import datetime as dt
 import logging
 import os
 import re
+import urllib.parse
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import mne
-import mne_bids
 import numpy as np
+from mne.io.constants import FIFF
 
-from acquisition.channels import ChannelSpec
-from acquisition.recording import Recording
-from acquisition.xdf import mne_channel_type, read_xdf, si_unit
+from acquisition.channels import (
+    MODALITY_TYPES,
+    ChannelSpec,
+    mne_channel_type,
+    modality_of,
+    si_unit,
+)
+from acquisition.recording import Marker, Recording, RecordingReader
+
+if TYPE_CHECKING:
+    import mne_bids
 
 logger = logging.getLogger(__name__)
 
 #: Channel types whose positions MNE takes through a DigMontage (electrodes, not MEG coils).
-_MONTAGE_TYPES = ("eeg", "seeg", "ecog", "dbs")
+_MONTAGE_TYPES = ("eeg", *MODALITY_TYPES["ieeg"])
 _CLOCK_KEY = "lsl_first_timestamp"
+
+# MNE warnings that mean the file is cut short: raised as errors, since the data would be wrong.
+_TRUNCATION_WARNINGS = (
+    "does not match the file size",
+    "possibly corrupted",
+    "Invalid tag with only",
+)
+# MNE warnings about file names only, harmless for reading.
+_IGNORED_WARNINGS = ("does not conform to MNE naming conventions",)
+
+_UNITS = {
+    FIFF.FIFF_UNIT_V: "V",
+    FIFF.FIFF_UNIT_T: "T",
+    FIFF.FIFF_UNIT_T_M: "T/m",
+    FIFF.FIFF_UNIT_AM: "Am",
+    FIFF.FIFF_UNIT_CEL: "degC",
+    FIFF.FIFF_UNIT_MOL: "M",
+    FIFF.FIFF_UNIT_S: "S",
+    FIFF.FIFF_UNIT_SEC: "s",
+    FIFF.FIFF_UNIT_PX: "px",
+    FIFF.FIFF_UNIT_NONE: "n/a",
+}
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _in_bids_dataset(path: Path) -> bool:
+    """Whether ``path`` is a BIDS data file: ``sub-*`` below a ``dataset_description.json``."""
+    return path.name.startswith("sub-") and any(
+        (parent / "dataset_description.json").is_file() for parent in path.parents
+    )
+
+
+def resolve_bids_uri(uri: str) -> Path:
+    """Return the one data file a ``bids://root?entity=value&...`` URI selects."""
+    import mne_bids
+    from mne_bids.config import ALLOWED_DATATYPE_EXTENSIONS
+
+    root, _, query = uri[len("bids://") :].partition("?")
+    entities = {k: v[-1] for k, v in urllib.parse.parse_qs(query).items()}
+    if not Path(root).exists():
+        raise FileNotFoundError(
+            f"Invalid value for 'path': the BIDS root {root!r} of {uri!r} does not exist. "
+            "Check the path (relative paths start at the current directory)."
+        )
+    try:
+        candidates = mne_bids.BIDSPath(root=root, **entities).match(ignore_json=True)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"Invalid value for 'path': {uri!r} is not a valid BIDS URI ({err}). Write "
+            "bids://<root>?subject=01&task=typing with BIDS entity names."
+        ) from err
+    files = [
+        Path(c.fpath)
+        for c in candidates
+        if c.suffix in MODALITY_TYPES
+        and c.extension in ALLOWED_DATATYPE_EXTENSIONS.get(c.suffix, ())
+    ]
+    if len(files) != 1:
+        found = ", ".join(f.name for f in files) or "none"
+        raise ValueError(
+            f"Invalid value for 'path': {uri!r} must select exactly one BIDS data file; found "
+            f"{found}. Add entities (session, run, datatype, ...) to narrow it down."
+        )
+    return files[0]
+
+
+def _call_mne(path: Path, func, *args, **kwargs) -> Any:
+    """Run an MNE reading call, turning its failures into errors that name ``path``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = func(*args, **kwargs)
+        except OSError:
+            raise
+        except Exception as err:
+            raise ValueError(
+                f"Cannot read the recording {str(path)!r}: the file is corrupt, truncated or not "
+                f"the format its extension says ({type(err).__name__}: {err}). Check the file, "
+                "or record it again."
+            ) from err
+    for item in caught:
+        message = str(item.message)
+        if any(text in message for text in _TRUNCATION_WARNINGS):
+            raise ValueError(
+                f"Cannot read the recording {str(path)!r}: it is truncated ({message}). "
+                "Check the file, or record it again."
+            )
+        if not any(text in message for text in _IGNORED_WARNINGS):
+            warnings.warn(f"{path.name}: {message}", item.category, stacklevel=3)
+    return result
+
+
+def _channels_of(info: mne.Info) -> ChannelSpec:
+    """Channel names, MNE types, SI units and positions (metres) of an MNE ``Info``."""
+    positions = np.full((len(info["chs"]), 3), np.nan)
+    for i, ch in enumerate(info["chs"]):
+        loc = np.asarray(ch["loc"][:3], dtype=float)
+        if np.isfinite(loc).all() and np.any(loc != 0):
+            positions[i] = loc
+    units = [_UNITS.get(ch["unit"], str(ch["unit"]).split("FIFF_UNIT_")[-1]) for ch in info["chs"]]
+    return ChannelSpec(
+        names=info["ch_names"],
+        types=info.get_channel_types(),
+        units=units,
+        positions=positions if np.isfinite(positions).any() else None,
+    )
+
+
+def _markers_of(raw: mne.io.BaseRaw, path: Path) -> list[Marker]:
+    """Markers from annotations and stim channels, on the recording clock (first sample = 0 s)."""
+    annotations = raw.annotations
+    offset = raw.first_time if annotations.orig_time is not None else 0.0
+    markers = [
+        Marker(float(onset - offset), str(desc))
+        for onset, desc in zip(annotations.onset, annotations.description)
+    ]
+    for pick in mne.pick_types(raw.info, meg=False, stim=True):
+        channel = raw.ch_names[pick]
+        events = _call_mne(
+            path, mne.find_events, raw, stim_channel=channel, shortest_event=1, verbose="warning"
+        )
+        samples = events[:, 0] - raw.first_samp
+        markers += [
+            Marker(float(s / raw.info["sfreq"]), f"stim:{channel}:{code}")
+            for s, code in zip(samples, events[:, 2])
+        ]
+    return markers
+
+
+def _reader_from_raw(
+    raw: mne.io.BaseRaw, path: Path | None, fmt: str, name: str | None
+) -> RecordingReader:
+    """Header and markers of ``raw`` now, its samples on demand (from disk unless preloaded)."""
+    file_name = path or Path(name or "recording")
+
+    def read_block(start: int, stop: int) -> np.ndarray:
+        return _call_mne(file_name, raw.get_data, start=start, stop=stop).T
+
+    stem = name or (path.name.split(".")[0] if path is not None else "recording")
+    meas_date = raw.info["meas_date"]
+    meta = {
+        "file": str(path) if path is not None else None,
+        "format": fmt,
+        "meas_date": meas_date.isoformat() if meas_date is not None else None,
+        "first_samp": int(raw.first_samp),
+        "clock": "first sample at 0 s; meas_date is its wall-clock time",
+    }
+    return RecordingReader(
+        sfreq=raw.info["sfreq"],
+        channels=_channels_of(raw.info),
+        markers=_markers_of(raw, path or Path(stem)),
+        n_times=raw.n_times,
+        name=stem,
+        source_id=stem,
+        meta=meta,
+        read_block=read_block,
+        path=path,
+    )
+
+
+def open_mne_recording(
+    path: Path, fmt: str, bids_path: mne_bids.BIDSPath | None = None
+) -> RecordingReader:
+    """Open a file MNE reads, or a BIDS data file through mne-bids, for block-wise reading.
+
+    ``path`` is read through mne-bids when ``bids_path`` is given or when it lies inside a BIDS
+    dataset (see the module docstring), else through ``mne.io.read_raw``. ``fmt`` names its
+    format in ``meta["format"]``.
+    """
+    if bids_path is not None or _in_bids_dataset(path):
+        import mne_bids
+
+        if bids_path is None:
+            bids_path = _call_mne(path, mne_bids.get_bids_path_from_fname, path)
+        raw = _call_mne(path, mne_bids.read_raw_bids, bids_path, verbose="warning")
+        return _reader_from_raw(raw, path, "BIDS", None)
+    raw = _call_mne(path, mne.io.read_raw, path, preload=False, verbose="warning")
+    return _reader_from_raw(raw, path, fmt, None)
+
+
+def raw_to_recording(raw: mne.io.BaseRaw, name: str | None = None) -> Recording:
+    """Convert an MNE ``Raw`` into a :class:`Recording` (first sample at 0 s, see module doc)."""
+    filenames = [f for f in raw.filenames if f is not None]
+    path = Path(filenames[0]) if filenames else None
+    return _reader_from_raw(raw, path, "MNE", name).to_recording()
+
+
+# ---------------------------------------------------------------------------- writing
 
 
 def lsl_first_timestamp(raw: mne.io.BaseRaw) -> float | None:
@@ -122,13 +335,10 @@ def write_fif(recording: Recording, path: str | os.PathLike, *, overwrite: bool 
 
 
 def _bids_datatype(types: list[str]) -> str:
-    for kinds, datatype in (
-        ({"mag", "grad"}, "meg"),
-        ({"seeg", "ecog", "dbs"}, "ieeg"),
-        ({"eeg"}, "eeg"),
-    ):
-        if kinds & set(types):
-            return datatype
+    """BIDS datatype of channels of MNE ``types``: their modality (``"meg"``, ``"ieeg"``, ...)."""
+    modality = modality_of(types)
+    if modality is not None:
+        return modality
     raise ValueError(
         f"Cannot write BIDS: the recording has no MEG, EEG or iEEG channel (types "
         f"{sorted(set(types))}). Set the channel types of the stream (ChannelSpec.types)."
@@ -158,6 +368,8 @@ def write_bids(
     MEG goes to FIF, EEG/iEEG to BrainVision (float32); markers become events.tsv rows whose
     ``trial_type`` is the marker string.
     """
+    import mne_bids
+
     for name, value in (("subject", subject), ("session", session), ("task", task)):
         _check_label(name, value)
     raw = recording_to_raw(recording)
@@ -185,46 +397,3 @@ def write_bids(
             overwrite=overwrite,
             verbose=False,
         )
-
-
-def _is_bids_target(out: str | os.PathLike) -> bool:
-    text = os.fspath(out)
-    return text.endswith(("/", os.sep)) or Path(text).is_dir() or Path(text).suffix == ""
-
-
-def convert(
-    in_path: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    bids: bool | None = None,
-    subject: str = "01",
-    session: str | None = None,
-    task: str = "typing",
-    run: int | str | None = None,
-    stream: str | None = None,
-    overwrite: bool = False,
-) -> Path:
-    """Convert an XDF recording to FIF or to a BIDS dataset; returns the written data file.
-
-    ``out`` ending in ``.fif`` gives FIF. ``out`` that is a folder (existing, ending in ``/``, or
-    without extension), or ``bids=True``, is taken as a BIDS root, written with ``subject``,
-    ``session``, ``task`` and ``run``. ``stream`` picks the signal stream (see ``read_xdf``).
-    """
-    in_path = Path(in_path)
-    if not in_path.name.lower().endswith((".xdf", ".xdfz", ".xdf.gz")):
-        raise ValueError(
-            f"Invalid value for 'in_path': '{in_path}' is not an XDF file (.xdf, .xdfz). "
-            "convert() turns XDF recordings into FIF or BIDS."
-        )
-    to_bids = _is_bids_target(out) if bids is None else bids
-    lower = os.fspath(out).lower()
-    if not to_bids and not lower.endswith((".fif", ".fif.gz")):
-        raise ValueError(
-            f"Invalid value for 'out': '{out}' is neither a .fif file nor a BIDS folder. Give "
-            "a path ending in .fif, or a folder (ending in '/') or bids=True for BIDS."
-        )
-    recording = read_xdf(in_path, stream)
-    if to_bids:
-        bids_path = write_bids(recording, out, subject, session, task, run, overwrite=overwrite)
-        return Path(bids_path.fpath)
-    return write_fif(recording, out, overwrite=overwrite)

@@ -10,7 +10,7 @@ word onsets, see :mod:`acquisition.recording`) and the annotation streams of mne
   there, or -1 for zero-length annotations).
 
 Timestamps are corrected to the local clock. The resolution, loss detection and reconnection are
-those of :class:`~acquisition._worker.InletWorker`, shared with the data stream source.
+those of :class:`~acquisition._inlet_worker.InletWorker`, shared with the data stream source.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pylsl
 
+from acquisition._inlet_worker import InletWorker
 from acquisition._lsl import HAS_MIN_SAMPLES, NUMPY_DTYPES, describe, pull_into
-from acquisition._worker import InletWorker
 from acquisition.channels import channels_from_info
 from acquisition.recording import Marker
 

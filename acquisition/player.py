@@ -31,8 +31,6 @@ back at the nominal rate.
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 import warnings
 from typing import Any
@@ -40,14 +38,8 @@ from typing import Any
 import numpy as np
 import pylsl
 
-from acquisition.channels import ChannelSpec, make_stream_info
+from acquisition._outlet_worker import OutletWorker
 from acquisition.io import RecordingReader, open_recording
-from acquisition.outlets import DataOutlet, MarkerOutlet
-
-logger = logging.getLogger(__name__)
-
-#: Environment variable: when "1", a worker error is re-raised from the next stop() or join().
-RAISE_ENV = "BCI_APP_RAISE_STREAM_ERRORS"
 
 #: Default chunk length in seconds of data (the chunk size is this times the rate, at least 1).
 DEFAULT_CHUNK_S = 0.02
@@ -79,23 +71,20 @@ def check_speed(speed: Any) -> float | str:
     return float(value)
 
 
-def _default_stype(channels: ChannelSpec, meta: dict) -> str:
-    """LSL stream type for a recording: its own if known, else from its channel types."""
+def _default_stype(reader: RecordingReader) -> str:
+    """LSL stream type for a recording: its own if known, else its channels' modality's."""
     for key in ("stype", "stream_type", "type"):
-        if isinstance(meta.get(key), str) and meta[key]:
-            return meta[key]
-    types = set(channels.types)
-    if types & {"mag", "grad"}:
-        return "MEG"
-    if types & {"seeg", "ecog", "dbs"}:
-        return "iEEG"
-    if "eeg" in types:
-        return "EEG"
-    return "misc"
+        if isinstance(reader.meta.get(key), str) and reader.meta[key]:
+            return reader.meta[key]
+    return reader.channels.stream_type
 
 
-class Player:
+class Player(OutletWorker):
     """Replay a recording file (or :class:`Recording`) to LSL from a worker thread.
+
+    The lifecycle (:meth:`start`, :meth:`stop`, :meth:`join`, :attr:`state`, :attr:`done`,
+    :attr:`error`) and the error rule are those of
+    :class:`~acquisition._outlet_worker.OutletWorker`; a Player plays once.
 
     Parameters
     ----------
@@ -123,6 +112,8 @@ class Player:
         clock starts then). ``"max"`` always waits, and also pauses while no consumer is there.
     """
 
+    _what = "Player"
+
     def __init__(
         self,
         source: Any,
@@ -149,63 +140,28 @@ class Player:
                 f"Invalid value for 'chunk_size': {chunk_size!r}; it must be an int >= 1 "
                 "(samples per chunk), or None for 20 ms of data."
             )
-        self._chunk_size = chunk_size
         self._loop = bool(loop)
-        self._max_buffered = max_buffered
         self._wait_first = bool(wait_for_consumer)
-        name = name or self._reader.name
-        source_id = source_id or self._reader.source_id
-        stype = stype or _default_stype(self._reader.channels, self._reader.meta)
-        self._stream_args = (name, stype, self._reader.channels, sfreq, source_id)
-        self._info = make_stream_info(*self._stream_args)
-        self._marker_info = pylsl.StreamInfo(
-            f"{name}-markers",
-            "Markers",
-            1,
-            pylsl.IRREGULAR_RATE,
-            pylsl.cf_string,
-            f"{source_id}-markers",
+        super().__init__(
+            name=name or self._reader.name,
+            stype=stype or _default_stype(self._reader),
+            channels=self._reader.channels,
+            sfreq=sfreq,
+            source_id=source_id or self._reader.source_id,
+            chunk_size=chunk_size,
+            max_buffered=max_buffered,
         )
         samples = self._reader.marker_samples()
         order = np.argsort(samples, kind="stable")
         self._marker_samples = samples[order]
         self._marker_values = [self._reader.markers[i].value for i in order]
-        self._outlet: DataOutlet | None = None
-        self._marker_outlet: MarkerOutlet | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_event = threading.Event()
-        self._done = threading.Event()
-        self._n_samples_sent = 0
-        self._start_timestamp: float | None = None
         self._resume_event = threading.Event()
         self._resume_event.set()
         self._control_lock = threading.Lock()
         self._seek_to: int | None = None
         self._position = 0
-        self._error: BaseException | None = None
-        self._pending_error: BaseException | None = None
 
     # ------------------------------------------------------------------ public API
-    @property
-    def info(self) -> pylsl.StreamInfo:
-        """LSL description of the data stream (name, type, source_id, channel metadata)."""
-        return self._info
-
-    @property
-    def marker_info(self) -> pylsl.StreamInfo:
-        """LSL name, type and source_id of the marker stream."""
-        return self._marker_info
-
-    @property
-    def name(self) -> str:
-        """LSL name of the data stream (the marker stream is ``<name>-markers``)."""
-        return self._info.name()
-
-    @property
-    def source_id(self) -> str:
-        """LSL source_id of the data stream (the marker stream's is ``<source_id>-markers``)."""
-        return self._info.source_id()
-
     @property
     def reader(self) -> RecordingReader:
         """The opened recording: rate, channels, markers, length."""
@@ -217,16 +173,6 @@ class Player:
         return self._speed
 
     @property
-    def chunk_size(self) -> int:
-        """Samples per pushed chunk."""
-        return self._chunk_size
-
-    @property
-    def n_samples_sent(self) -> int:
-        """Samples pushed so far (across loops)."""
-        return self._n_samples_sent
-
-    @property
     def position(self) -> int:
         """Recording sample the next pushed chunk starts at (a pending :meth:`seek` included)."""
         with self._control_lock:
@@ -236,53 +182,6 @@ class Player:
     def paused(self) -> bool:
         """Whether :meth:`pause` holds the replay."""
         return not self._resume_event.is_set()
-
-    @property
-    def start_timestamp(self) -> float | None:
-        """LSL timestamp of the first sample (None until it is pushed)."""
-        return self._start_timestamp
-
-    @property
-    def done(self) -> threading.Event:
-        """Set when playing has ended: the recording is over, :meth:`stop` was called, or error."""
-        return self._done
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception that ended the worker, if any (it is also logged)."""
-        return self._error
-
-    def start(self) -> Player:
-        """Create the LSL outlets and start playing in a worker thread."""
-        if self._thread is not None:
-            raise RuntimeError(
-                "This Player was already started; a Player plays once. Create a new Player to "
-                "play the recording again."
-            )
-        self._marker_outlet = MarkerOutlet(
-            self._marker_info.name(), self._marker_info.source_id(), self._marker_info.type()
-        )
-        self._outlet = DataOutlet(
-            *self._stream_args, chunk_size=self._chunk_size, max_buffered=self._max_buffered
-        )
-        self._thread = threading.Thread(
-            target=self._run, name=f"Player-{self._info.source_id()}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop playing and close the outlets; safe to call twice or before :meth:`start`."""
-        self._stop_event.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        for outlet in (self._outlet, self._marker_outlet):
-            if outlet is not None:
-                outlet.close()
-        self._outlet = None
-        self._marker_outlet = None
-        self._done.set()
-        self._raise_pending()
 
     def pause(self) -> None:
         """Hold the replay before its next chunk (also before :meth:`start`); see the module doc."""
@@ -325,18 +224,6 @@ class Player:
         with self._control_lock:
             self._seek_to = int(sample)
 
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until playing ends; return whether it did within ``timeout`` seconds."""
-        finished = self._done.wait(timeout)
-        self._raise_pending()
-        return finished
-
-    def __enter__(self) -> Player:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return (
             f"<Player {self._info.name()!r} source_id={self._info.source_id()!r} "
@@ -357,24 +244,7 @@ class Player:
             target, self._seek_to = self._seek_to, None
             return target
 
-    def _raise_pending(self) -> None:
-        """Re-raise a worker error once, from the caller's thread (tests: RAISE_ENV=1)."""
-        err, self._pending_error = self._pending_error, None
-        if err is not None:
-            raise err
-
-    def _run(self) -> None:
-        try:
-            self._play()
-        except Exception as err:
-            self._error = err
-            logger.exception("Player %r failed", self._info.source_id())
-            if os.environ.get(RAISE_ENV, "0") == "1":
-                self._pending_error = err
-        finally:
-            self._done.set()
-
-    def _play(self) -> None:
+    def _work(self) -> None:
         """Push every chunk (and its markers) at its due time; loop if asked."""
         sfreq, n_times = self._reader.sfreq, self._reader.n_times
         self._sfreq = sfreq
@@ -383,7 +253,6 @@ class Player:
         block = chunk * max(1, round(_READ_BLOCK_S * sfreq / chunk))
         # (wall-clock due time, timestamp, samples sent) where the current timeline starts
         self._anchor: tuple[float, float, int] | None = None
-        self._sent = 0
         pos = self._take_seek() or 0
         while True:
             while pos < n_times:
@@ -407,10 +276,8 @@ class Player:
             target = self._take_seek()
             if target is not None:
                 return target
-            marker_pos = self._push_markers(marker_pos, start + first, stamps)
-            self._outlet.push_chunk(data, stamps)
-            self._sent += data.shape[0]
-            self._n_samples_sent = self._sent
+            marker_pos, markers = self._markers_of_chunk(marker_pos, start + first, data.shape[0])
+            self._push(data, stamps, markers)
             with self._control_lock:
                 self._position = start + first + data.shape[0]
         return start + samples.shape[0]
@@ -432,47 +299,47 @@ class Player:
             self._start_timestamp = pylsl.local_clock()
             self._anchor = (self._start_timestamp, self._start_timestamp, 0)
         wall0, stamp0, sent0 = self._anchor
-        k = self._sent - sent0 + np.arange(n)
+        k = self._n_samples_sent - sent0 + np.arange(n)
         return stamp0 + k / self._sfreq, wall0 + k[-1] / self._rate
 
     def _hold(self) -> bool:
         """Wait while paused; re-anchor the timeline on resume. False if stopped."""
         if not self._resume_event.is_set():
             while not self._resume_event.wait(_CONSUMER_POLL_S):
-                if self._stop_event.is_set():
+                if self._stop_requested.is_set():
                     return False
             if self._anchor is not None and self._speed != "max":
                 wall0, stamp0, sent0 = self._anchor
-                k = self._sent - sent0
-                next_due, next_stamp = wall0 + k / self._rate, stamp0 + k / self._sfreq
+                sent = self._n_samples_sent
+                next_due = wall0 + (sent - sent0) / self._rate
+                next_stamp = stamp0 + (sent - sent0) / self._sfreq
                 now = pylsl.local_clock()
                 late = max(0.0, now - next_due)
-                self._anchor = (max(now, next_due), next_stamp + late * self._speed, self._sent)
-        return not self._stop_event.is_set()
+                self._anchor = (max(now, next_due), next_stamp + late * self._speed, sent)
+        return not self._stop_requested.is_set()
 
     def _wait_for_consumer(self) -> bool:
         """Block until the data outlet has a consumer if the policy says so; False if stopped."""
         if self._speed == "max" or (self._wait_first and self._start_timestamp is None):
             while not self._outlet.have_consumers():
-                if self._stop_event.is_set():
+                if self._stop_requested.is_set():
                     return False
                 self._outlet.wait_for_consumers(_CONSUMER_POLL_S)
-        return not self._stop_event.is_set()
+        return not self._stop_requested.is_set()
 
     def _wait_until(self, due: float) -> bool:
         """Sleep until the LSL clock reaches ``due`` (paced speeds only); False if stopped."""
         if self._speed == "max":
-            return not self._stop_event.is_set()
-        delay = due - pylsl.local_clock()
-        if delay > 0:
-            return not self._stop_event.wait(delay)
-        return not self._stop_event.is_set()
+            return self._sleep(0.0)
+        return self._sleep(due - pylsl.local_clock())
 
-    def _push_markers(self, pos: int, first: int, stamps: np.ndarray) -> int:
-        """Push markers of samples ``first..first+len(stamps)-1`` (of this pass)."""
-        stop = first + stamps.shape[0]
-        while pos < len(self._marker_values) and self._marker_samples[pos] < stop:
-            timestamp = float(stamps[self._marker_samples[pos] - first])
-            self._marker_outlet.push(self._marker_values[pos], timestamp)
+    def _markers_of_chunk(self, pos: int, first: int, n: int) -> tuple[int, list[tuple[int, str]]]:
+        """Markers of samples ``first..first+n-1`` as ``(row, value)``, from marker ``pos`` on.
+
+        Returns the position of the next marker and the chunk's markers.
+        """
+        markers = []
+        while pos < len(self._marker_values) and self._marker_samples[pos] < first + n:
+            markers.append((int(self._marker_samples[pos]) - first, self._marker_values[pos]))
             pos += 1
-        return pos
+        return pos, markers

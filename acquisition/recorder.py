@@ -1,12 +1,20 @@
 """Record every LSL stream of a session (signals, markers, decoded text) to XDF, as LabRecorder.
 
-One pylsl inlet and one worker thread per stream pull chunks as numpy and write them as XDF
-Samples chunks every ``flush_interval`` (at most a second), with ClockOffset chunks from
-``inlet.time_correction()`` every few seconds, Boundary chunks every ten, and footers on
-:meth:`Recorder.stop`. Each chunk goes to disk in one write, so a recorder killed with SIGKILL
-loses at most the last ``flush_interval`` and the file still loads. Inlets recover lost streams
-(``recover=True``): a stream that vanishes is recorded again when an outlet with the same
-source_id returns. A write error (full disk) stops the recording, keeps what was written (the
+Each stream is an :class:`~acquisition._inlet_worker.InletWorker` (one inlet, one worker thread)
+that pulls chunks as numpy and writes them as XDF Samples chunks every ``flush_interval`` (at most
+a second), a ClockOffset chunk for every clock offset it measures (every ``clock_interval``
+seconds), Boundary chunks every ``boundary_interval``, and footers on :meth:`Recorder.stop`.
+Timestamps are written as LSL delivers them, neither clock-corrected nor dejittered: XDF keeps the
+raw timestamps with the offsets beside them, and readers (pyxdf) synchronise and dejitter. Each
+chunk goes to disk in one write, so a recorder killed with SIGKILL loses at most the last
+``flush_interval`` and the file still loads.
+
+A stream that vanishes is recorded again when a compatible stream returns: InletWorker's rule,
+inlets opened with ``recover=False`` and reopened by the worker. liblsl's ``recover=True`` is not
+used here either: it reconnects without a word (the log could not say when a stream was lost and
+when it came back), it cannot recover a stream without a source_id, and it would accept a stream
+that returns with another channel count, rate or format, which the stream's XDF header, written
+once, cannot describe. A write error (full disk) stops the recording, keeps what was written (the
 file is cut back to its last complete chunk), logs the error and raises it from :meth:`stop`.
 """
 
@@ -16,165 +24,137 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pylsl
 from pylsl.util import LostError
-from pylsl.util import TimeoutError as LslTimeoutError
 
+from acquisition._inlet_worker import InletWorker
+from acquisition._lsl import HAS_MIN_SAMPLES, NUMPY_DTYPES, pull_into
 from acquisition.xdf_writer import XdfWriter
 
 logger = logging.getLogger(__name__)
 
-_PULL_TIMEOUT = 0.05  # s: how long one pull waits for data; sets the worker's cadence
-_SILENCE_S = 2.0  # s without samples after which a regular stream is reported missing
+_MAX_STRINGS = 1024  # marker samples pulled at most at once
 
 
-class _StreamWorker(threading.Thread):
-    """Pulls one stream into a preallocated buffer and writes it to the XDF file in chunks."""
+class _RecordedStream(InletWorker):
+    """One recorded stream: pulls into a preallocated buffer, writes it to the file in chunks."""
+
+    _what = "recorded stream"
+    _stall_s = 2.0
 
     def __init__(self, recorder: Recorder, stream_id: int, info: pylsl.StreamInfo) -> None:
-        super().__init__(name=f"recorder-{info.name()}", daemon=True)
-        self.recorder, self.stream_id = recorder, stream_id
-        timeout = recorder.resolve_timeout
-        self.inlet = pylsl.StreamInlet(info, max_buflen=360, recover=True)
-        try:
-            full_info = self.inlet.info(timeout=timeout)
-            self.inlet.open_stream(timeout=timeout)
-        except LslTimeoutError:
-            raise RuntimeError(
-                f"The LSL stream {info.name()!r} (source_id {info.source_id()!r}) did not answer "
-                f"within {timeout} s; check that its outlet is still running."
-            ) from None
-        self.header_xml = full_info.as_xml()
-        self.stream_name, self.source_id = full_info.name(), full_info.source_id()
-        fmt = {pylsl.cf_string: "string"}.get(full_info.channel_format())
-        n_channels = full_info.channel_count()
-        if fmt is None:
-            dtype = self.inlet.np_dtype
-            rate = full_info.nominal_srate() or 100.0
-            capacity = max(64, int(4 * rate * recorder.flush_interval))
-            self._data = np.empty((capacity, n_channels), dtype=dtype)
-            self._times = np.empty(capacity, dtype=np.float64)
-        else:
-            self._data = None
-            self._strings: list[np.ndarray] = []
-            self._string_times: list[np.ndarray] = []
+        super().__init__(
+            info.name(),
+            info.type(),
+            info.source_id() or None,
+            resolve_timeout=recorder.resolve_timeout,
+            max_buflen=360,
+        )
+        self._recorder = recorder
+        self._resolved = info
+        self._clock_refresh_s = recorder.clock_interval
+        self.stream_id = stream_id
+        self.stream_name = info.name()
+        self._data: np.ndarray | None = None  # numeric samples; None for a string stream
+        self._times = np.empty(0)
         self._count = 0
-        self._regular = full_info.nominal_srate() > 0
-        self._silent, self._last_data = False, time.monotonic()
+        self._strings: list[list[str]] = []
+        self._string_times: list[float] = []
+        self._next_flush = 0.0
 
-    def run(self) -> None:
+    def stop_soon(self) -> None:
+        """Ask the worker to end at its next step; :meth:`disconnect` then joins it."""
+        self._stop.set()
+
+    # ----------------------------------------------------------------- InletWorker hooks
+    def _resolve(self) -> pylsl.StreamInfo:
+        return self._resolved
+
+    def _check_info(self, info: pylsl.StreamInfo) -> None:
+        """Every stream can be recorded: numeric or string, regular or irregular."""
+
+    def _on_open(self, info: pylsl.StreamInfo, first: bool) -> None:
+        if not first:  # the same stream again (InletWorker checked its format): header kept
+            return
+        # on connect(), from Recorder.start(): a write error here fails start() itself
+        self._recorder._writer.add_stream(self.stream_id, info.as_xml())
+        if info.channel_format() != pylsl.cf_string:
+            rate = info.nominal_srate() or 100.0
+            capacity = max(64, int(4 * rate * self._recorder.flush_interval))
+            dtype = NUMPY_DTYPES[info.channel_format()]
+            self._data = np.empty((capacity, info.channel_count()), dtype=dtype)
+            self._times = np.empty(capacity, dtype=np.float64)
+        self._next_flush = time.monotonic() + self._recorder.flush_interval
+
+    def _on_clock_offset(self, offset: float) -> None:
+        collected_at = pylsl.local_clock() - offset  # on the stream's clock, as XDF wants it
+        self._recorder._write(
+            self.stream_name,
+            self._recorder._writer.write_clock_offset,
+            self.stream_id,
+            collected_at,
+            offset,
+        )
+
+    def _pull(self, inlet: pylsl.StreamInlet, timeout: float) -> int:
+        n = self._pull_samples(inlet, timeout)
+        if time.monotonic() >= self._next_flush or self._full():
+            self._flush()
+        self._recorder._maybe_write_boundary()
+        return n
+
+    def _on_lost(self) -> None:
+        self._flush()
+
+    def _on_close(self) -> None:
+        """Write what arrived before stop(): drain the inlet, then flush."""
+        inlet = self._inlet
         try:
-            self._loop()
-        except BaseException as err:  # any failure is reported, none is silent
-            self.recorder._fail(self.stream_name, err)
-        finally:
-            try:
-                self.inlet.close_stream()
-            finally:
-                self.recorder._worker_done()
-
-    def _loop(self) -> None:
-        rec = self.recorder
-        next_flush, next_clock = time.monotonic(), 0.0
-        while not rec._stop_event.is_set():
-            now = time.monotonic()
-            if now >= next_clock:  # the first estimate takes ~0.5 s; the inlet buffers meanwhile
-                measured = self._write_clock_offset(timeout=2.0 if next_clock == 0 else 0.5)
-                next_clock = now + (rec.clock_interval if measured else 1.0)
-            try:
-                self._note_activity(self._pull(min(_PULL_TIMEOUT, max(0.0, next_flush - now))))
-            except LostError:
-                logger.warning(
-                    "Stream %r was lost and cannot be recovered (it has no source_id); its "
-                    "recording ends here, the other streams go on.",
-                    self.stream_name,
-                )
-                break
-            if time.monotonic() >= next_flush or self._full():
-                self._flush()
-                next_flush = time.monotonic() + rec.flush_interval
-            rec._maybe_write_boundary()
-        self._drain()
-
-    def _drain(self) -> None:
-        """Write what arrived before stop()."""
-        try:
-            while True:
+            while inlet is not None:
                 if self._full():
                     self._flush()
-                if not self._pull(0.0):
+                if not self._pull_samples(inlet, 0.0):
                     break
         except LostError:
             pass  # nothing more will come; what was pulled is written below
         self._flush()
 
-    def _note_activity(self, n_pulled: int) -> None:
-        """Log when a regular stream goes silent (it vanished) and when it comes back."""
-        now = time.monotonic()
-        if n_pulled:
-            if self._silent:
-                logger.info("Stream %r is back; recording it again.", self.stream_name)
-            self._silent, self._last_data = False, now
-        elif self._regular and not self._silent and now - self._last_data > _SILENCE_S:
-            self._silent = True
-            logger.warning(
-                "No data from stream %r for %.0f s; still recording the others and waiting for "
-                "it to return.",
-                self.stream_name,
-                _SILENCE_S,
-            )
-
+    # ----------------------------------------------------------------- buffer
     def _full(self) -> bool:
         return self._data is not None and self._count == len(self._data)
 
-    def _pull(self, timeout: float) -> int:
-        """Pull what is available (waiting up to ``timeout``); return the number of samples."""
+    def _pull_samples(self, inlet: pylsl.StreamInlet, timeout: float) -> int:
+        """Pull what is available (waiting up to ``timeout``) into the buffer; return how many."""
         if self._data is None:
-            values, stamps = self.inlet.pull_chunk(timeout=timeout, max_samples=1024, as_numpy=True)
-            if len(stamps):
-                self._strings.append(values)
-                self._string_times.append(stamps)
+            kwargs = {"min_samples": 1} if timeout > 0 and HAS_MIN_SAMPLES else {}
+            values, stamps = inlet.pull_chunk(timeout=timeout, max_samples=_MAX_STRINGS, **kwargs)
+            self._strings += values
+            self._string_times += list(stamps)
             return len(stamps)
         start = self._count
         if start == len(self._data):
             return 0
-        _, stamps = self.inlet.pull_chunk(
-            timeout=timeout,
-            max_samples=len(self._data) - start,
-            dest_obj=self._data[start:],
-            as_numpy=True,
-        )
-        self._times[start : start + len(stamps)] = stamps
-        self._count += len(stamps)
-        return len(stamps)
+        stamps = pull_into(inlet, self._data[start:], timeout)
+        self._times[start : start + stamps.shape[0]] = stamps
+        self._count += stamps.shape[0]
+        return stamps.shape[0]
 
     def _flush(self) -> None:
-        writer = self.recorder._writer
+        """Write the buffered samples as one Samples chunk and empty the buffer."""
+        self._next_flush = time.monotonic() + self._recorder.flush_interval
         if self._data is not None:
-            if self._count:
-                writer.write_samples(
-                    self.stream_id, self._data[: self._count], self._times[: self._count]
-                )
+            values, stamps = self._data[: self._count], self._times[: self._count]
             self._count = 0
-        elif self._strings:
-            values, stamps = np.concatenate(self._strings), np.concatenate(self._string_times)
+        else:
+            values, stamps = self._strings, self._string_times
             self._strings, self._string_times = [], []
-            writer.write_samples(self.stream_id, values, stamps)
-
-    def _write_clock_offset(self, timeout: float) -> bool:
-        """Measure the stream's clock offset and write it; False if it could not be measured."""
-        try:
-            offset = self.inlet.time_correction(timeout=timeout)
-        except (LslTimeoutError, LostError):
-            logger.debug("No clock offset for stream %r this time.", self.stream_name)
-            return False
-        now = pylsl.local_clock()
-        self.recorder._writer.write_clock_offset(self.stream_id, now - offset, offset)
-        return True
+        if len(stamps):
+            write = self._recorder._writer.write_samples
+            self._recorder._write(self.stream_name, write, self.stream_id, values, stamps)
 
 
 class Recorder:
@@ -254,10 +234,9 @@ class Recorder:
         self._requested, self._overwrite = list(streams), overwrite
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
-        self._workers: list[_StreamWorker] = []
+        self._streams: list[_RecordedStream] = []
         self._writer: XdfWriter | None = None
-        self._error: BaseException | None = None
-        self._live = 0
+        self._error: OSError | None = None
         self._next_boundary = 0.0
         self._state = "new"
 
@@ -267,20 +246,20 @@ class Recorder:
         return self._state == "running" and not self._stop_event.is_set()
 
     @property
-    def error(self) -> BaseException | None:
-        """The error that stopped the recording early, if any."""
+    def error(self) -> OSError | None:
+        """The write error that stopped the recording early, if any."""
         return self._error
 
     @property
     def stream_names(self) -> list[str]:
         """Names of the recorded streams, in stream-id order (1, 2, ...)."""
-        return [w.stream_name for w in self._workers]
+        return [s.stream_name for s in self._streams]
 
     def stats(self) -> dict[str, dict]:
         """Per stream name: first/last timestamp and sample count written so far."""
         if self._writer is None:
             return {}
-        return {w.stream_name: self._writer.stream_stats(w.stream_id) for w in self._workers}
+        return {s.stream_name: self._writer.stream_stats(s.stream_id) for s in self._streams}
 
     def start(self) -> Recorder:
         """Create the file, connect to every stream, write the headers and start recording."""
@@ -289,48 +268,56 @@ class Recorder:
                 f"This Recorder is {self._state}; a Recorder records once. Create a new one."
             )
         self._writer = XdfWriter(self.path, overwrite=self._overwrite)  # unwritable path: here
+        self._next_boundary = time.monotonic() + self.boundary_interval
         try:
-            for stream_id, item in enumerate(self._requested, start=1):
-                info = item if isinstance(item, pylsl.StreamInfo) else self._resolve(item)
-                self._workers.append(_StreamWorker(self, stream_id, info))
-            _check_unique([w.source_id or w.stream_name for w in self._workers])
-            for worker in self._workers:
-                self._writer.add_stream(worker.stream_id, worker.header_xml)
+            infos = [
+                item if isinstance(item, pylsl.StreamInfo) else self._resolve(item)
+                for item in self._requested
+            ]
+            _check_unique([info.source_id() or info.name() for info in infos])
+            self._streams = [_RecordedStream(self, i, info) for i, info in enumerate(infos, 1)]
+            for stream in self._streams:
+                stream.connect()  # writes the stream's header, then starts its worker
         except BaseException:
-            for worker in self._workers:
-                worker.inlet.close_stream()
+            self._stop_event.set()
+            for stream in self._streams:
+                if stream.state != "disconnected":
+                    stream.disconnect()
             self._writer.close()
             self.path.unlink(missing_ok=True)
             self._state = "failed"
             raise
-        self._live = len(self._workers)
-        self._next_boundary = time.monotonic() + self.boundary_interval
         self._state = "running"
-        for worker in self._workers:
-            worker.start()
         logger.info("Recording %s to '%s'.", self.stream_names, self.path)
         return self
 
     def stop(self) -> None:
         """Flush the last samples, write the footers and close the file (safe to call twice).
 
-        Raises the error that stopped the recording early, if any (the file keeps what was
-        recorded before it).
+        Raises the write error that stopped the recording early, if any (the file keeps what was
+        recorded before it), else a worker error kept for the caller
+        (:func:`~acquisition._env.raise_stream_errors`).
         """
         if self._state != "running":
             logger.warning("Recorder.stop(): the recorder is %s; nothing to stop.", self._state)
             return
         self._stop_event.set()
-        for worker in self._workers:
-            worker.join(timeout=30.0)
-            if worker.is_alive():
-                logger.error("The recorder worker of %r did not stop.", worker.stream_name)
+        worker_errors = []
+        for stream in self._streams:
+            try:
+                stream.disconnect()
+            except Exception as err:
+                worker_errors.append(err)
+        if self._error is None:
+            self._write("footers", self._writer.close)
+        else:
+            self._writer.close()  # after a failed write: no footers, the file is only closed
         self._state = "stopped"
         err = self._error
-        if isinstance(err, OSError):
-            raise OSError(err.errno, f"Recording stopped early: {err.strerror or err}") from err
         if err is not None:
-            raise RuntimeError(f"Recording to '{self.path}' stopped early: {err!r}") from err
+            raise OSError(err.errno, f"Recording stopped early: {err.strerror or err}") from err
+        if worker_errors:
+            raise worker_errors[0]
 
     def __enter__(self) -> Recorder:
         return self.start()
@@ -365,9 +352,19 @@ class Recorder:
             if due:
                 self._next_boundary = time.monotonic() + self.boundary_interval
         if due:
-            self._writer.write_boundary()
+            self._write("boundary", self._writer.write_boundary)
 
-    def _fail(self, stream_name: str, err: BaseException) -> None:
+    def _write(self, stream_name: str, write: Callable, *args) -> None:
+        """Call a writer method; a write error stops the recording (nothing more is written)."""
+        if self._error is not None:
+            return
+        try:
+            write(*args)
+        except OSError as err:
+            self._fail(stream_name, err)
+
+    def _fail(self, stream_name: str, err: OSError) -> None:
+        """Keep the first write error, log it and stop every stream's worker."""
         with self._lock:
             first = self._error is None
             if first:
@@ -381,16 +378,8 @@ class Recorder:
                 exc_info=err,
             )
         self._stop_event.set()
-
-    def _worker_done(self) -> None:
-        with self._lock:
-            self._live -= 1
-            last = self._live == 0
-        if last:  # the last worker out closes the file: footers, or just close after an error
-            try:
-                self._writer.close()
-            except OSError as err:
-                self._fail("footers", err)
+        for stream in self._streams:
+            stream.stop_soon()
 
 
 def _check_unique(keys: list[str]) -> None:

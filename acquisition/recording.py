@@ -1,8 +1,9 @@
-"""In-memory form of a recording and the marker vocabulary every part of the project shares.
+"""In-memory form of a recording, its block-wise reader, and the markers every part shares.
 
 A :class:`Recording` is what readers return (XDF, FIF, EDF, ...), what the simulator produces,
-what the player streams and what training reads. Markers are plain strings so they travel
-unchanged through LSL string streams, XDF, FIF annotations and BIDS events:
+what the player streams and what training reads. A :class:`RecordingReader` is a recording whose
+samples are read on demand (the player streams long files through one). Markers are plain
+strings so they travel unchanged through LSL string streams, XDF, FIF annotations and BIDS events:
 
 - ``key:<c>``: one key press; ``<c>`` is the typed character, or ``space``, ``enter``,
   ``backspace``, ``shift`` for those keys (see :func:`key_marker`).
@@ -14,7 +15,9 @@ unchanged through LSL string streams, XDF, FIF annotations and BIDS events:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -121,3 +124,131 @@ class Recording:
     def markers_of(self, kind: str) -> list[Marker]:
         """Markers whose kind (text before the first ``:``) is ``kind``."""
         return [m for m in self.markers if parse_marker(m.value)[0] == kind]
+
+
+class RecordingReader:
+    """Header (rate, channels, markers, length) of a recording plus block-wise sample access.
+
+    Made by :func:`acquisition.io.open_recording`. A file read through MNE has only its header and
+    markers read up front: :meth:`read` and :meth:`chunks` read its samples from disk on demand
+    through ``read_block``. An in-memory :class:`Recording` (XDF, which is loaded whole, included)
+    is sliced instead.
+
+    Parameters
+    ----------
+    sfreq, channels, markers, n_times, name, source_id, meta
+        As in :class:`Recording`; ``n_times`` is the number of samples.
+    read_block : callable | None
+        ``read_block(start, stop)`` returns samples ``start..stop-1`` as ``(n, n_channels)``;
+        their times are ``i / sfreq`` (first sample at 0 s).
+    recording : Recording | None
+        The in-memory recording, when there is no ``read_block``.
+    path : Path | None
+        The file read, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        sfreq: float,
+        channels: ChannelSpec,
+        markers: list[Marker],
+        n_times: int,
+        name: str,
+        source_id: str,
+        meta: dict,
+        read_block: Callable[[int, int], np.ndarray] | None = None,
+        recording: Recording | None = None,
+        path: Path | None = None,
+    ) -> None:
+        if (read_block is None) == (recording is None):
+            raise ValueError(
+                "Invalid RecordingReader: give exactly one of 'read_block' (samples from a file) "
+                "and 'recording' (samples in memory)."
+            )
+        self.sfreq = float(sfreq)
+        self.channels = channels
+        self.markers = sorted(markers, key=lambda m: m.timestamp)
+        self.n_times = int(n_times)
+        self.name = name
+        self.source_id = source_id
+        self.meta = meta
+        self.path = path
+        self._read_block = read_block
+        self._recording = recording
+
+    @classmethod
+    def from_recording(cls, recording: Recording) -> RecordingReader:
+        """Wrap an in-memory recording."""
+        return cls(
+            sfreq=recording.sfreq,
+            channels=recording.channels,
+            markers=list(recording.markers),
+            n_times=recording.n_times,
+            name=recording.name,
+            source_id=recording.source_id,
+            meta=recording.meta,
+            recording=recording,
+        )
+
+    def timestamps(self, start: int, stop: int) -> np.ndarray:
+        """Recording-clock times (s) of samples ``start..stop-1``."""
+        if self._recording is not None:
+            return self._recording.timestamps[start:stop]
+        return np.arange(start, stop) / self.sfreq
+
+    def read(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return samples ``start..stop-1`` as ``(data (n, n_channels), timestamps (n,))``."""
+        stop = min(stop, self.n_times)
+        if self._recording is not None:
+            return self._recording.data[start:stop], self._recording.timestamps[start:stop]
+        return self._read_block(start, stop), self.timestamps(start, stop)
+
+    def chunks(self, chunk_samples: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Return an iterator of ``(data, timestamps)`` blocks of ``chunk_samples`` samples.
+
+        The last block may be shorter. ``chunk_samples`` is checked now, not at the first block.
+        """
+        if isinstance(chunk_samples, bool) or not isinstance(chunk_samples, int | np.integer):
+            raise TypeError(
+                f"Invalid type for 'chunk_samples': expected an int, got {chunk_samples!r}."
+            )
+        if chunk_samples < 1:
+            raise ValueError(
+                f"Invalid value for 'chunk_samples': {chunk_samples}; it must be at least 1 sample."
+            )
+        return (
+            self.read(start, start + int(chunk_samples))
+            for start in range(0, self.n_times, int(chunk_samples))
+        )
+
+    def marker_samples(self) -> np.ndarray:
+        """Index of the sample each marker belongs to (nearest in time, clipped to the data)."""
+        times = np.array([m.timestamp for m in self.markers], dtype=float)
+        if self.n_times == 1:
+            index = np.zeros(len(times))
+        elif self._recording is None:
+            index = np.round(times * self.sfreq)
+        else:
+            stamps = self._recording.timestamps
+            right = np.clip(np.searchsorted(stamps, times), 1, self.n_times - 1)
+            left = right - 1
+            closer_left = np.abs(times - stamps[left]) <= np.abs(stamps[right] - times)
+            index = np.where(closer_left, left, right)
+        return np.clip(index, 0, self.n_times - 1).astype(np.int64)
+
+    def to_recording(self) -> Recording:
+        """Load every sample into a :class:`Recording`."""
+        if self._recording is not None:
+            return self._recording
+        data, timestamps = self.read(0, self.n_times)
+        return Recording(
+            data=np.ascontiguousarray(data),
+            timestamps=timestamps,
+            sfreq=self.sfreq,
+            channels=self.channels,
+            markers=self.markers,
+            name=self.name,
+            source_id=self.source_id,
+            meta=self.meta,
+        )

@@ -10,8 +10,34 @@ reported as lost, never returned torn.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
+
+
+class NewSamples(NamedTuple):
+    """What :meth:`RingBuffer.read_since` returns: the samples written since a counter.
+
+    Attributes
+    ----------
+    data : array, shape (n_new, n_channels)
+        Copies of the new samples, oldest first.
+    timestamps : array, shape (n_new,)
+        Their timestamps.
+    valid : array of bool, shape (n_new,)
+        Their validity flags.
+    next_counter : int
+        Counter to pass to the next :meth:`RingBuffer.read_since` call.
+    n_lost : int
+        Samples written since the counter that were overwritten before they could be read (the
+        reader fell more than the buffer's capacity behind); 0 normally.
+    """
+
+    data: np.ndarray
+    timestamps: np.ndarray
+    valid: np.ndarray
+    next_counter: int
+    n_lost: int
 
 
 class RingBuffer:
@@ -144,32 +170,24 @@ class RingBuffer:
         idx = np.r_[first_slot : self._capacity, 0 : first_slot + n - self._capacity]
         return self._data[idx], self._timestamps[idx], self._valid[idx]
 
-    def read_since(self, counter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    def read_since(self, counter: int) -> NewSamples:
         """Return every sample written since ``counter``.
 
         Parameters
         ----------
         counter : int
-            The counter returned by the previous call (0 on the first call).
+            The ``next_counter`` of the previous call (0 on the first call).
 
         Returns
         -------
-        data : array, shape (n_new, n_channels)
-            Copies of the new samples, oldest first.
-        timestamps : array, shape (n_new,)
-            Their timestamps.
-        valid : array of bool, shape (n_new,)
-            Their validity flags.
-        new_counter : int
-            Counter to pass to the next call.
-        n_lost : int
-            Samples written since ``counter`` that were overwritten before they could be read
-            (the reader fell more than :attr:`capacity` samples behind); 0 normally.
+        NewSamples
+            ``data``, ``timestamps`` and ``valid`` of the new samples, the ``next_counter`` to
+            pass next time, and ``n_lost``, the samples overwritten before they could be read.
         """
         counter = int(counter)
         if counter < 0:
             raise ValueError(
-                f"Invalid value for 'counter': {counter}; it must be >= 0 (use the new_counter "
+                f"Invalid value for 'counter': {counter}; it must be >= 0 (use the next_counter "
                 "returned by the previous read_since call, or 0)."
             )
         with self._lock:
@@ -177,7 +195,7 @@ class RingBuffer:
         if counter > end:
             raise ValueError(
                 f"Invalid value for 'counter': {counter} is ahead of the {end} samples written so "
-                "far. Pass the new_counter returned by the previous read_since call."
+                "far. Pass the next_counter returned by the previous read_since call."
             )
         start = max(counter, end - self._capacity)
         data, ts, valid = self._copy_out(start, end)
@@ -186,7 +204,7 @@ class RingBuffer:
         torn = max(0, overwritten_below - start)
         if torn:
             data, ts, valid = data[torn:], ts[torn:], valid[torn:]
-        return data, ts, valid, end, (start - counter) + min(torn, end - start)
+        return NewSamples(data, ts, valid, end, (start - counter) + min(torn, end - start))
 
     def read_latest(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return copies of the ``n`` most recent samples (fewer if fewer were written).

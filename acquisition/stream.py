@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import pylsl
 
+from acquisition._inlet_worker import InletWorker
 from acquisition._lsl import NUMPY_DTYPES, StreamNotFoundError, describe, format_name, pull_into
-from acquisition._worker import InletWorker
 from acquisition.channels import ChannelSpec, channels_from_info
 from acquisition.dejitter import Dejitter, Gap
 from acquisition.ringbuffer import RingBuffer
@@ -105,7 +105,7 @@ class StreamSource(InletWorker):
     Examples
     --------
     >>> with StreamSource(source_id="amp-1234", expected_channels=64) as src:  # doctest: +SKIP
-    ...     data, ts, valid, counter, n_lost = src.buffer.read_since(0)
+    ...     new = src.buffer.read_since(0)  # new.data, new.timestamps, new.next_counter, ...
     ...     print(src.health())
     """
 

@@ -1,4 +1,4 @@
-"""XDF files: a reader into :class:`Recording`, ``write_recording``, and the writer's re-export.
+"""XDF files: :func:`read_xdf` into a :class:`Recording`, :func:`write_xdf`, and the writer.
 
 XDF (https://github.com/sccn/xdf/wiki/Specifications) is LSL's native file format: the magic
 ``XDF:`` then chunks ``[NumLengthBytes][Length][Tag][Content]``. No well-kept Python library
@@ -26,59 +26,11 @@ import numpy as np
 import pylsl
 import pyxdf
 
-from acquisition.channels import KNOWN_TYPES, ChannelSpec, make_stream_info
+from acquisition.channels import ChannelSpec, make_stream_info, mne_channel_type, si_unit
 from acquisition.recording import Marker, Recording
 from acquisition.xdf_writer import TAG_CLOCK_OFFSET, TAG_STREAM_HEADER, XdfWriter
 
 logger = logging.getLogger(__name__)
-
-_TYPE_ALIASES = {
-    "meg": "mag",
-    "megmag": "mag",
-    "meggrad": "grad",
-    "megrefmag": "ref_meg",
-    "megrefgradm": "ref_meg",
-    "ieeg": "seeg",
-    "trigger": "stim",
-    "trig": "stim",
-}
-#: Unit spellings found in XDF files, mapped to (SI unit, factor to SI).
-_UNIT_SCALES = {
-    "v": ("V", 1.0),
-    "volt": ("V", 1.0),
-    "volts": ("V", 1.0),
-    "mv": ("V", 1e-3),
-    "millivolt": ("V", 1e-3),
-    "millivolts": ("V", 1e-3),
-    "uv": ("V", 1e-6),
-    "µv": ("V", 1e-6),
-    "μv": ("V", 1e-6),
-    "microvolt": ("V", 1e-6),
-    "microvolts": ("V", 1e-6),
-    "nv": ("V", 1e-9),
-    "t": ("T", 1.0),
-    "tesla": ("T", 1.0),
-    "pt": ("T", 1e-12),
-    "ft": ("T", 1e-15),
-    "femtotesla": ("T", 1e-15),
-    "t/m": ("T/m", 1.0),
-    "ft/cm": ("T/m", 1e-13),
-    "ft/m": ("T/m", 1e-15),
-}
-
-
-def si_unit(unit: str) -> tuple[str, float]:
-    """Return ``(SI unit, factor)`` for a unit name: ``"microvolts"`` -> ``("V", 1e-6)``.
-
-    Units that are not a known prefix of V, T or T/m come back unchanged with factor 1.
-    """
-    return _UNIT_SCALES.get(unit.strip().lower(), (unit, 1.0))
-
-
-def mne_channel_type(ch_type: str) -> str:
-    """Map a channel or stream type name (``"EEG"``, ``"MEGMAG"``, ``"EXG"``) to MNE's name."""
-    name = ch_type.strip().lower()
-    return name if name in KNOWN_TYPES else _TYPE_ALIASES.get(name, "misc")
 
 
 def _open_binary(path: Path):
@@ -331,34 +283,22 @@ _DTYPE_FORMATS = {
 
 
 def _stream_type(recording: Recording) -> str:
+    """LSL type of the recording's stream: the one it was recorded with, else its modality's."""
     if recording.meta.get("stream_type"):
         return str(recording.meta["stream_type"])
-    types = recording.channels.types
-    for kinds, name in (
-        ({"mag", "grad"}, "MEG"),
-        ({"seeg", "ecog", "dbs"}, "iEEG"),
-        ({"eeg"}, "EEG"),
-    ):
-        if kinds & set(types):
-            return name
-    return "misc"
+    return recording.channels.stream_type
 
 
-def write_recording(recording: Recording, path: str | os.PathLike, *, overwrite=False) -> Path:
-    """Write a :class:`Recording` to ``.xdf`` (signal + marker streams) or ``.fif``.
+def write_xdf(recording: Recording, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a :class:`Recording` to an ``.xdf`` file: its signal stream and a marker stream.
 
-    The format follows the extension; FIF goes through :func:`acquisition.convert.write_fif`.
+    :func:`acquisition.io.write_recording` picks XDF or FIF by the extension.
     """
     path = Path(path)
-    lower = path.name.lower()
-    if lower.endswith((".fif", ".fif.gz")):
-        from acquisition.convert import write_fif  # lazy: MNE is heavy, xdf.py should not need it
-
-        return write_fif(recording, path, overwrite=overwrite)
-    if not lower.endswith(".xdf"):
+    if not path.name.lower().endswith(".xdf"):
         raise ValueError(
-            f"Invalid value for 'path': cannot tell the format of '{path}' from its extension. "
-            "Use .xdf (LSL's format) or .fif (MNE's format)."
+            f"Invalid value for 'path': '{path}' must end in .xdf to be written as XDF. Use "
+            "acquisition.io.write_recording to write another format (.fif) by its extension."
         )
     data = recording.data
     if data.dtype.name not in _DTYPE_FORMATS:

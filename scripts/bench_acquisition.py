@@ -63,8 +63,9 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         counter = 0
         while not self.stop.wait(0.02):
-            data, _, _, counter, n_lost = self.buffer.read_since(counter)
-            self.n_lost += n_lost
+            new = self.buffer.read_since(counter)
+            data, counter = new.data, new.next_counter
+            self.n_lost += new.n_lost
             if data.shape[0] == 0:
                 continue
             idx = data[:, 0].astype(np.int64)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acquisition.channels import ChannelSpec
+from acquisition.channels import MODALITY_STREAM_TYPES, ChannelSpec
 from acquisition.recording import Marker, Recording
 from acquisition.simulator.anatomy import make_anatomy
 from acquisition.simulator.engine import SessionEngine, SimulatedChunk
@@ -48,7 +48,6 @@ COMPONENTS = ("evoked", *NOISE_COMPONENTS)
 BLOCK_S = 0.25
 #: Trials whose evoked signal defines the evoked RMS of the SNR.
 CALIBRATION_TRIALS = 3
-STREAM_TYPES = {"eeg": "EEG", "meg": "MEG", "ieeg": "iEEG"}
 _SENTENCES = Path(__file__).resolve().parent.parent / "data" / "text" / "sentences.txt"
 _SEED_SALT = 0x51A7
 
@@ -228,7 +227,7 @@ class Simulator:
     @property
     def stream_type(self) -> str:
         """LSL stream type of this modality (``EEG``, ``MEG`` or ``iEEG``)."""
-        return STREAM_TYPES[self.modality]
+        return MODALITY_STREAM_TYPES[self.modality]
 
     def generate(self, duration_s: float, *, progress: bool = False) -> Recording:
         """Simulate a session from its start and return it as a :class:`Recording`.

@@ -11,25 +11,23 @@ before data arrive: LSL keeps no history for late consumers.
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import warnings
-
 import numpy as np
 import pylsl
 
-from acquisition.outlets import DataOutlet, MarkerOutlet
+from acquisition._outlet_worker import OutletWorker
 from acquisition.simulator.simulator import Simulator
-
-logger = logging.getLogger(__name__)
 
 #: Default chunk length (seconds of data per push).
 DEFAULT_CHUNK_S = 0.02
 
 
-class SimulatorStream:
+class SimulatorStream(OutletWorker):
     """Stream a simulator to LSL in real time from a worker thread.
+
+    The lifecycle (:meth:`start`, :meth:`stop`, :meth:`join`, :attr:`state`, :attr:`running`,
+    :attr:`error`) and the error rule are those of
+    :class:`~acquisition._outlet_worker.OutletWorker`; a SimulatorStream streams once, until
+    :meth:`stop`.
 
     Parameters
     ----------
@@ -44,7 +42,11 @@ class SimulatorStream:
         Seconds of data per pushed chunk.
     stype : str | None
         LSL stream type (default ``EEG``, ``MEG`` or ``iEEG``).
+    max_buffered : float
+        Seconds of data the outlets buffer per consumer (LSL's ``max_buffered``).
     """
+
+    _what = "SimulatorStream"
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class SimulatorStream:
         source_id: str | None = None,
         chunk_s: float = DEFAULT_CHUNK_S,
         stype: str | None = None,
+        max_buffered: float = 60.0,
     ) -> None:
         if not isinstance(simulator, Simulator):
             raise TypeError(
@@ -63,114 +66,42 @@ class SimulatorStream:
         if not (np.isfinite(chunk_s) and chunk_s > 0):
             raise ValueError(f"Invalid value for 'chunk_s': {chunk_s!r}; it must be > 0 s.")
         self.simulator = simulator
-        self.name = name or f"bci-sim-{simulator.modality}"
-        self.source_id = source_id or (
-            f"bci-sim-{simulator.modality}-{simulator.task}-{simulator.seed}"
+        super().__init__(
+            name=name or f"bci-sim-{simulator.modality}",
+            stype=stype or simulator.stream_type,
+            channels=simulator.channels,
+            sfreq=simulator.sfreq,
+            source_id=source_id
+            or f"bci-sim-{simulator.modality}-{simulator.task}-{simulator.seed}",
+            chunk_size=max(1, round(chunk_s * simulator.sfreq)),
+            max_buffered=max_buffered,
         )
-        self.stype = stype or simulator.stream_type
-        self.chunk_size = max(1, round(chunk_s * simulator.sfreq))
-        self._outlet: DataOutlet | None = None
-        self._marker_outlet: MarkerOutlet | None = None
-        self._thread: threading.Thread | None = None
-        self._stop_event = threading.Event()
-        self._start_timestamp: float | None = None
         self._first_sample = simulator.position
-        self._n_samples_sent = 0
-        self._error: BaseException | None = None
-
-    @property
-    def start_timestamp(self) -> float | None:
-        """LSL timestamp of the first streamed sample (None before :meth:`start`)."""
-        return self._start_timestamp
 
     @property
     def first_sample(self) -> int:
         """Session index of the first streamed sample."""
         return self._first_sample
 
-    @property
-    def n_samples_sent(self) -> int:
-        """Samples pushed so far."""
-        return self._n_samples_sent
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception that ended the worker, if any."""
-        return self._error
-
-    @property
-    def running(self) -> bool:
-        """Whether the worker thread is streaming."""
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> SimulatorStream:
-        """Open the outlets and start streaming; a second call while running only warns."""
-        if self.running:
-            warnings.warn(
-                f"SimulatorStream {self.source_id!r} is already streaming; start() ignored.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return self
-        if self._thread is not None or self._stop_event.is_set():
-            raise RuntimeError(
-                "This SimulatorStream was stopped; create a new SimulatorStream to stream again."
-            )
-        sim = self.simulator
-        self._marker_outlet = MarkerOutlet(f"{self.name}-markers", f"{self.source_id}-markers")
-        self._outlet = DataOutlet(
-            self.name, self.stype, sim.channels, sim.sfreq, self.source_id, self.chunk_size
-        )
-        self._first_sample = sim.position
-        self._thread = threading.Thread(
-            target=self._run, name=f"SimulatorStream-{self.source_id}", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop streaming and close the outlets; safe to call twice or before :meth:`start`."""
-        self._stop_event.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        for outlet in (self._outlet, self._marker_outlet):
-            if outlet is not None:
-                outlet.close()
-        self._outlet = self._marker_outlet = None
-
-    def __enter__(self) -> SimulatorStream:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         return (
             f"<SimulatorStream {self.name!r} source_id={self.source_id!r} "
-            f"sent={self._n_samples_sent} running={self.running}>"
+            f"sent={self._n_samples_sent} state={self._state}>"
         )
 
-    def _run(self) -> None:
-        try:
-            self._stream()
-        except Exception as err:
-            self._error = err
-            logger.exception("SimulatorStream %r failed", self.source_id)
-            if os.environ.get("BCI_APP_RAISE_STREAM_ERRORS", "") not in ("", "0"):
-                raise
+    def _on_start(self) -> None:
+        self._first_sample = self.simulator.position
 
-    def _stream(self) -> None:
+    def _work(self) -> None:
+        """Push chunks of the simulator's live session, each once the clock reaches it."""
         sfreq = self.simulator.sfreq
         t0 = pylsl.local_clock()
         self._start_timestamp = t0
-        while not self._stop_event.is_set():
-            chunk = self.simulator.next_chunk(self.chunk_size)
+        while not self._stop_requested.is_set():
+            chunk = self.simulator.next_chunk(self._chunk_size)
             offset = chunk.first_sample - self._first_sample
             stamps = t0 + (offset + np.arange(chunk.data.shape[0])) / sfreq
-            delay = stamps[-1] - pylsl.local_clock()
-            if delay > 0 and self._stop_event.wait(delay):
+            if not self._sleep(stamps[-1] - pylsl.local_clock()):
                 return
-            for sample, value in chunk.markers:
-                self._marker_outlet.push(value, float(stamps[sample - chunk.first_sample]))
-            self._outlet.push_chunk(chunk.data, stamps)
-            self._n_samples_sent += chunk.data.shape[0]
+            markers = [(sample - chunk.first_sample, value) for sample, value in chunk.markers]
+            self._push(chunk.data, stamps, markers)

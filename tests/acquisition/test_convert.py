@@ -9,14 +9,13 @@ import pytest
 
 from acquisition.channels import ChannelSpec
 from acquisition.convert import (
-    convert,
     lsl_first_timestamp,
     recording_to_raw,
     write_bids,
     write_fif,
 )
+from acquisition.io import convert, write_recording
 from acquisition.recording import Marker, Recording
-from acquisition.xdf import write_recording
 
 SFREQ = 200.0
 T0 = 5000.25  # an LSL clock reading: far from zero, as on a real machine

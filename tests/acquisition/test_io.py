@@ -1,4 +1,5 @@
-"""Reading recordings from every vendor file in tests/data/real, BIDS, and broken files."""
+"""Reading and writing recordings by file type: every vendor file in tests/data/real, BIDS, XDF,
+broken files, and writing XDF or FIF by extension."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import numpy as np
 import pytest
 
 from acquisition.channels import ChannelSpec
+from acquisition.convert import raw_to_recording
 from acquisition.io import (
     SUPPORTED_FORMATS,
     iter_chunks,
     open_recording,
-    raw_to_recording,
     read_recording,
+    write_recording,
 )
 from acquisition.recording import Marker, Recording
 
@@ -168,14 +170,24 @@ def test_iter_chunks_equals_whole_read(chunk):
     np.testing.assert_array_equal(from_memory, whole.data)
 
 
-def test_open_recording_reads_no_samples_up_front():
-    """The reader of an MNE file knows header and markers without loading the data."""
-    reader = open_recording(REAL_DIR / "test.vhdr")
-    assert not reader._raw.preload
+def test_open_recording_reads_no_samples_up_front(tmp_path):
+    """The reader of an MNE file knows header and markers without loading the data.
+
+    The samples are read from disk when asked for: changed on disk after opening, they come
+    back changed.
+    """
+    for name in ("test.vhdr", "test.vmrk", "test.eeg"):
+        shutil.copy(REAL_DIR / name, tmp_path / name)
+    reader = open_recording(tmp_path / "test.vhdr")
     assert reader.n_times == 7900 and len(reader.markers) == 13
-    data, times = reader.read(100, 110)
-    assert data.shape == (10, 32)
+    assert reader.meta["format"] == "brainvision"  # MNE's name of the format
+    original, times = reader.read(100, 110)
+    assert original.shape == (10, 32) and np.any(original != 0)
     np.testing.assert_array_equal(times, np.arange(100, 110) / 1000.0)
+    data_file = tmp_path / "test.eeg"
+    data_file.write_bytes(bytes(data_file.stat().st_size))  # same size, all samples zero now
+    data, _ = reader.read(100, 110)
+    np.testing.assert_array_equal(data, np.zeros_like(original))
 
 
 def test_iter_chunks_rejects_bad_chunk_size():
@@ -252,6 +264,16 @@ def test_unknown_extension_lists_supported_formats(tmp_path):
     )
 
 
+@pytest.mark.parametrize("extension", [".gdf", ".set", ".cnt", ".nedf"])
+def test_every_format_mne_reads_goes_to_mne(tmp_path, extension):
+    """Formats beyond the common six reach mne.io.read_raw, whose failure names the file."""
+    assert extension in SUPPORTED_FORMATS
+    garbage = tmp_path / f"noise{extension}"
+    garbage.write_bytes(np.random.default_rng(1).bytes(4000))
+    with pytest.raises(ValueError, match=rf"noise\{extension}.*corrupt, truncated or not the"):
+        read_recording(garbage)
+
+
 @pytest.mark.parametrize("fname", ["missing.fif", "missing.xdf", "missing.csv"])
 def test_missing_file_is_named(tmp_path, fname):
     with pytest.raises(FileNotFoundError, match=f"'.*{fname}' does not exist"):
@@ -291,8 +313,6 @@ def test_open_recording_wraps_in_memory_recording():
 
 def test_xdf_is_read_through_the_xdf_reader(tmp_path):
     """``.xdf`` goes to acquisition.xdf (loaded whole); blocks and markers come through."""
-    from acquisition.xdf import write_recording
-
     n_times, sfreq = 300, 100.0
     rec = Recording(
         data=np.column_stack([np.arange(n_times), np.cos(np.arange(n_times))]),
@@ -311,3 +331,21 @@ def test_xdf_is_read_through_the_xdf_reader(tmp_path):
     blocks = list(iter_chunks(path, 128))
     assert [len(d) for d, _ in blocks] == [128, 128, 44]
     np.testing.assert_array_equal(np.concatenate([d for d, _ in blocks]), rec.data)
+
+
+def test_write_recording_picks_the_format_by_extension(tmp_path):
+    """``.xdf`` is written as XDF, ``.fif`` as FIF; anything else is refused with the fix."""
+    rec = Recording(
+        data=np.column_stack([np.arange(200.0), np.zeros(200)]),
+        timestamps=100.0 + np.arange(200) / 100.0,
+        sfreq=100.0,
+        channels=ChannelSpec(("index", "Cz"), ("misc", "eeg"), ("n/a", "V")),
+        markers=[Marker(100.5, "key:a")],
+    )
+    for name in ("rec.xdf", "rec_raw.fif"):
+        back = read_recording(write_recording(rec, tmp_path / name))
+        np.testing.assert_array_equal(back.data[:, 0], np.arange(200))
+        assert [m.value for m in back.markers] == ["key:a"]
+    assert read_recording(tmp_path / "rec.xdf").meta["stream_type"] == "EEG"
+    with pytest.raises(ValueError, match=r"'path'.*rec\.edf.*Use \.xdf.*or \.fif"):
+        write_recording(rec, tmp_path / "rec.edf")

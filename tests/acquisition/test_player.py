@@ -12,7 +12,7 @@ import pylsl
 import pytest
 
 from acquisition.channels import ChannelSpec, channels_from_info
-from acquisition.io import read_recording
+from acquisition.io import read_recording, write_recording
 from acquisition.player import Player
 from acquisition.recording import Marker, Recording
 
@@ -212,13 +212,17 @@ def test_metadata_defaults_and_names(source_id):
 
 def test_start_stop_twice(source_id):
     player = Player(_index_recording(), speed=1.0, loop=True, source_id=source_id)
+    assert player.state == "new"
     player.start()
-    with pytest.raises(RuntimeError, match="already started"):
+    assert player.state == "running" and player.running
+    with pytest.warns(RuntimeWarning, match="already running; start\\(\\) did nothing"):
         player.start()
     player.stop()
     player.stop()
-    assert player.done.is_set()
+    assert player.done.is_set() and player.state == "stopped"
     assert player.error is None
+    with pytest.raises(RuntimeError, match="has stopped; a Player runs once. Create a new Player"):
+        player.start()
 
 
 @pytest.mark.parametrize("speed", [0, -1.0, float("nan"), float("inf"), "fast", True, None])
@@ -270,8 +274,6 @@ def test_file_cut_while_playing_ends_with_error_naming_it(
 
 def test_replay_xdf_recording(tmp_path, source_id):
     """An XDF session (the recorder's format) replays with its markers on their samples."""
-    from acquisition.xdf import write_recording
-
     rec = _index_recording(n_times=400)
     rec.timestamps = rec.timestamps + 1234.5  # an LSL clock, as recorded
     rec.markers = [Marker(m.timestamp + 1234.5, m.value) for m in rec.markers]

@@ -248,3 +248,68 @@ def test_stream_that_vanishes_is_recorded_again_when_it_returns(tmp_path, spawn_
     (marker,) = rec.markers_of("gap")
     assert marker.value == f"gap:{gap - 1 / 200:.3f}"
     assert marker.timestamp == pytest.approx(rec.timestamps[299] + 1 / 200)
+
+
+#: An outlet process whose samples carry timestamps of its own (1000 s + i / rate, far from
+#: any local clock), without a source_id unless given; it pushes ``n_total`` samples once
+#: consumed, says "done", then lingers.
+STAMPED_OUTLET = """
+import time
+import numpy as np, pylsl
+from acquisition.channels import ChannelSpec, make_stream_info
+name, source_id, rate, n_total, start = {name!r}, {source_id!r}, 100.0, {n_total}, {start}
+info = make_stream_info(name, "EEG", ChannelSpec.generic(2, "eeg", "V"), rate, source_id)
+outlet = pylsl.StreamOutlet(info)
+print("ready", flush=True)
+if not outlet.wait_for_consumers(60):
+    raise SystemExit("no consumer")
+for first in range(start, start + n_total, 20):
+    chunk = np.zeros((20, 2), np.float32)
+    chunk[:, 0] = np.arange(first, first + 20)
+    outlet.push_chunk(chunk, list(1000.0 + np.arange(first, first + 20) / rate))
+    time.sleep(0.02)
+print("done", flush=True)
+time.sleep({linger})
+"""
+
+
+def _stamped_outlet(spawn_python, name, *, source_id="", n_total=200, start=0, linger=600.0):
+    code = STAMPED_OUTLET.format(
+        name=name, source_id=source_id, n_total=n_total, start=start, linger=linger
+    )
+    proc = spawn_python(code)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+def test_timestamps_are_recorded_as_lsl_delivers_them(tmp_path, spawn_python, source_id):
+    """No clock correction and no dejitter: the file holds the sender's own timestamps, and the
+    clock offsets beside them for readers to apply."""
+    proc = _stamped_outlet(spawn_python, "rec-stamped", source_id=source_id)
+    with Recorder(tmp_path / "raw.xdf", [source_id], flush_interval=0.2) as recorder:
+        assert proc.stdout.readline().strip() == "done"
+        _wait_for_samples(recorder, "rec-stamped", 200)
+    (stream,) = pyxdf.load_xdf(
+        tmp_path / "raw.xdf", synchronize_clocks=False, dejitter_timestamps=False
+    )[0]
+    np.testing.assert_array_equal(stream["time_series"][:, 0], np.arange(200))
+    np.testing.assert_array_equal(stream["time_stamps"], 1000.0 + np.arange(200) / 100.0)
+    assert stream["clock_times"] and abs(stream["clock_values"][0]) < 0.1  # one host
+
+
+@pytest.mark.slow
+def test_stream_without_source_id_is_recorded_again_when_it_returns(
+    tmp_path, spawn_python, source_id
+):
+    """The stream is found again by its name and type, as InletWorker reconnects every stream."""
+    name = f"rec-{source_id}"
+    first = _stamped_outlet(spawn_python, name, linger=0.5)
+    with Recorder(tmp_path / "back.xdf", [name], flush_interval=0.2) as recorder:
+        assert first.stdout.readline().strip() == "done"
+        first.wait(timeout=30)  # the outlet is gone
+        _wait_for_samples(recorder, name, 200)
+        second = _stamped_outlet(spawn_python, name, start=200)
+        assert second.stdout.readline().strip() == "done"  # it saw the recorder reconnect
+        _wait_for_samples(recorder, name, 400)
+    rec = read_xdf(recorder.path, dejitter=False)
+    np.testing.assert_array_equal(rec.data[:, 0], np.arange(400))

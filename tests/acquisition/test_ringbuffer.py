@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from acquisition.ringbuffer import RingBuffer
+from acquisition.ringbuffer import NewSamples, RingBuffer
 
 
 def _ramp(start: int, n: int, n_channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -22,15 +22,16 @@ def test_write_read_since_wraps_exactly():
     counter, seen = 0, []
     for start, n in [(0, 4), (4, 5), (9, 7), (16, 1), (17, 10)]:  # 10 fills the buffer exactly
         buf.write(*_ramp(start, n))
-        data, ts, valid, counter, n_lost = buf.read_since(counter)
-        assert n_lost == 0
-        np.testing.assert_array_equal(data, _ramp(start, n)[0])
-        np.testing.assert_array_equal(ts, _ramp(start, n)[1])
-        assert valid.all() and valid.shape == (n,)
-        seen.append(data[:, 0])
+        new = buf.read_since(counter)
+        assert new.n_lost == 0
+        np.testing.assert_array_equal(new.data, _ramp(start, n)[0])
+        np.testing.assert_array_equal(new.timestamps, _ramp(start, n)[1])
+        assert new.valid.all() and new.valid.shape == (n,)
+        seen.append(new.data[:, 0])
+        counter = new.next_counter
     assert counter == buf.n_written == 27
     np.testing.assert_array_equal(np.concatenate(seen), np.arange(27))
-    assert buf.read_since(counter)[0].shape == (0, 3)
+    assert buf.read_since(counter).data.shape == (0, 3)
 
 
 def test_read_latest_and_fewer_than_requested():
@@ -49,12 +50,12 @@ def test_read_latest_and_fewer_than_requested():
 def test_reader_that_falls_behind_gets_n_lost():
     buf = RingBuffer(3, 10)
     buf.write(*_ramp(0, 6))
-    _, _, _, counter, _ = buf.read_since(0)
+    counter = buf.read_since(0).next_counter
     buf.write(*_ramp(6, 25))  # 25 new samples, only the last 10 are kept
-    data, _, _, counter, n_lost = buf.read_since(counter)
-    assert n_lost == 15
-    np.testing.assert_array_equal(data[:, 0], np.arange(21, 31))
-    assert counter == 31
+    new = buf.read_since(counter)
+    assert new.n_lost == 15
+    np.testing.assert_array_equal(new.data[:, 0], np.arange(21, 31))
+    assert new.next_counter == 31
 
 
 def test_chunk_longer_than_capacity_keeps_its_tail():
@@ -111,7 +112,7 @@ def test_concurrent_writer_and_reader_never_see_torn_or_missing_samples():
     thread.start()
     counter, received, lost = 0, 0, 0
     while not (done.is_set() and counter == buf.n_written):
-        data, ts, _, new_counter, n_lost = buf.read_since(counter)
+        data, ts, _, new_counter, n_lost = buf.read_since(counter)  # unpacks in field order
         if data.shape[0]:
             # every row is one whole sample (never torn), and rows follow each other from the
             # first sample not lost
@@ -125,3 +126,19 @@ def test_concurrent_writer_and_reader_never_see_torn_or_missing_samples():
     thread.join()
     assert received + lost == total
     assert received > 0
+
+
+def test_read_since_names_its_fields():
+    """The result of read_since says what each part is, and still unpacks in that order."""
+    buf = RingBuffer(2, 4)
+    buf.write(np.array([[1.0, np.nan], [2.0, 3.0]]), np.array([10.0, 10.5]))
+    new = buf.read_since(0)
+    assert isinstance(new, NewSamples)
+    assert new._fields == ("data", "timestamps", "valid", "next_counter", "n_lost")
+    np.testing.assert_array_equal(new.data[:, 0], [1.0, 2.0])
+    np.testing.assert_array_equal(new.timestamps, [10.0, 10.5])
+    np.testing.assert_array_equal(new.valid, [False, True])
+    assert (new.next_counter, new.n_lost) == (2, 0)
+    data, timestamps, valid, next_counter, n_lost = new
+    assert data is new.data and timestamps is new.timestamps and valid is new.valid
+    assert (next_counter, n_lost) == (2, 0)

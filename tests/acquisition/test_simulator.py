@@ -13,7 +13,7 @@ from scipy import signal
 from scipy.io import wavfile
 
 from acquisition.channels import channels_from_info
-from acquisition.io import read_recording
+from acquisition.io import read_recording, write_recording
 from acquisition.recording import parse_marker
 from acquisition.simulator import Simulator, SimulatorStream, make_channels
 from acquisition.simulator.anatomy import make_anatomy
@@ -23,7 +23,6 @@ from acquisition.simulator.montages import HEAD_RADIUS, MEG_RADIUS, SPHERE_ORIGI
 from acquisition.simulator.noise import COMPONENTS as BACKGROUND
 from acquisition.simulator.speech import band_envelopes, espeak_available
 from acquisition.simulator.typing import KeyResponses, key_geometry
-from acquisition.xdf import write_recording
 from scripts.bench_simulator import keystroke_windows, nearest_centroid_accuracy
 
 SENTENCES = ["the quick brown fox", "jumps over the lazy dog.", "Hello, world - again!"]
@@ -289,7 +288,7 @@ def test_stream_pushes_data_and_markers_to_lsl(source_id):
     expected = Simulator("eeg", "typing", seed=4, sentences=["hi"]).generate(6.0)
     stream = SimulatorStream(sim, name="sim-test", source_id=source_id)
     with stream:
-        with pytest.warns(RuntimeWarning, match="already streaming"):
+        with pytest.warns(RuntimeWarning, match="already running"):
             stream.start()
         markers_inlet = _inlet(f"{source_id}-markers")
         data_inlet = _inlet(source_id)
@@ -354,5 +353,5 @@ def test_defaults_and_bad_calls():
         SimulatorStream("not a simulator")
     stream = SimulatorStream(sim)
     stream.stop()  # before start: harmless
-    with pytest.raises(RuntimeError, match="create a new SimulatorStream"):
+    with pytest.raises(RuntimeError, match="Create a new SimulatorStream"):
         stream.start()

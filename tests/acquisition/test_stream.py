@@ -99,10 +99,11 @@ def test_live_stream_lands_exactly_in_the_buffer(spawn_python, source_id):
         assert src.buffer.capacity == 20 * SFREQ
         counter, parts, stamps = 0, [], []
         while sum(p.shape[0] for p in parts) < SFREQ:  # read incrementally while it streams
-            data, ts, valid, counter, n_lost = src.buffer.read_since(counter)
-            assert n_lost == 0 and valid.all()
-            parts.append(data)
-            stamps.append(ts)
+            new = src.buffer.read_since(counter)
+            assert new.n_lost == 0 and new.valid.all()
+            parts.append(new.data)
+            stamps.append(new.timestamps)
+            counter = new.next_counter
             time.sleep(0.05)
         data, ts = np.concatenate(parts), np.concatenate(stamps)
         _check_ramp(data, ts, t_ref)
@@ -124,7 +125,7 @@ def test_outlet_killed_and_restarted_reconnects_and_reports_the_gap(
     first = _live(spawn_python, source_id, t_ref)
     with StreamSource(source_id=source_id, resolve_timeout=30.0) as src:
         _wait(lambda: src.health().n_samples > SFREQ / 2, what="first data")
-        with caplog.at_level(logging.WARNING, logger="acquisition._worker"):
+        with caplog.at_level(logging.WARNING, logger="acquisition._inlet_worker"):
             first.kill()
             first.wait()
             _wait(lambda: not src.health().connected, what="loss detection")
@@ -136,8 +137,9 @@ def test_outlet_killed_and_restarted_reconnects_and_reports_the_gap(
         _wait(lambda: src.health().reconnections == 1, what="reconnection")
         _wait(lambda: src.buffer.n_written > n_before + SFREQ / 2, what="data after reconnection")
         health = src.health()
-        data, ts, valid, _, n_lost = src.buffer.read_since(0)
-    assert health.connected and valid.all() and n_lost == 0
+        new = src.buffer.read_since(0)
+    data, ts = new.data, new.timestamps
+    assert health.connected and new.valid.all() and new.n_lost == 0
     outages = [g for g in health.gaps if g.kind == "outage"]
     assert len(outages) == 1 and health.n_gaps == 1
     # the buffer kept the samples from before the loss, and the gap matches the missing indices
@@ -157,7 +159,8 @@ def test_nan_and_inf_samples_are_flagged_counted_and_kept(spawn_python, source_i
     _live(spawn_python, source_id, t_ref, nan_every=50)
     with StreamSource(source_id=source_id, resolve_timeout=30.0) as src:
         _wait(lambda: src.health().n_samples > 1.2 * SFREQ, what="data")
-        data, _, valid, _, _ = src.buffer.read_since(0)
+        new = src.buffer.read_since(0)
+        data, valid = new.data, new.valid
         health = src.health()
     idx = data[:, 0].astype(np.int64)
     expected_bad = idx % 50 == 0
@@ -179,7 +182,8 @@ def test_timestamps_that_jump_or_go_backwards_are_reported(spawn_python, source_
     with StreamSource(source_id=source_id, resolve_timeout=30.0) as src:
         _wait(lambda: src.health().n_samples == 600, what="all samples")
         health = src.health()
-        data, ts, valid, _, _ = src.buffer.read_since(0)
+        new = src.buffer.read_since(0)
+    data, ts, valid = new.data, new.timestamps, new.valid
     assert proc.stdout.readline().strip() == "done"
     np.testing.assert_array_equal(data[:, 0], np.arange(600))
     assert [g.kind for g in health.gaps] == ["jump", "backwards"]
@@ -198,7 +202,7 @@ def test_fewer_samples_than_the_nominal_rate_is_reported(spawn_python, source_id
     with StreamSource(source_id=source_id, resolve_timeout=30.0) as src:
         _wait(lambda: src.health().n_samples == 3000, what="all samples")
         health = src.health()
-        data, _, _, _, _ = src.buffer.read_since(0)
+        data = src.buffer.read_since(0).data
     assert proc.stdout.readline().strip() == "done"
     np.testing.assert_array_equal(data[:, 0], np.arange(3000))
     assert health.n_gaps >= 2 and {g.kind for g in health.gaps} == {"rate"}
@@ -271,7 +275,7 @@ def test_worker_error_is_logged_and_reraised_in_tests(spawn_python, source_id, c
     _live(spawn_python, source_id, pylsl.local_clock())
     src = _FailingSource(source_id=source_id, resolve_timeout=30.0)
     src.connect()
-    with caplog.at_level(logging.ERROR, logger="acquisition._worker"):
+    with caplog.at_level(logging.ERROR, logger="acquisition._inlet_worker"):
         _wait(lambda: src.buffer.n_written > 50, what="first data")
         with pytest.raises(OSError, match="injected failure"):
             # health() re-raises the worker's error as soon as it happened

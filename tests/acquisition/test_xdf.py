@@ -12,7 +12,7 @@ import pyxdf
 
 from acquisition.channels import ChannelSpec, make_stream_info
 from acquisition.recording import Marker, Recording
-from acquisition.xdf import XdfWriter, read_xdf, write_recording
+from acquisition.xdf import XdfWriter, read_xdf, write_xdf
 
 
 def _load_raw(path):
@@ -80,9 +80,9 @@ def _recording(n: int = 500, sfreq: float = 250.0) -> Recording:
     )
 
 
-def test_write_recording_read_xdf_round_trip(tmp_path):
+def test_write_xdf_read_xdf_round_trip(tmp_path):
     rec = _recording()
-    path = write_recording(rec, tmp_path / "rec.xdf")
+    path = write_xdf(rec, tmp_path / "rec.xdf")
     back = read_xdf(path)
     np.testing.assert_array_equal(back.data, rec.data)
     np.testing.assert_allclose(back.timestamps, rec.timestamps, atol=1e-9)
@@ -95,9 +95,9 @@ def test_write_recording_read_xdf_round_trip(tmp_path):
     gz_path.write_bytes(gzip.compress(path.read_bytes()))
     np.testing.assert_array_equal(read_xdf(gz_path).data, rec.data)
     with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
-        write_recording(rec, path)
-    with pytest.raises(ValueError, match=r"'path'.*rec\.edf.*Use \.xdf.*or \.fif"):
-        write_recording(rec, tmp_path / "rec.edf")
+        write_xdf(rec, path)
+    with pytest.raises(ValueError, match=r"'path'.*rec\.fif' must end in \.xdf.*write_recording"):
+        write_xdf(rec, tmp_path / "rec.fif")
 
 
 def test_read_xdf_scales_units_to_si_and_maps_types(tmp_path):
@@ -155,7 +155,7 @@ def test_bad_files_name_the_file_and_the_problem(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(ValueError, match=r"empty\.xdf': not an XDF file"):
         read_xdf(empty)
-    good = write_recording(_recording(), tmp_path / "good.xdf").read_bytes()
+    good = write_xdf(_recording(), tmp_path / "good.xdf").read_bytes()
     cut_header = tmp_path / "cut_header.xdf"
     cut_header.write_bytes(good[:60])  # inside the first StreamHeader
     with pytest.raises(ValueError, match=r"cut_header\.xdf': truncated.*before any stream"):
@@ -300,7 +300,7 @@ def test_varlen_lengths_of_a_large_chunk(tmp_path):
 def test_missing_samples_become_gap_markers(tmp_path):
     rec = _recording()
     rec.timestamps[200:] += 0.75  # 0.75 s of samples missing after sample 199
-    back = read_xdf(write_recording(rec, tmp_path / "gap.xdf"), dejitter=False)
+    back = read_xdf(write_xdf(rec, tmp_path / "gap.xdf"), dejitter=False)
     assert back.markers_of("gap") == [Marker(rec.timestamps[199] + 1 / 250, "gap:0.750")]
     assert [m.value for m in back.markers if not m.value.startswith("gap:")] == [
         m.value for m in rec.markers

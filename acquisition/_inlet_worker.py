@@ -1,23 +1,26 @@
 """The base class of LSL consumers: inlet, worker thread, clock offset, loss and reconnection.
 
 :class:`InletWorker` is the one place that owns an inlet's life: resolving the stream, opening
-the inlet, clock correction, the worker thread, loss detection and reconnection, and the handling
-of worker errors. :class:`~acquisition.stream.StreamSource` and
-:class:`~acquisition.markers.MarkerSource` only say how to validate a stream and what to do with
-each pulled chunk.
+the inlet, measuring its clock offset, the worker thread, loss detection and reconnection, and the
+handling of worker errors. :class:`~acquisition.stream.StreamSource`,
+:class:`~acquisition.markers.MarkerSource` and the recorder's streams only say how to validate a
+stream and what to do with each pulled chunk. Timestamps reach them as LSL delivers them; each
+decides what to do with the measured clock offset (the sources add it, the recorder writes it to
+the file beside the raw timestamps).
 
 Inlets are opened with ``recover=False``. liblsl's own recovery (``recover=True``) reconnects
-silently, without any signal to the application, so a source could neither report the loss
-within a second nor reset its dejitter and measure the outage. Here a lost connection raises
-``LostError`` at once (the outlet's TCP connection closes when its process dies); the worker then
-marks the source lost, keeps its buffer, and watches the network with a ``ContinuousResolver``
-for a compatible stream with the same ``source_id``, name and type, and reopens it.
+silently, without any signal to the application, and to any stream that answers the query, so a
+consumer could neither report the loss within a second, nor reset its dejitter and measure the
+outage, nor refuse a stream that came back with another channel count or rate. Here a lost
+connection raises ``LostError`` at once (the outlet's TCP connection closes when its process
+dies); the worker then marks the stream lost, keeps its buffer, and watches the network with a
+``ContinuousResolver`` for a compatible stream with the same ``source_id``, name and type, and
+reopens it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -26,6 +29,7 @@ import pylsl
 from pylsl.util import LostError
 from pylsl.util import TimeoutError as LSLTimeoutError
 
+from acquisition._env import raise_stream_errors
 from acquisition._lsl import (
     HAS_MIN_SAMPLES,
     StreamNotFoundError,
@@ -36,15 +40,18 @@ from acquisition._lsl import (
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable: when "1", a worker error is re-raised from the next public call.
-RAISE_ENV = "BCI_APP_RAISE_STREAM_ERRORS"
-
 
 class InletWorker(ABC):
     """Base class of LSL consumers: one inlet, one worker thread, loss detection, reconnection.
 
     Subclasses implement :meth:`_check_info`, :meth:`_on_open` and :meth:`_pull`, and may override
-    :meth:`_prefer`, :meth:`_on_lost` and the class attributes below.
+    :meth:`_resolve`, :meth:`_prefer`, :meth:`_on_clock_offset`, :meth:`_on_lost`,
+    :meth:`_on_close` and the class attributes below.
+
+    Error rule: an exception in the worker is logged with its traceback and marks the stream
+    lost. When :func:`~acquisition._env.raise_stream_errors` is true (tests) the worker then ends
+    and the error is re-raised from the next public call; otherwise the worker recovers by
+    reconnecting.
     """
 
     #: What the consumer is called in messages.
@@ -102,6 +109,11 @@ class InletWorker(ABC):
         return self._thread
 
     @property
+    def state(self) -> str:
+        """``"disconnected"``, ``"connected"``, ``"stalled"`` (no data lately) or ``"lost"``."""
+        return self._state
+
+    @property
     def connected(self) -> bool:
         """Whether the inlet is open and data is flowing (False while lost or stalled)."""
         return self._state == "connected"
@@ -116,7 +128,7 @@ class InletWorker(ABC):
                 stacklevel=2,
             )
             return self
-        info = resolve_stream(*self._query, self._resolve_timeout, self._prefer)
+        info = self._resolve()
         self._check_info(info)
         try:
             inlet, full = self._open_inlet(info)
@@ -128,6 +140,7 @@ class InletWorker(ABC):
         self._info = full
         self._regular = full.nominal_srate() > 0
         self._on_open(full, first=True)
+        self._measure_first_clock_offset(inlet)
         self._inlet = inlet
         self._stop.clear()
         self._set_state("connected")
@@ -170,6 +183,10 @@ class InletWorker(ABC):
             self.disconnect()
 
     # ----------------------------------------------------------------- subclass hooks
+    def _resolve(self) -> pylsl.StreamInfo:
+        """Find the stream to open on connect() (by default: resolve the query)."""
+        return resolve_stream(*self._query, self._resolve_timeout, self._prefer)
+
     def _prefer(self, info: pylsl.StreamInfo) -> bool:
         """Whether ``info`` is the preferred kind of stream when several match."""
         return True
@@ -185,6 +202,9 @@ class InletWorker(ABC):
     @abstractmethod
     def _pull(self, inlet: pylsl.StreamInlet, timeout: float) -> int:
         """Pull and handle what is available; return the number of samples received."""
+
+    def _on_clock_offset(self, offset: float) -> None:
+        """Called with each clock offset measured (``local_clock() - remote clock``, seconds)."""
 
     def _on_lost(self) -> None:
         """Called when the connection is lost (from the worker)."""
@@ -202,16 +222,25 @@ class InletWorker(ABC):
             raise err
 
     def _open_inlet(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
-        """Open an inlet on ``info``, fetch the full info and the first clock offset."""
+        """Open an inlet on ``info`` (see the module docstring for ``recover=False``)."""
         inlet = pylsl.StreamInlet(info, max_buflen=self._max_buflen, recover=False)
         full = inlet.info(timeout=2.0)
         inlet.open_stream(timeout=2.0)
+        return inlet, full
+
+    def _measure_first_clock_offset(self, inlet: pylsl.StreamInlet) -> None:
+        """Measure the clock offset of a newly opened inlet (liblsl needs about 0.5 s for it)."""
+        self._tc_at = pylsl.local_clock()
         try:
             self._tc = inlet.time_correction(timeout=2.0)
-        except LSLTimeoutError:
-            logger.warning("No clock offset for %s yet; assuming 0 for now.", describe(full))
-        self._tc_at = pylsl.local_clock()
-        return inlet, full
+        except (LSLTimeoutError, LostError):
+            logger.warning(
+                "No clock offset for %s yet; keeping %.6f s for now.",
+                describe(self._info),
+                self._tc,
+            )
+            return
+        self._on_clock_offset(self._tc)
 
     def _run(self) -> None:
         timeout = 0.05 if HAS_MIN_SAMPLES else 0.0
@@ -251,6 +280,8 @@ class InletWorker(ABC):
             self._tc = inlet.time_correction(timeout=0.2)
         except LSLTimeoutError:
             logger.debug("No new clock offset for %r; keeping %.6f s.", self._info.name(), self._tc)
+            return
+        self._on_clock_offset(self._tc)
 
     def _watch_stall(self, n: int) -> None:
         now = pylsl.local_clock()
@@ -317,9 +348,11 @@ class InletWorker(ABC):
             except (LostError, LSLTimeoutError):
                 continue  # it went away again before we could open it
             if self._stop.is_set():
+                inlet.close_stream()
                 return  # disconnect() was called meanwhile
             self._on_open(full, first=False)
             self._info = full
+            self._measure_first_clock_offset(inlet)
             self._inlet = inlet
             self._resolver = None
             self._reconnections += 1
@@ -331,10 +364,10 @@ class InletWorker(ABC):
             self._stop.wait(0.05)
 
     def _fail(self, exc: BaseException) -> None:
-        """Log a worker error, mark the source unhealthy, and store it or start recovering."""
+        """Log a worker error, mark the stream lost, and store the error or start recovering."""
         logger.exception("%s worker failed: %r", self._what.capitalize(), exc)
         self._last_error = f"{type(exc).__name__}: {exc}"
-        if os.environ.get(RAISE_ENV, "0") == "1":
+        if raise_stream_errors():
             self._inlet = None
             self._set_state("lost")
             self._pending_error = exc
