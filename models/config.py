@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from bci_app.typing.alphabet import N_CLASSES
 
@@ -33,11 +33,70 @@ N_CTC_OUTPUTS = N_CLASSES + 1
 _FIELD_TYPES = {"int": int, "float": float, "bool": bool}
 
 
-@dataclass(frozen=True)
-class _ConfigBase:
-    """Shared fields (signal and convolutional front end) and the dict/JSON round trip."""
+class ConfigMixin:
+    """Frozen-dataclass configs: field type checks, named presets and the dict/JSON round trip.
+
+    Every model config is a ``@dataclass(frozen=True)`` that inherits this mixin and lists its
+    presets in the ``presets`` class variable. Fields annotated ``int``, ``float`` or ``bool``
+    are type-checked (an ``int`` given for a ``float`` is stored as a float); a subclass that
+    checks more calls ``super().__post_init__()`` first.
+    """
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            kind = _FIELD_TYPES.get(field.type)
+            if kind is None:
+                continue
+            value = getattr(self, field.name)
+            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                object.__setattr__(self, field.name, float(value))
+                ok = True
+            if not ok:
+                raise ValueError(
+                    f"Invalid value for '{field.name}': expected {field.type}, got {value!r} "
+                    f"({type(value).__name__}). Give a {field.type}."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as a plain dict (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build a configuration from :meth:`to_dict` output; missing keys take the defaults.
+
+        Raises
+        ------
+        ValueError
+            If ``data`` has keys that are not fields of this configuration (e.g. a v2 config given
+            to v1) or values of the wrong type.
+        """
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"Invalid keys for {cls.__name__}: {unknown}. Known keys: {sorted(names)}. "
+                "Was this configuration written for another model?"
+            )
+        return cls(**dict(data))
+
+    @classmethod
+    def named(cls, name: str) -> Self:
+        """Return the preset ``name`` (``"paper"`` or ``"small"``)."""
+        if name not in cls.presets:
+            raise ValueError(
+                f"Invalid value for 'config': unknown preset {name!r} for {cls.__name__}. "
+                f"Use one of {sorted(cls.presets)}."
+            )
+        return cls(**cls.presets[name])
+
+
+@dataclass(frozen=True)
+class _Brain2QwertyConfig(ConfigMixin):
+    """Fields shared by the Brain2Qwerty configs: signal, conv front end, sequence model."""
 
     # signal
     sfreq: float = 50.0
@@ -59,18 +118,7 @@ class _ConfigBase:
     seq_dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            kind = _FIELD_TYPES[field.type]
-            ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, field.name, float(value))
-                ok = True
-            if not ok:
-                raise ValueError(
-                    f"Invalid value for '{field.name}': expected {field.type}, got {value!r} "
-                    f"({type(value).__name__}). Give a {field.type}."
-                )
+        super().__post_init__()
         positive = ("sfreq", "spatial_channels", "fourier_harmonics", "max_colocated", "hidden")
         positive += ("n_conv_layers", "d_model", "n_heads", "n_layers", "ff_mult")
         for name in positive:
@@ -89,39 +137,6 @@ class _ConfigBase:
                 f"n_heads={self.n_heads}. Pick n_heads dividing d_model."
             )
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as a plain dict (JSON-serialisable)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> _ConfigBase:
-        """Build a configuration from :meth:`to_dict` output; missing keys take the defaults.
-
-        Raises
-        ------
-        ValueError
-            If ``data`` has keys that are not fields of this configuration (e.g. a v2 config given
-            to v1) or values of the wrong type.
-        """
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"Invalid keys for {cls.__name__}: {unknown}. Known keys: {sorted(names)}. "
-                "Was this configuration written for another model?"
-            )
-        return cls(**dict(data))
-
-    @classmethod
-    def named(cls, name: str) -> _ConfigBase:
-        """Return the preset ``name`` (``"paper"`` or ``"small"``)."""
-        if name not in cls.presets:
-            raise ValueError(
-                f"Invalid value for 'config': unknown preset {name!r} for {cls.__name__}. "
-                f"Use one of {sorted(cls.presets)}."
-            )
-        return cls(**cls.presets[name])
-
 
 _SMALL_FRONT_END = dict(
     spatial_channels=96,
@@ -136,7 +151,7 @@ _SMALL_FRONT_END = dict(
 
 
 @dataclass(frozen=True)
-class Brain2QwertyV1Config(_ConfigBase):
+class Brain2QwertyV1Config(_Brain2QwertyConfig):
     """Brain2Qwerty v1: keystroke-locked windows -> conv module -> transformer over a sentence.
 
     Parameters
@@ -177,7 +192,7 @@ class Brain2QwertyV1Config(_ConfigBase):
 
 
 @dataclass(frozen=True)
-class Brain2QwertyV2Config(_ConfigBase):
+class Brain2QwertyV2Config(_Brain2QwertyConfig):
     """Brain2Qwerty v2: continuous data -> conv front end -> strided conv -> Conformer -> CTC.
 
     Parameters

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from acquisition.channels import KNOWN_TYPES, ChannelSpec
+from acquisition.channels import KNOWN_TYPES, MODALITY_TYPES, ChannelSpec
 from acquisition.recording import Recording
 from bci_app.decoders.bundle import sha256_file
 
 #: Channel types a typing decoder reads by default.
-DATA_TYPES = ("eeg", "mag", "grad", "seeg", "ecog", "dbs")
+DATA_TYPES = tuple(t for types in MODALITY_TYPES.values() for t in types)
 
 RecordingLike = str | os.PathLike | Recording
 

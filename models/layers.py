@@ -111,31 +111,35 @@ def colocated_groups(positions_2d: Tensor, tol: float = COLOCATED_TOL) -> Tensor
     return (same & earlier).sum(dim=1).long()
 
 
-def fourier_features(positions_2d: Tensor, harmonics: int, margin: float = 0.2) -> Tensor:
-    """2D Fourier embedding of positions: cos and sin of ``2 pi (k x + l y) / (1 + margin)``.
+def fourier_features(positions: Tensor, harmonics: int, margin: float = 0.2) -> Tensor:
+    """Fourier embedding of positions: cos and sin of ``2 pi (k . p) / (1 + margin)``.
 
-    ``k, l`` run over ``0 .. harmonics - 1``; the period ``1 + margin`` keeps opposite edges of the
-    unit square apart. Returns shape ``(n_chans, 2 * harmonics**2)``.
+    ``p`` is a position in the unit square (2D sensor maps) or cube (3D contacts); each
+    component of ``k`` runs over ``0 .. harmonics - 1``. The period ``1 + margin`` keeps opposite
+    edges apart. Returns shape ``(n_chans, 2 * harmonics**dims)``.
     """
+    dims = positions.shape[1]
     freqs = torch.arange(harmonics, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(freqs, freqs, indexing="ij"), dim=-1).reshape(-1, 2)
-    phase = 2 * math.pi * positions_2d.double() @ grid.T / (1.0 + margin)
+    grid = torch.stack(torch.meshgrid(*[freqs] * dims, indexing="ij"), dim=-1).reshape(-1, dims)
+    phase = 2 * math.pi * positions.double() @ grid.T / (1.0 + margin)
     return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1).float()
 
 
 class SpatialAttention(nn.Module):
-    """Per-subject softmax attention over input sensors, driven by their 2D positions.
+    """Per-subject softmax attention over input sensors, driven by their positions.
 
     Output channel ``j`` of subject ``s`` is ``sum_i softmax_i(z[s, g_i, j] . phi(pos_i)) x_i``,
-    with ``phi`` the Fourier embedding and ``g_i`` the sensor's co-located rank. Weights do not
-    depend on the montage, so a state dict moves between montages (positions are not saved in it).
-    During training, all sensors within ``dropout_radius`` of a random point are dropped (one
-    point per example); an example that would lose all its sensors keeps them.
+    with ``phi`` the Fourier embedding and ``g_i`` the sensor's co-located rank. Positions are 2D
+    map coordinates in ``[0, 1]`` (:func:`as_positions_2d`) or 3D ones in ``[0, 1]^3``
+    (:class:`models.speech_layers.SpatialAttention3D`). Weights do not depend on the montage, so
+    a state dict moves between montages (positions are not saved in it). During training, all
+    sensors within ``dropout_radius`` of a random point are dropped (one point per example); an
+    example that would lose all its sensors keeps them.
     """
 
     def __init__(
         self,
-        positions_2d: Tensor,
+        positions: Tensor,
         n_out: int,
         n_subjects: int,
         harmonics: int,
@@ -143,7 +147,7 @@ class SpatialAttention(nn.Module):
         max_colocated: int,
     ) -> None:
         super().__init__()
-        groups = colocated_groups(positions_2d)
+        groups = colocated_groups(positions)
         n_groups = int(groups.max()) + 1
         if n_groups > max_colocated:
             raise ValueError(
@@ -152,8 +156,8 @@ class SpatialAttention(nn.Module):
                 "distinct positions."
             )
         order = torch.argsort(groups, stable=True)
-        features = fourier_features(positions_2d, harmonics)
-        self.register_buffer("positions", positions_2d.float().clone(), persistent=False)
+        features = fourier_features(positions, harmonics)
+        self.register_buffer("positions", positions.float().clone(), persistent=False)
         self.register_buffer("sorted_features", features[order], persistent=False)
         self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
         self.group_sizes = torch.bincount(groups, minlength=n_groups).tolist()
@@ -179,7 +183,7 @@ class SpatialAttention(nn.Module):
 
         An example whose every sensor falls in the radius keeps them all.
         """
-        centre = torch.rand(batch, 1, 2, device=self.positions.device)
+        centre = torch.rand(batch, 1, self.positions.shape[1], device=self.positions.device)
         dropped = (
             torch.linalg.vector_norm(self.positions[None] - centre, dim=-1) < self.dropout_radius
         )

@@ -1,9 +1,10 @@
-"""Registered decoder architectures: name -> (config class, builder), and :func:`build_model`.
+"""The decoder architectures by name: config class, model class, and :func:`build_model`.
 
-Every registered model is built as ``build(n_chans, positions, n_subjects, config)``, takes
-tensors only in ``forward`` and lists its ONNX graphs in ``export_graphs()`` (see
-:mod:`models.export`); the test suite exports every entry. Add an architecture with
-:func:`register_model` (the speech decoder will).
+:data:`MODELS` is written out here, one entry per architecture; importing a model module
+registers nothing. Every entry is built as ``build(n_chans, positions, n_subjects, config)``,
+takes tensors only in ``forward`` and lists its ONNX graphs in ``export_graphs()`` (see
+:mod:`models.export`); the test suite exports every entry. Code outside the package (a plugin,
+an experiment) may add one at run time with :func:`register_model`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 
 from models.brain2qwerty import Brain2QwertyV1, Brain2QwertyV2
 from models.config import Brain2QwertyV1Config, Brain2QwertyV2Config
+from models.speech import SpeechClip, SpeechClipConfig
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ MODELS: dict[str, ModelSpec] = {
         Brain2QwertyV2Config,
         Brain2QwertyV2,
         "Typing, continuous data: conv front end + Conformer + CTC (29 classes + blank).",
+    ),
+    "speech_clip": ModelSpec(
+        SpeechClipConfig,
+        SpeechClip,
+        "Speech, 3 s listening windows: brain encoder + audio encoder, CLIP retrieval.",
     ),
 }
 
@@ -87,7 +94,8 @@ def build_model(
     Parameters
     ----------
     name : str
-        A key of :data:`MODELS` (``"brain2qwerty_v1"``, ``"brain2qwerty_v2"``).
+        A key of :data:`MODELS` (``"brain2qwerty_v1"``, ``"brain2qwerty_v2"``,
+        ``"speech_clip"``).
     config : str | dict | config
         Preset name (``"small"``, ``"paper"``), a ``to_dict()`` dict, or a config object.
     n_chans : int
@@ -99,6 +107,3 @@ def build_model(
         Number of subjects the model has heads for.
     """
     return _spec(name).build(n_chans, positions, n_subjects, get_config(name, config))
-
-
-import models.speech  # noqa: E402,F401  (registers "speech_clip")

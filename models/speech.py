@@ -27,11 +27,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from acquisition.channels import modality_of
 from models.brain2qwerty import check_continuous, check_subject
-from models.config import _ConfigBase
+from models.config import ConfigMixin
 from models.export import ExportGraph
 from models.layers import ResidualDilatedConv, SpatialAttention, SubjectLayer, as_positions_2d
-from models.registry import MODELS, ModelSpec, register_model
 from models.speech_layers import SpatialAttention3D, positions_to_unit_cube
 
 _DILATIONS = (1, 2, 4, 8, 16)
@@ -49,7 +49,7 @@ _INT_FIELDS = (
 
 
 @dataclass(frozen=True)
-class SpeechClipConfig:
+class SpeechClipConfig(ConfigMixin):
     """Sizes, window and audio features of the speech decoder; presets ``paper`` and ``small``.
 
     ``paper`` (Défossez et al. 2023): 270 spatial channels, 32 harmonics, spatial dropout 0.2,
@@ -95,6 +95,7 @@ class SpeechClipConfig:
     audio_hidden: int = 256
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -124,10 +125,6 @@ class SpeechClipConfig:
     def n_times(self) -> int:
         """Samples (and audio frames) per window: ``round((tmax - tmin) * sfreq)``."""
         return round((self.tmax - self.tmin) * self.sfreq)
-
-    to_dict = _ConfigBase.to_dict
-    from_dict = classmethod(_ConfigBase.from_dict.__func__)
-    named = classmethod(_ConfigBase.named.__func__)
 
 
 class GLUConv(nn.Module):
@@ -346,16 +343,5 @@ class BrainGraph(nn.Module):
 
 def with_spatial_dims(config: SpeechClipConfig, channel_types: list[str]) -> SpeechClipConfig:
     """Config with ``spatial_dims=3`` for intracranial montages (sEEG/ECoG/DBS), else as given."""
-    intracranial = bool(channel_types) and all(t in ("seeg", "ecog", "dbs") for t in channel_types)
+    intracranial = modality_of(channel_types) == "ieeg"
     return dataclasses.replace(config, spatial_dims=3 if intracranial else config.spatial_dims)
-
-
-if "speech_clip" not in MODELS:
-    register_model(
-        "speech_clip",
-        ModelSpec(
-            SpeechClipConfig,
-            SpeechClip,
-            "Speech, 3 s listening windows: brain encoder + audio encoder, CLIP retrieval.",
-        ),
-    )

@@ -1,4 +1,8 @@
-"""What a speech training run leaves: description, final checkpoint, report and bundle.
+"""The speech decoder's bundle and report, from a training checkpoint.
+
+:func:`export_speech_checkpoint` writes the bundle of a speech checkpoint (training calls it on
+its final one, :mod:`models.training.speech_task`); :func:`write_report` draws the training
+report.
 
 Bundle (``task: "speech"``): ``brain.onnx`` and ``audio.onnx`` (:class:`models.speech.SpeechClip`
 graphs, checked in onnxruntime), ``candidates.npz`` + ``candidates.json`` (the candidate set:
@@ -7,7 +11,7 @@ the audio embeddings of the 3 s segments starting at that word), and a manifest 
 ``preprocessing`` (0.1 Hz high-pass, 120 Hz, pooled scaler), ``window`` (brain window relative to
 the word onset, baseline, clamp, audio span and brain shift), ``audio_features`` (what turns audio
 into the input of ``audio.onnx``: log-mel parameters, or a local pretrained model's folder, layers
-and fingerprint, :mod:`bci_app.speech.extractors`; bundles made before it have ``mel``),
+and fingerprint, :mod:`bci_app.speech.extractors`; bundles without it have ``mel``),
 ``logit_scale``, ``subject``, ``provenance``, ``metrics`` and ``export``.
 """
 
@@ -17,57 +21,19 @@ import base64
 import html
 import json
 import tempfile
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-import bci_app
 from acquisition.channels import ChannelSpec
 from bci_app._optional import import_optional
 from bci_app.decoders.bundle import save_bundle
 from bci_app.speech.decoder import normalize, save_candidates
 from models.bundle_export import _quiet_exporter
-from models.checkpoint import FINAL_NAME, load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint
 from models.export import DEFAULT_ATOL, export_model
 from models.registry import build_model
-from models.speech_data import window_spec
-from models.train_setup import git_commit
-
-
-def describe(data, split, args, model_config, out: Path, name, world_size) -> dict[str, Any]:
-    """The JSON description saved in every checkpoint (and turned into the manifest)."""
-    sizes = {k: {kind: len(v) for kind, v in parts.items()} for k, parts in split.items()}
-    return {
-        "name": name or out.resolve().name,
-        "arch": "speech_clip",
-        "config_name": args["config"] if isinstance(args["config"], str) else "custom",
-        "model_config": model_config.to_dict(),
-        "n_chans": data.n_chans,
-        "n_subjects": data.n_subjects,
-        "subject_labels": [str(s) for s in data.subject_labels],
-        "channels": data.channels.to_dict(),
-        "sfreq_in": data.sfreq_in,
-        "preprocessing": data.preprocessing.to_dict(),
-        "window": window_spec(model_config),
-        "audio_features": data.features.to_dict(),
-        "train": args,
-        "data": {"summary": f"{len(data.sentences)} sentences, {data.stats}", "split": sizes},
-        "dataset_stats": data.stats,
-        "provenance": {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "bci_app_version": bci_app.__version__,
-            "torch_version": torch.__version__,
-            "recordings": data.provenance,
-            "seed": args["seed"],
-            "git_commit": git_commit(),
-            "world_size": world_size,
-        },
-        "metrics": {},
-    }
 
 
 def audio_features_spec(meta: dict[str, Any]) -> dict[str, Any]:
@@ -84,62 +50,6 @@ def word_prototypes(words: list[str], audio: np.ndarray) -> tuple[list[str], np.
     sums = np.zeros((len(texts), unit.shape[1]), np.float32)
     np.add.at(sums, [index[k] for k in keys], unit)
     return texts, normalize(sums)
-
-
-def _per_word(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    table: dict[str, list[int]] = {}
-    for word, rank in zip(result["words"], result["ranks"].tolist()):
-        table.setdefault(word.lower(), []).append(rank)
-    return {
-        w: {
-            "n": len(r),
-            "top1": float(np.mean(np.array(r) < 1)),
-            "top10": float(np.mean(np.array(r) < 10)),
-        }
-        for w, r in sorted(table.items())
-    }
-
-
-def write_outputs(run, out: Path, started: float, export: bool) -> dict[str, Any]:
-    """Rank 0: score the best epoch, write candidates, checkpoint, report and bundle."""
-    from models.speech_train import embed_windows, score
-
-    model, data, device = run.model, run.data, run.ctx.device
-    model.load_state_dict(run.best_state)
-    results = {k: score(model, data, run.split[k]["word"], device) for k in ("val", "test")}
-    words = np.flatnonzero(data.kind == "word")
-    _, audio = embed_windows(model, data, words, device)
-    texts, embeddings = word_prototypes([data.words[i] for i in words], audio)
-    metrics: dict[str, Any] = {}
-    for key, result in results.items():
-        n = result["n_candidates"]
-        metrics.update({f"{key}_top1": result["top1"], f"{key}_top10": result["top10"]})
-        metrics.update({f"{key}_n_candidates": n, f"{key}_loss": result["loss"]})
-        metrics[f"{key}_chance_top1"], metrics[f"{key}_chance_top10"] = 1 / n, min(10, n) / n
-    metrics["test_per_word"] = _per_word(results["test"])
-    metrics.update(
-        epochs_run=run.epoch,
-        best_epoch=run.best["epoch"],
-        stopped_early=run.epoch < run.args["epochs"],
-        n_bundle_candidates=len(texts),
-        world_size=run.ctx.world_size,
-        device=str(device),
-        **data.stats,
-    )
-    run.meta["metrics"] = metrics
-    state = {
-        **run.state(),
-        "candidates": {"texts": texts, "embeddings": torch.from_numpy(embeddings)},
-    }
-    checkpoint = save_checkpoint(out / FINAL_NAME, state, run.meta)
-    report = write_report(out / "report", run.history, results["test"], run.meta)
-    paths = {"checkpoint": str(checkpoint), "report": str(report)}
-    if export:
-        exported = export_speech_checkpoint(checkpoint, out)
-        paths["bundle"] = str(exported["bundle"].path)
-        metrics["export_max_abs_diff"] = exported["max_abs_diff"]
-    metrics["train_seconds"] = round(time.perf_counter() - started, 2)
-    return {**metrics, "paths": paths}
 
 
 def export_speech_checkpoint(

@@ -3,18 +3,16 @@
 Scalp and helmet sensors lie on a shell and are mapped to 2D
 (:func:`models.layers.positions_to_2d`); depth contacts do not, so their positions are scaled
 into the unit cube and embedded with a 3D Fourier basis instead, and the same per-subject
-softmax attention runs over them.
+softmax attention runs over them (:class:`SpatialAttention3D`).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from models.layers import SpatialAttention, colocated_groups
+from models.layers import SpatialAttention
 
 
 def positions_to_unit_cube(positions: np.ndarray | Tensor, n_chans: int) -> Tensor:
@@ -31,23 +29,12 @@ def positions_to_unit_cube(positions: np.ndarray | Tensor, n_chans: int) -> Tens
     return torch.as_tensor(pos / span if span > 0 else pos, dtype=torch.float32)
 
 
-def fourier_features_3d(positions: Tensor, harmonics: int, margin: float = 0.2) -> Tensor:
-    """3D Fourier embedding: cos and sin of ``2 pi (k x + l y + m z) / (1 + margin)``.
-
-    Shape ``(n_chans, 2 * harmonics**3)``; the 2D embedding of :mod:`models.layers` in one more
-    dimension, so depth electrodes keep their depth.
-    """
-    freqs = torch.arange(harmonics, dtype=torch.float64)
-    grid = torch.stack(torch.meshgrid(freqs, freqs, freqs, indexing="ij"), -1).reshape(-1, 3)
-    phase = 2 * math.pi * positions.double() @ grid.T / (1.0 + margin)
-    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=1).float()
-
-
 class SpatialAttention3D(SpatialAttention):
-    """:class:`~models.layers.SpatialAttention` over 3D positions in ``[0, 1]^3``.
+    """:class:`~models.layers.SpatialAttention` over 3D contact positions in ``[0, 1]^3``.
 
-    Same per-subject softmax over sensors, co-located ranks and frozen export; the features are
-    :func:`fourier_features_3d` and spatial dropout draws its centre in the cube.
+    Same per-subject softmax over sensors, co-located ranks and frozen export; the Fourier
+    features span three axes (``2 * harmonics**3`` of them) and spatial dropout draws its centre
+    in the cube.
     """
 
     def __init__(
@@ -59,30 +46,9 @@ class SpatialAttention3D(SpatialAttention):
         dropout_radius: float,
         max_colocated: int,
     ) -> None:
-        nn.Module.__init__(self)
-        groups = colocated_groups(positions_3d)
-        n_groups = int(groups.max()) + 1
-        if n_groups > max_colocated:
+        if positions_3d.ndim != 2 or positions_3d.shape[1] != 3:
             raise ValueError(
-                f"Invalid value for 'positions': {n_groups} contacts share one location but the "
-                f"config allows max_colocated={max_colocated}. Give distinct positions."
+                f"Invalid shape for 'positions_3d': expected (n_chans, 3), got "
+                f"{tuple(positions_3d.shape)}. Scale the contacts with positions_to_unit_cube."
             )
-        order = torch.argsort(groups, stable=True)
-        features = fourier_features_3d(positions_3d, harmonics)
-        self.register_buffer("positions", positions_3d.float().clone(), persistent=False)
-        self.register_buffer("sorted_features", features[order], persistent=False)
-        self.register_buffer("inverse_order", torch.argsort(order), persistent=False)
-        self.group_sizes = torch.bincount(groups, minlength=n_groups).tolist()
-        self.dropout_radius, self.n_subjects = dropout_radius, n_subjects
-        n_features = features.shape[1]
-        self.weight = nn.Parameter(
-            torch.randn(n_subjects, max_colocated, n_out, n_features) / math.sqrt(n_features)
-        )
-
-    def dropout_mask(self, batch: int) -> Tensor:
-        """Contacts within the radius of a random point of the cube (all kept if all fall in)."""
-        centre = torch.rand(batch, 1, 3, device=self.positions.device)
-        dropped = (
-            torch.linalg.vector_norm(self.positions[None] - centre, dim=-1) < self.dropout_radius
-        )
-        return dropped & ~dropped.all(dim=1, keepdim=True)
+        super().__init__(positions_3d, n_out, n_subjects, harmonics, dropout_radius, max_colocated)

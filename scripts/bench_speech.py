@@ -31,7 +31,7 @@ from bci_app.speech.extractors import features_from_manifest
 from models.bundle_export import _quiet_exporter
 from models.checkpoint import load_checkpoint
 from models.registry import build_model
-from models.speech_train import train_speech
+from models.training import train_speech
 
 MODALITIES = ("eeg", "meg", "ieeg")
 

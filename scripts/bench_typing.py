@@ -5,16 +5,17 @@
     .venv/bin/python scripts/bench_typing.py --json
 
 For every condition (modality x calibration length x SNR) a calibration session is simulated
-(subject 0, seed 100), the ``small`` v1 decoder is trained on it with ``models.train.train_typing``
-(split by sentence, early stopping), exported to a bundle, and evaluated with
-:func:`bci_app.typing.evaluate.evaluate_bundle` on held-out sessions of the same simulated subject
-(other seeds): CER of conv only / + transformer / + LM, as in the paper's ablation table.
+(subject 0, seed 100), the ``small`` v1 decoder is trained on it with
+``models.training.train_typing`` (split by sentence, early stopping), exported to a bundle, and
+evaluated with :func:`bci_app.typing.evaluate.evaluate_bundle` on held-out sessions of the same
+simulated subject (other seeds): CER of conv only / + transformer / + LM, as in the paper's
+ablation table.
 
 Latency (CPU, onnxruntime threads as the live path sets them, torch with as many threads): the
 per-keystroke graphs of the first trained model, onnxruntime vs torch eager on the same input
 (p50/p99 and the ratio of p50s; torch runs the exported module, whose spatial attention is
 precomputed, and, for reference, the training module, which recomputes it), and the decoder
-step (both graphs + one LM beam step, as ``TypingDecoder.add_window`` does live) over the
+step (both graphs + one LM beam step, as ``KeystrokeDecoder.add_window`` does live) over the
 held-out sessions. Numbers come from one run on a shared machine: compare ratios, not absolute
 times across runs.
 """
@@ -57,7 +58,7 @@ def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
     """Simulate, train, export and evaluate one condition; return its row."""
     from acquisition.simulator import Simulator
     from bci_app.typing.evaluate import evaluate_bundle
-    from models.train import train_typing
+    from models.training import train_typing
 
     tag = f"{modality}-{duration:g}s-snr{snr:g}"
     calibration = Simulator(modality, "typing", snr=snr, seed=TRAIN_SEED).generate(duration)

@@ -8,8 +8,9 @@ Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuil
 1. A calibration session of simulated 306-channel MEG typing (``Simulator("meg", "typing",
    snr=SNR, seed=TRAIN_SEED)``, subject 0: the same simulated subject as ``bci-app run``'s
    built-in stream, whose sessions use other seeds).
-2. ``models.train.train_typing`` trains the ``small`` Brain2Qwerty v1 on it (split by sentence,
-   early stopping on validation CER) and exports the verified ONNX graphs, manifest and LM.
+2. ``models.training.train_typing`` trains the ``small`` Brain2Qwerty v1 on it (split by
+   sentence, early stopping on validation CER) and exports the verified ONNX graphs, manifest
+   and LM.
 3. Only the bundle files (manifest, graphs, LM) are copied to the output folder; the checkpoints
    and training report stay in a temporary folder.
 4. The bundle is evaluated on held-out sessions (other seeds) with :func:`bci_app.typing.evaluate.
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from acquisition.simulator import Simulator
     from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
     from bci_app.typing.evaluate import evaluate_bundle, format_report
-    from models.train import train_typing
+    from models.training import train_typing
 
     # One thread and deterministic kernels make reruns bit-identical (with 2 threads the
     # weights differed by up to 4e-3 between runs); on 2 shared cores it is also no slower.

@@ -9,7 +9,7 @@ Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuil
    seed=TRAIN_SEED, sentences=VOCABULARY)``, subject 0). The heard sentences are the first
    ``--n-sentences`` of the sentence bank: a closed vocabulary, so every word of a later session
    is in the candidate set (the paper's protocol ranks candidates among a known set too).
-2. ``models.speech_train.train_speech`` trains the ``small`` speech decoder on its
+2. ``models.training.train_speech`` trains the ``small`` speech decoder on its
    magnetometers (split by sentence, early stopping on validation top-10) and exports the
    verified ONNX graphs, manifest and candidate set (one audio prototype per word).
 3. Only the bundle files (manifest, graphs, candidates) are copied to the output folder.
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from acquisition.simulator import Simulator
     from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
     from bci_app.speech.evaluate import evaluate_speech_bundle, format_speech_report
-    from models.speech_train import train_speech
+    from models.training import train_speech
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)

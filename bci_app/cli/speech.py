@@ -1,15 +1,14 @@
-"""``bci-app train speech`` and ``bci-app candidates add``: the speech decoder's CLI commands.
+"""``bci-app candidates add`` and the speech options of ``bci-app evaluate``.
 
-``bci-app`` calls :func:`add_speech_commands` after
-:func:`~bci_app.cli.train.add_train_export_commands`; it adds ``speech`` to the existing
-``train`` subcommand and a ``candidates`` command. torch is imported only inside ``train speech``.
+``bci-app`` calls :func:`add_candidates_command`; ``evaluate``
+(:func:`bci_app.cli.train.add_evaluate_command`) takes its speech options from
+:func:`add_speech_evaluate_arguments`. ``train speech`` lives with ``train typing`` in
+:mod:`bci_app.cli.train`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,95 +16,20 @@ from typing import Any
 
 import numpy as np
 
-from bci_app._optional import import_optional
-from bci_app.cli.train import _positive_int
 
-
-def add_speech_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``train speech`` (also ``python -m models.speech_train``)."""
-    parser.add_argument("recordings", nargs="+", metavar="RECORDING", help="listening recordings")
+def add_speech_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options ``evaluate`` takes for speech bundles (stimulus folders, audio model)."""
     parser.add_argument(
         "--audio",
         nargs="+",
         metavar="DIR",
-        help="stimulus folder(s), one per recording (default: <name>_stimuli beside each file)",
+        help="speech bundles: stimulus folder per recording (default: <name>_stimuli)",
     )
-    parser.add_argument("--out", required=True, help="output folder: the decoder bundle")
-    parser.add_argument("--config", choices=["small", "paper"], default=None)
-    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 30)")
-    parser.add_argument("--batch-size", type=_positive_int, help="windows per step (default 32)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (one-cycle)")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    parser.add_argument("--patience", type=_positive_int, help="early stopping patience (epochs)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
-    parser.add_argument("--resume", help="checkpoint (or output folder) to continue from")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--picks", nargs="+", help="channel types or names")
-    parser.add_argument("--subject", nargs="+", help="subject label of each recording")
-    parser.add_argument("--name", help="decoder name (default: the output folder's name)")
     parser.add_argument(
         "--audio-model",
         metavar="DIR",
-        help="local wav2vec2-family checkpoint folder (Hugging Face format, never downloaded) "
-        "whose hidden states replace the log-mel audio features; needs 'bci-app[audio-models]'",
+        help="speech bundles: where their pretrained audio model lives now (if it moved)",
     )
-    parser.add_argument(
-        "--audio-layers",
-        nargs="+",
-        type=int,
-        metavar="I",
-        help="hidden states of --audio-model to average (default: the last 4 layers)",
-    )
-    parser.add_argument("--no-export", action="store_true", help="skip the ONNX bundle")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
-
-
-def run_speech_train(args: argparse.Namespace) -> int:
-    """Run ``train speech``; print a summary (rank 0)."""
-    import_optional("torch")
-    from models.speech_train import train_speech
-
-    metrics = train_speech(
-        args.recordings,
-        args.out,
-        audio_dirs=args.audio,
-        config=args.config,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        seed=args.seed,
-        resume=args.resume,
-        device=args.device,
-        subject_ids=args.subject,
-        picks=args.picks,
-        name=args.name,
-        audio_model=args.audio_model,
-        audio_layers=args.audio_layers,
-        export=not args.no_export,
-        progress=not args.no_progress,
-    )
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(metrics, indent=2) if args.json else _summary(metrics))
-    return 0
-
-
-def _summary(m: dict[str, Any]) -> str:
-    lines = [
-        f"Trained in {m['train_seconds']:.1f} s: {m['epochs_run']} epochs (best "
-        f"{m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}), {m['device']}.",
-    ]
-    for key in ("val", "test"):
-        lines.append(
-            f"{key}: top-1 {m[f'{key}_top1']:.3f}, top-10 {m[f'{key}_top10']:.3f} among "
-            f"N={m[f'{key}_n_candidates']} segments (chance {m[f'{key}_chance_top1']:.3f} / "
-            f"{m[f'{key}_chance_top10']:.3f})"
-        )
-    lines.append(f"Candidates in the bundle: {m['n_bundle_candidates']} words")
-    lines += [f"{k.capitalize()}: {v}" for k, v in m["paths"].items()]
-    return "\n".join(lines)
 
 
 def synthesize(text: str, directory: Path) -> Path:
@@ -190,35 +114,8 @@ def cmd_candidates_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_speech_commands(subparsers: Any, train_tasks: Any | None = None) -> None:
-    """Add ``train speech`` (to the ``train`` command's tasks) and ``candidates add``.
-
-    ``train_tasks`` is the ``add_subparsers`` action of ``bci-app train``; None finds it in the
-    ``train`` parser that :func:`~bci_app.cli.train.add_train_export_commands` made.
-    """
-    if train_tasks is None:
-        train = subparsers.choices["train"]
-        train_tasks = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
-    speech = train_tasks.add_parser(
-        "speech",
-        help="speech decoder from listening recordings with word-onset markers",
-        description="Train the contrastive speech decoder and write its bundle, checkpoint and "
-        "report. Multi-GPU: torchrun --nproc_per_node=N -m models.speech_train REC... --out OUT",
-    )
-    add_speech_train_arguments(speech)
-    speech.set_defaults(func=run_speech_train)
-    if "evaluate" in subparsers.choices:
-        subparsers.choices["evaluate"].add_argument(
-            "--audio",
-            nargs="+",
-            metavar="DIR",
-            help="speech bundles: stimulus folder per recording (default: <name>_stimuli)",
-        )
-        subparsers.choices["evaluate"].add_argument(
-            "--audio-model",
-            metavar="DIR",
-            help="speech bundles: where their pretrained audio model lives now (if it moved)",
-        )
+def add_candidates_command(subparsers: Any) -> None:
+    """Add ``candidates add BUNDLE WORD_OR_WAV... [--audio-model DIR]`` to ``bci-app``."""
     candidates = subparsers.add_parser("candidates", help="edit a speech bundle's candidate set")
     actions = candidates.add_subparsers(dest="candidates_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add words (synthesized with espeak-ng) or WAV files")

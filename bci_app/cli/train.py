@@ -1,19 +1,28 @@
-"""``bci-app train typing`` and ``bci-app export``: the CLI commands that need torch.
+"""``bci-app train typing|speech``, ``bci-app export`` and ``bci-app evaluate``.
 
 torch and :mod:`models` are imported inside the commands, so building the parser (and every other
 ``bci-app`` command, the live path included) never imports them. ``bci-app`` calls
-:func:`add_train_export_commands`; ``python -m models.train`` (which ``torchrun`` launches for
-multi-GPU training) reuses :func:`add_train_arguments` and :func:`run_train`.
+:func:`add_train_export_commands` and :func:`add_evaluate_command`. This module is also the
+entry point of multi-process training, which ``torchrun`` launches once per GPU::
+
+    torchrun --nproc_per_node=N -m bci_app.cli.train typing RECORDING... --out OUT
+    torchrun --nproc_per_node=N -m bci_app.cli.train speech RECORDING... --out OUT
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 from bci_app._optional import import_optional
+from bci_app.cli.speech import add_speech_evaluate_arguments
+
+_PROG = "python -m bci_app.cli.train"
 
 
 def _positive_int(value: str) -> int:
@@ -26,7 +35,23 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options every training command has: settings, resume, device, output switches."""
+    parser.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
+    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    parser.add_argument("--patience", type=_positive_int, help="early-stopping patience (epochs)")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--resume", help="checkpoint (or output folder) to continue from")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--picks", nargs="+", help="channel types or names (default: all brain)")
+    parser.add_argument("--subject", nargs="+", help="subject label of each recording")
+    parser.add_argument("--name", help="decoder name (default: the output folder's name)")
+    parser.add_argument("--no-export", action="store_true", help="skip the ONNX bundle")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``train typing`` (recordings, output, model and training settings)."""
     parser.add_argument("recordings", nargs="+", metavar="RECORDING", help="XDF/FIF/EDF/BIDS files")
     parser.add_argument("--out", required=True, help="output folder: the decoder bundle")
@@ -38,38 +63,46 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 40)")
     parser.add_argument("--batch-size", type=_positive_int, help="sentences per step (default 4)")
-    parser.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    parser.add_argument("--patience", type=_positive_int, help="early-stopping patience (epochs)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--crop", type=float, help="v1: probability of cropping a sentence")
-    parser.add_argument("--resume", help="checkpoint (or output folder) to continue from")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--picks", nargs="+", help="channel types or names (default: all brain)")
-    parser.add_argument("--subject", nargs="+", help="subject label of each recording")
-    parser.add_argument("--name", help="decoder name (default: the output folder's name)")
-    parser.add_argument("--no-export", action="store_true", help="skip the ONNX bundle")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_run_arguments(parser)
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Run ``train typing`` with parsed arguments; print a summary (rank 0 only)."""
-    import_optional("torch")
-    from models.train import train_typing
+def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``train speech`` (recordings, audio, output, settings)."""
+    parser.add_argument("recordings", nargs="+", metavar="RECORDING", help="listening recordings")
+    parser.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="DIR",
+        help="stimulus folder(s), one per recording (default: <name>_stimuli beside each file)",
+    )
+    parser.add_argument("--out", required=True, help="output folder: the decoder bundle")
+    parser.add_argument("--config", choices=["small", "paper"], default=None)
+    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 30)")
+    parser.add_argument("--batch-size", type=_positive_int, help="windows per step (default 32)")
+    parser.add_argument(
+        "--audio-model",
+        metavar="DIR",
+        help="local wav2vec2-family checkpoint folder (Hugging Face format, never downloaded) "
+        "whose hidden states replace the log-mel audio features; needs 'bci-app[audio-models]'",
+    )
+    parser.add_argument(
+        "--audio-layers",
+        nargs="+",
+        type=int,
+        metavar="I",
+        help="hidden states of --audio-model to average (default: the last 4 layers)",
+    )
+    _add_run_arguments(parser)
 
-    metrics = train_typing(
-        args.recordings,
-        args.out,
-        config=args.config,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments both trainers take from the common options."""
+    return dict(
         lr=args.lr,
         weight_decay=args.weight_decay,
         patience=args.patience,
         seed=args.seed,
-        crop=args.crop,
         resume=args.resume,
         device=args.device,
         subject_ids=args.subject,
@@ -78,12 +111,53 @@ def run_train(args: argparse.Namespace) -> int:
         export=not args.no_export,
         progress=not args.no_progress,
     )
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps(metrics, indent=2) if args.json else _summary(metrics))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``train typing`` with parsed arguments; print a summary (rank 0 only)."""
+    import_optional("torch")
+    from models.training import train_typing
+
+    metrics = train_typing(
+        args.recordings,
+        args.out,
+        config=args.config,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        **_run_options(args),
+    )
+    _print_metrics(metrics, args.json, _typing_summary)
     return 0
 
 
-def _summary(m: dict[str, Any]) -> str:
+def run_speech_train(args: argparse.Namespace) -> int:
+    """Run ``train speech`` with parsed arguments; print a summary (rank 0 only)."""
+    import_optional("torch")
+    from models.training import train_speech
+
+    metrics = train_speech(
+        args.recordings,
+        args.out,
+        audio_dirs=args.audio,
+        config=args.config,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        audio_model=args.audio_model,
+        audio_layers=args.audio_layers,
+        **_run_options(args),
+    )
+    _print_metrics(metrics, args.json, _speech_summary)
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any], as_json: bool, summary) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(metrics, indent=2) if as_json else summary(metrics))
+
+
+def _typing_summary(m: dict[str, Any]) -> str:
     conv = lambda key: f" (conv only {m[key]:.3f})" if key in m else ""  # noqa: E731
     lines = [
         f"Trained in {m['train_seconds']:.1f} s: {m['epochs_run']} epochs (best {m['best_epoch']}"
@@ -104,6 +178,22 @@ def _summary(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _speech_summary(m: dict[str, Any]) -> str:
+    lines = [
+        f"Trained in {m['train_seconds']:.1f} s: {m['epochs_run']} epochs (best "
+        f"{m['best_epoch']}{', stopped early' if m['stopped_early'] else ''}), {m['device']}.",
+    ]
+    for key in ("val", "test"):
+        lines.append(
+            f"{key}: top-1 {m[f'{key}_top1']:.3f}, top-10 {m[f'{key}_top10']:.3f} among "
+            f"N={m[f'{key}_n_candidates']} segments (chance {m[f'{key}_chance_top1']:.3f} / "
+            f"{m[f'{key}_chance_top10']:.3f})"
+        )
+    lines.append(f"Candidates in the bundle: {m['n_bundle_candidates']} words")
+    lines += [f"{k.capitalize()}: {v}" for k, v in m["paths"].items()]
+    return "\n".join(lines)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a training checkpoint to a decoder bundle; print the ONNX check."""
     import_optional("torch")
@@ -119,18 +209,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train_export_commands(subparsers: Any) -> None:
-    """Add ``train typing`` and ``export`` to ``bci-app``'s subparsers."""
-    train = subparsers.add_parser("train", help="train a decoder on calibration recordings")
-    tasks = train.add_subparsers(dest="train_task", metavar="TASK", required=True)
+def _add_typing_command(tasks: Any) -> None:
+    """``train typing``."""
     typing = tasks.add_parser(
         "typing",
         help="Brain2Qwerty typing decoder from recordings with keystroke markers",
         description="Train a Brain2Qwerty typing decoder and write its bundle, checkpoint and "
-        "report. Multi-GPU: torchrun --nproc_per_node=N -m models.train RECORDING... --out OUT",
+        "report. Multi-GPU: torchrun --nproc_per_node=N -m bci_app.cli.train typing "
+        "RECORDING... --out OUT",
     )
-    add_train_arguments(typing)
+    add_typing_arguments(typing)
     typing.set_defaults(func=run_train)
+
+
+def _add_speech_command(tasks: Any) -> None:
+    """``train speech``."""
+    speech = tasks.add_parser(
+        "speech",
+        help="speech decoder from listening recordings with word-onset markers",
+        description="Train the contrastive speech decoder and write its bundle, checkpoint and "
+        "report. Multi-GPU: torchrun --nproc_per_node=N -m bci_app.cli.train speech "
+        "RECORDING... --out OUT",
+    )
+    add_speech_arguments(speech)
+    speech.set_defaults(func=run_speech_train)
+
+
+def _add_train_tasks(parser: argparse.ArgumentParser) -> None:
+    """The ``typing`` and ``speech`` subcommands of a training parser."""
+    tasks = parser.add_subparsers(dest="train_task", metavar="TASK", required=True)
+    _add_typing_command(tasks)
+    _add_speech_command(tasks)
+
+
+def add_train_export_commands(subparsers: Any) -> None:
+    """Add ``train typing``, ``train speech`` and ``export`` to ``bci-app``'s subparsers."""
+    train = subparsers.add_parser("train", help="train a decoder on calibration recordings")
+    _add_train_tasks(train)
 
     export = subparsers.add_parser("export", help="export a training checkpoint to a bundle")
     export.add_argument("checkpoint", help="checkpoint.pt written by 'bci-app train'")
@@ -144,9 +259,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from bci_app.decoders.bundle import load_bundle
 
     if load_bundle(args.bundle).task == "speech":
-        from bci_app.speech.evaluate import run_speech_evaluate
+        from bci_app.speech.evaluate import evaluate_speech_bundle, format_speech_report
 
-        return run_speech_evaluate(args)
+        report = evaluate_speech_bundle(
+            args.bundle,
+            args.recordings,
+            audio_dirs=getattr(args, "audio", None),
+            provider=args.provider,
+            audio_model=getattr(args, "audio_model", None),
+        )
+        print(json.dumps(report, indent=2) if args.json else format_speech_report(report))
+        return 0
     from bci_app.typing.evaluate import evaluate_bundle, format_report, report_to_json
 
     report = evaluate_bundle(
@@ -172,5 +295,34 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
         help="onnxruntime provider (default auto)",
     )
     p.add_argument("--no-lm", action="store_true", help="decode without the language model")
+    add_speech_evaluate_arguments(p)
     p.set_defaults(func=cmd_evaluate)
     return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m bci_app.cli.train`` (what ``torchrun`` launches)."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG, description="Train a decoder (one process of a torchrun job, or alone)."
+    )
+    _add_train_tasks(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bci_app.cli.train TASK ...``: train, logging on rank 0 only."""
+    args = build_parser().parse_args(argv)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    logging.basicConfig(
+        level=logging.INFO if main_rank else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{_PROG} {args.train_task}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,7 +7,10 @@ array framed at the brain data's rate (frame ``k`` of a segment starting at ``s`
 - :class:`LogMelFeatures` (default, numpy/scipy, :mod:`bci_app.speech.audio`);
 - :class:`bci_app.speech.pretrained.PretrainedAudioFeatures`: a wav2vec2-style speech model
   (wav2vec 2.0, HuBERT, WavLM, data2vec-audio) that the user keeps on disk as a Hugging Face
-  checkpoint folder, read with ``transformers`` and torch, never downloaded.
+  checkpoint folder, read with ``transformers`` and torch, never downloaded. This module imports
+  it only inside :func:`make_features` and :func:`features_from_manifest`, and it does not import
+  this module: it meets :class:`AudioFeatures` by shape, so importing the extractors never loads
+  torch.
 
 A bundle records its extractor in the manifest (``audio_features``; old bundles only have
 ``mel``); :func:`features_from_manifest` rebuilds it for ``bci-app evaluate`` and
@@ -18,31 +21,32 @@ computed once, so the live path stays torch-free whichever extractor trained the
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from bci_app.speech.audio import AUDIO_RATE, MelConfig, as_mono, log_mel, mel_segments
 
 
-class AudioFeatures(ABC):
-    """Audio segments -> features ``(n_segments, n_features, n_frames)`` at the brain's rate."""
+class AudioFeatures(Protocol):
+    """Audio segments -> features ``(n_segments, n_features, n_frames)`` at the brain's rate.
+
+    A protocol: an extractor has these members, whether or not it names this class as a base.
+    """
 
     #: Name stored in the manifest (``audio_features.kind``).
-    kind: str = ""
+    kind: ClassVar[str]
 
     @property
-    @abstractmethod
     def n_features(self) -> int:
         """Feature rows per frame (mel bands, or the model's hidden size)."""
+        ...
 
     @property
-    @abstractmethod
     def frame_rate(self) -> float:
         """Frames per second of the features (the brain data's rate)."""
+        ...
 
-    @abstractmethod
     def segments(self, audio: np.ndarray, starts_s: np.ndarray, n_frames: int) -> np.ndarray:
         """Features of the segments of ``audio`` starting at ``starts_s`` (seconds).
 
@@ -60,10 +64,11 @@ class AudioFeatures(ABC):
         -------
         array (n_segments, n_features, n_frames) float32
         """
+        ...
 
-    @abstractmethod
     def to_dict(self) -> dict[str, Any]:
         """The manifest entry (``kind`` plus what rebuilds this extractor)."""
+        ...
 
 
 class LogMelFeatures(AudioFeatures):

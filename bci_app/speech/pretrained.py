@@ -30,8 +30,7 @@ import numpy as np
 import torch
 
 from bci_app._optional import import_optional
-from bci_app.speech.audio import as_mono, resample_audio
-from bci_app.speech.extractors import AUDIO_RATE, AudioFeatures
+from bci_app.speech.audio import AUDIO_RATE, as_mono, resample_audio
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +71,11 @@ def _front_end(config: Any, folder: Path) -> tuple[int, int]:
     return hop, field
 
 
-class PretrainedAudioFeatures(AudioFeatures):
+class PretrainedAudioFeatures:
     """Hidden states of a local wav2vec2-family model, at the brain's frame rate.
+
+    An :class:`~bci_app.speech.extractors.AudioFeatures` (by shape: this module does not import
+    the extractors, which import this one lazily).
 
     Parameters
     ----------

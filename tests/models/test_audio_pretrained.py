@@ -98,6 +98,19 @@ def test_log_mel_extractor_is_the_log_mel_of_before():
     assert features_from_manifest(manifest).config == config
 
 
+def test_the_extractors_load_torch_only_for_a_pretrained_model(model_dir):
+    code = (
+        "import sys\n"
+        "from bci_app.speech.extractors import make_features\n"
+        "before = 'torch' in sys.modules\n"
+        f"features = make_features(120.0, 40, {str(model_dir)!r})\n"
+        "print(before, 'torch' in sys.modules, type(features).__name__, features.n_features)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True", "PretrainedAudioFeatures", "32"]
+
+
 def test_bad_models_and_layers_are_clear_errors(model_dir, tmp_path):
     with pytest.raises(ValueError, match="not a model folder with a config.json"):
         PretrainedAudioFeatures(tmp_path)
@@ -133,7 +146,7 @@ def test_bad_models_and_layers_are_clear_errors(model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_train_evaluate_extend_and_decode_with_a_local_wav2vec2(model_dir, tmp_path):
-    from models.speech_train import train_speech
+    from models.training import train_speech
 
     out = tmp_path / "bundle"
     recording = Simulator("eeg", "listening", snr=3.0, seed=21).generate(45.0)

@@ -10,8 +10,8 @@ import torch
 from helpers import typing_data as td
 
 from acquisition.channels import ChannelSpec
+from acquisition.io import write_recording
 from acquisition.recording import Marker
-from acquisition.xdf import write_recording
 from bci_app.decoders.bundle import sha256_file
 from bci_app.processing.windowing import EventWindower, epochs_from_recording
 from bci_app.typing.alphabet import char_to_class
@@ -27,17 +27,12 @@ from models.datasets import (
 
 
 @pytest.fixture(scope="module")
-def session():
-    return td.typing_session()
+def dataset(typing_session):
+    return build_typing_dataset([typing_session], continuous=True)
 
 
-@pytest.fixture(scope="module")
-def dataset(session):
-    return build_typing_dataset([session], continuous=True)
-
-
-def test_sentences_windows_and_targets_match_the_simulator(session, dataset):
-    truth = td.ground_truth_keys(session)
+def test_sentences_windows_and_targets_match_the_simulator(typing_session, dataset):
+    truth = td.ground_truth_keys(typing_session)
     assert len(dataset.sentences) == len(truth) >= MIN_SENTENCES
     for sentence, (text, times, chars) in zip(dataset.sentences, truth):
         assert sentence.prompt == text
@@ -54,27 +49,27 @@ def test_sentences_windows_and_targets_match_the_simulator(session, dataset):
     assert dataset.preprocessing == dataset.recording_preprocessing[0]
     # the resampler's anti-alias FIR holds back its delay (resample_zeros output samples)
     delay = dataset.preprocessing.resample_zeros
-    assert dataset.continuous[0].shape == (64, round(session.duration * 50) - delay)
+    assert dataset.continuous[0].shape == (64, round(typing_session.duration * 50) - delay)
 
 
-def test_windows_are_those_of_the_live_windower(session, dataset):
+def test_windows_are_those_of_the_live_windower(typing_session, dataset):
     config = dataset.recording_preprocessing[0]
-    live = epochs_from_recording(session, config, EventWindower(-0.2, 0.3, 50.0, clamp=5.0))
+    live = epochs_from_recording(typing_session, config, EventWindower(-0.2, 0.3, 50.0, clamp=5.0))
     by_time = {w.marker.timestamp: w.data for w in live}
     for sentence in dataset.sentences:
         for time, window in zip(sentence.key_times, sentence.windows):
             np.testing.assert_array_equal(window, by_time[time])
 
 
-def test_files_subjects_and_provenance(tmp_path, session):
+def test_files_subjects_and_provenance(tmp_path, typing_session):
     other = td.typing_session(seed=2)
-    path = write_recording(session, tmp_path / "session.xdf")
+    path = write_recording(typing_session, tmp_path / "session.xdf")
     dataset = build_typing_dataset([path, other], subject_ids=["anna", "ben"])
     assert dataset.subject_labels == ["anna", "ben"] and dataset.n_subjects == 2
     assert {s.subject for s in dataset.sentences if s.recording == 1} == {1}
     assert dataset.provenance[0] == {
         "file": "session.xdf",
-        "duration_s": pytest.approx(session.duration),
+        "duration_s": pytest.approx(typing_session.duration),
         "sha256": sha256_file(path),
     }
     assert dataset.provenance[1]["simulator"]["seed"] == 2
@@ -82,44 +77,46 @@ def test_files_subjects_and_provenance(tmp_path, session):
     np.testing.assert_allclose(dataset.preprocessing.scaler_center, np.median(centers, axis=0))
 
 
-def test_recording_without_keystrokes_names_the_file_and_its_markers(tmp_path, session):
-    path = write_recording(td.without_markers(session, "key"), tmp_path / "rest.xdf")
+def test_recording_without_keystrokes_names_the_file_and_its_markers(tmp_path, typing_session):
+    path = write_recording(td.without_markers(typing_session, "key"), tmp_path / "rest.xdf")
     with pytest.raises(ValueError, match=r"'.*rest\.xdf': it has no keystroke markers.*"):
-        build_typing_dataset([session, path])
+        build_typing_dataset([typing_session, path])
     with pytest.raises(ValueError, match=r"Marker kinds found: \{'sentence_start': \d+"):
         build_typing_dataset([path])
 
 
-def test_channel_mismatch_names_the_channels(session):
-    names = list(session.channels.names)
+def test_channel_mismatch_names_the_channels(typing_session):
+    names = list(typing_session.channels.names)
     names[3] = "EEG999"
-    spec = dataclasses.replace(session.channels, names=tuple(names))
-    other = dataclasses.replace(session, channels=spec, name="other-montage")
-    renamed = session.channels.names[3]
+    spec = dataclasses.replace(typing_session.channels, names=tuple(names))
+    other = dataclasses.replace(typing_session, channels=spec, name="other-montage")
+    renamed = typing_session.channels.names[3]
     with pytest.raises(ValueError, match=rf"'other-montage' lacks \['{renamed}'\]"):
-        build_typing_dataset([session, other])
-    slower = dataclasses.replace(session, sfreq=250.0, name="slow")
+        build_typing_dataset([typing_session, other])
+    slower = dataclasses.replace(typing_session, sfreq=250.0, name="slow")
     with pytest.raises(ValueError, match=r"'slow' runs at 250 Hz but .* at 500 Hz"):
-        build_typing_dataset([session, slower])
+        build_typing_dataset([typing_session, slower])
 
 
-def test_channels_without_positions_are_refused(session):
-    spec = ChannelSpec(session.channels.names, session.channels.types, session.channels.units)
+def test_channels_without_positions_are_refused(typing_session):
+    spec = ChannelSpec(
+        typing_session.channels.names, typing_session.channels.types, typing_session.channels.units
+    )
     with pytest.raises(ValueError, match=r"have no sensor position.*set_montage"):
-        build_typing_dataset([dataclasses.replace(session, channels=spec)])
+        build_typing_dataset([dataclasses.replace(typing_session, channels=spec)])
 
 
-def test_too_little_data_says_the_minimum(session):
+def test_too_little_data_says_the_minimum(typing_session):
     short = dataclasses.replace(
-        session, data=session.data[:6000], timestamps=session.timestamps[:6000]
+        typing_session, data=typing_session.data[:6000], timestamps=typing_session.timestamps[:6000]
     )
     with pytest.raises(ValueError, match=r"Too little data: [12] sentences .* at least 3 sentence"):
         build_typing_dataset([short])
     with pytest.raises(ValueError, match=r"at least 3 sentences and 500 keystrokes"):
-        build_typing_dataset([session], min_keystrokes=500)
+        build_typing_dataset([typing_session], min_keystrokes=500)
 
 
-def test_nan_stretch_drops_and_counts_its_windows(session, dataset):
+def test_nan_stretch_drops_and_counts_its_windows(typing_session, dataset):
     broken = td.typing_session()
     first = dataset.sentences[1].key_times[0]
     stop = int((first + 1.0) * broken.sfreq)
@@ -132,16 +129,16 @@ def test_nan_stretch_drops_and_counts_its_windows(session, dataset):
     assert not np.any((kept >= first) & (kept < first + 1.0))
 
 
-def test_keys_outside_the_alphabet_are_skipped_and_counted(session, dataset):
+def test_keys_outside_the_alphabet_are_skipped_and_counted(typing_session, dataset):
     extra = [Marker(t + 0.05, "key:shift") for t in dataset.sentences[0].key_times[:3]]
     extra.append(Marker(dataset.sentences[2].key_times[1] + 0.05, "key:backspace"))
-    edited = build_typing_dataset([td.with_markers(session, extra)])
+    edited = build_typing_dataset([td.with_markers(typing_session, extra)])
     assert edited.stats["n_skipped_keys"] == 4
     assert [s.target_text for s in edited.sentences] == [s.target_text for s in dataset.sentences]
 
 
-def test_without_sentence_markers_keys_are_grouped_by_pauses(session, dataset):
-    bare = td.without_markers(session, "sentence_start", "sentence_end")
+def test_without_sentence_markers_keys_are_grouped_by_pauses(typing_session, dataset):
+    bare = td.without_markers(typing_session, "sentence_start", "sentence_end")
     grouped = build_typing_dataset([bare])
     assert grouped.stats["n_sentences_from_pauses"] == len(grouped.sentences)
     assert [s.prompt for s in grouped.sentences] == [s.target_text for s in dataset.sentences]

@@ -21,16 +21,6 @@ from models.registry import MODELS, build_model
 N_CHANS, N_SUBJECTS = 32, 3
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture
-def positions() -> np.ndarray:
-    return np.random.default_rng(0).uniform(size=(N_CHANS, 2)).astype(np.float32)
-
-
 def _run(path, feed):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, feed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import mne
@@ -13,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from models.brain2qwerty import Brain2QwertyV1, Brain2QwertyV2
-from models.config import BLANK_INDEX, Brain2QwertyV1Config, Brain2QwertyV2Config
+from models.config import BLANK_INDEX, Brain2QwertyV1Config, Brain2QwertyV2Config, ConfigMixin
 from models.layers import SpatialAttention, colocated_groups, positions_to_2d
 from models.registry import MODELS, ModelSpec, build_model, get_config, register_model
 
@@ -21,16 +23,6 @@ N_CHANS, N_SUBJECTS = 32, 3
 # Smaller than "small", for tests that train a few steps.
 TINY = dict(spatial_channels=16, fourier_harmonics=4, hidden=32, n_conv_layers=3, d_model=32)
 REAL_DIR = Path(__file__).parents[1] / "data" / "real"
-
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture
-def positions() -> np.ndarray:
-    return np.random.default_rng(0).uniform(size=(N_CHANS, 2)).astype(np.float32)
 
 
 def meg_like_positions(n_locations: int = 102, seed: int = 0) -> np.ndarray:
@@ -145,8 +137,22 @@ def test_config_json_round_trip(name, preset):
     text = json.dumps(config.to_dict())
     again = get_config(name, json.loads(text))
     assert again == config and type(again) is type(config)
+    assert isinstance(config, ConfigMixin) and dataclasses.is_dataclass(config)
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.hidden = 3
+
+
+def test_registry_is_written_out_and_model_modules_register_nothing():
+    assert {name: spec.config_class.__name__ for name, spec in MODELS.items()} == {
+        "brain2qwerty_v1": "Brain2QwertyV1Config",
+        "brain2qwerty_v2": "Brain2QwertyV2Config",
+        "speech_clip": "SpeechClipConfig",
+    }
+    code = (
+        "import sys, models.brain2qwerty, models.speech\nprint('models.registry' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_config_errors():

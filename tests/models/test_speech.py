@@ -1,4 +1,4 @@
-"""Speech decoder model, data and training: shapes, CLIP loss, export, datasets, bad input."""
+"""Speech decoder model and data: shapes, configs, 3D attention, CLIP loss, export, datasets."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from acquisition.simulator import Simulator
 from acquisition.simulator.listening import write_stimulus_audio
 from bci_app.speech.audio import read_wav
 from models.export import DEFAULT_ATOL, export_model
+from models.layers import SpatialAttention
 from models.registry import MODELS, build_model
 from models.speech import SpeechClip, SpeechClipConfig, clip_loss, with_spatial_dims
 from models.speech_data import build_speech_dataset, window_spec
+from models.speech_layers import SpatialAttention3D, positions_to_unit_cube
 
 TINY = dict(
     SpeechClipConfig.presets["small"],
@@ -31,17 +33,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
-
-
-@pytest.fixture(scope="module")
-def session():
-    """A 30 s simulated EEG listening session with its ground-truth audio."""
-    return Simulator("eeg", "listening", snr=2.0, seed=3).generate(30.0)
-
-
 def test_registered_and_presets_round_trip():
     assert "speech_clip" in MODELS
     for name in ("small", "paper"):
@@ -52,6 +43,11 @@ def test_registered_and_presets_round_trip():
         SpeechClipConfig(spatial_dims=4)
     with pytest.raises(ValueError, match="Invalid keys"):
         SpeechClipConfig.from_dict({"d_model": 3})
+    with pytest.raises(ValueError, match="'hidden': expected int, got 12.5"):
+        SpeechClipConfig(hidden=12.5)
+    assert SpeechClipConfig(sfreq=100).to_dict()["sfreq"] == 100.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SpeechClipConfig().hidden = 3
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -70,6 +66,24 @@ def test_shapes_2d_and_3d_positions(dims):
         model(torch.randn(1, 6, 300), torch.tensor([0]))
     with pytest.raises(ValueError, match="subject"):
         model(x, torch.tensor([0, 5, 0]))
+
+
+def test_3d_attention_is_a_spatial_attention_over_the_cube():
+    cube = positions_to_unit_cube(np.random.default_rng(0).normal(size=(6, 3)), 6)
+    attention = SpatialAttention3D(cube, 4, 2, 3, 0.4, 1)
+    assert isinstance(attention, SpatialAttention)
+    assert attention.sorted_features.shape == (6, 2 * 3**3)  # depth has its own harmonics
+    assert [name for name, _ in attention.named_parameters()] == ["weight"]
+    x, subject = torch.randn(3, 6, 5), torch.tensor([0, 1, 1])
+    torch.testing.assert_close(attention.eval().frozen()(x, subject), attention(x, subject))
+    torch.manual_seed(1)
+    dropped = attention.dropout_mask(200)
+    torch.manual_seed(1)
+    centres = torch.rand(200, 1, 3)  # the mask's centres are drawn in the cube
+    near = torch.linalg.vector_norm(cube[None] - centres, dim=-1) < 0.4
+    assert torch.equal(dropped, near & ~near.all(dim=1, keepdim=True))
+    with pytest.raises(ValueError, match=r"'positions_3d': expected \(n_chans, 3\)"):
+        SpatialAttention3D(cube[:, :2], 4, 2, 3, 0.4, 1)
 
 
 def test_intracranial_channels_get_3d_attention():
@@ -114,11 +128,14 @@ def test_export_brain_and_audio_graphs_match_torch(tmp_path):
     np.testing.assert_allclose(got, want, atol=DEFAULT_ATOL)
 
 
-def test_dataset_pairs_brain_windows_with_heard_audio(session, tmp_path):
+def test_dataset_pairs_brain_windows_with_heard_audio(listening_session, tmp_path):
     config = SpeechClipConfig.named("small")
-    data = build_speech_dataset([session], config)
-    onsets = np.array([m.timestamp for m in session.markers_of("word")]) - session.timestamps[0]
-    n_fit = int(((onsets - 0.35 >= 0) & (onsets + 2.65 < session.duration - 0.3)).sum())
+    data = build_speech_dataset([listening_session], config)
+    onsets = (
+        np.array([m.timestamp for m in listening_session.markers_of("word")])
+        - listening_session.timestamps[0]
+    )
+    n_fit = int(((onsets - 0.35 >= 0) & (onsets + 2.65 < listening_session.duration - 0.3)).sum())
     assert data.brain.shape[1:] == (64, 360) and data.mel.shape[1:] == (40, 360)
     assert (data.kind == "word").sum() >= n_fit  # every word whose 3 s window fits
     assert np.abs(data.brain).max() <= 20.0
@@ -129,8 +146,8 @@ def test_dataset_pairs_brain_windows_with_heard_audio(session, tmp_path):
     spec = window_spec(config)
     assert spec["tmin"] == pytest.approx(-0.35) and spec["baseline"][1] == pytest.approx(0.15)
     # the same audio from the stimulus folder a CLI user has
-    write_stimulus_audio(session.meta["ground_truth"], tmp_path / "stim")
-    plain = dataclasses.replace(session, meta={})
+    write_stimulus_audio(listening_session.meta["ground_truth"], tmp_path / "stim")
+    plain = dataclasses.replace(listening_session, meta={})
     from_files = build_speech_dataset([plain], config, audio_dirs=[tmp_path / "stim"])
     diff = np.abs(from_files.mel - data.mel)  # 16-bit WAV rounding shows only in quiet frames
     assert np.percentile(diff, 99) < 0.05 and from_files.mel.shape == data.mel.shape
@@ -138,9 +155,9 @@ def test_dataset_pairs_brain_windows_with_heard_audio(session, tmp_path):
     assert all(len(split[k]["word"]) for k in ("train", "val", "test"))
 
 
-def test_bad_audio_input_errors(session, tmp_path):
+def test_bad_audio_input_errors(listening_session, tmp_path):
     config = SpeechClipConfig.named("small")
-    plain = dataclasses.replace(session, meta={})
+    plain = dataclasses.replace(listening_session, meta={})
     with pytest.raises(FileNotFoundError, match="No stimulus audio"):
         build_speech_dataset([plain], config)
     words = tmp_path / "words"
@@ -156,7 +173,7 @@ def test_bad_audio_input_errors(session, tmp_path):
     wavfile.write(tmp_path / "tone.wav", 22050, tone)
     assert read_wav(tmp_path / "tone.wav").shape == (16000,)  # resampled to 16 kHz
     stim = tmp_path / "stim"
-    write_stimulus_audio(session.meta["ground_truth"], stim)
+    write_stimulus_audio(listening_session.meta["ground_truth"], stim)
     listing = json.loads((stim / "stimuli.json").read_text())
     listing["sentences"] = listing["sentences"][:1]
     (stim / "stimuli.json").write_text(json.dumps(listing))
@@ -165,33 +182,3 @@ def test_bad_audio_input_errors(session, tmp_path):
     typing = Simulator("eeg", "typing", seed=0).generate(5.0)
     with pytest.raises(ValueError, match="no word-onset markers"):
         build_speech_dataset([typing], config, audio_dirs=[stim])
-
-
-@pytest.mark.slow
-def test_resume_continues_a_run_exactly(session, tmp_path):
-    """Resumed from its epoch-2 checkpoint, a run reproduces the uninterrupted run's history."""
-    from models.speech_train import train_speech
-
-    kwargs = dict(export=False, progress=False)
-    whole = train_speech(
-        [session],
-        tmp_path / "whole",
-        config="small",
-        epochs=3,
-        batch_size=8,
-        seed=0,
-        patience=10,
-        **kwargs,
-    )
-    resume = tmp_path / "whole" / "checkpoints" / "epoch_0002.pt"
-    resumed = train_speech([session], tmp_path / "resumed", resume=resume, **kwargs)
-    from models.checkpoint import load_checkpoint
-
-    history = {
-        run: load_checkpoint(tmp_path / run / "checkpoints" / "epoch_0003.pt")["history"]
-        for run in ("whole", "resumed")
-    }
-    assert len(history["whole"]["val_loss"]) == 3
-    for key, values in history["whole"].items():
-        np.testing.assert_allclose(history["resumed"][key], values, rtol=1e-5, atol=1e-6)
-    assert resumed["val_loss"] == pytest.approx(whole["val_loss"], rel=1e-5)

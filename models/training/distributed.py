@@ -1,10 +1,11 @@
 """torch.distributed plumbing for training: one process per device, launched by ``torchrun``.
 
-``torchrun --nproc_per_node=N -m models.train ...`` (or ``python -m torch.distributed.run``)
-sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address in the environment;
-:func:`setup` reads them, joins the process group (``nccl`` on CUDA, ``gloo`` on CPU) and pins
-the process to its GPU. Without them it is a plain single process (world size 1). Only rank 0
-logs, shows progress bars and writes files (:attr:`DistContext.is_main`).
+``torchrun --nproc_per_node=N -m bci_app.cli.train typing|speech ...`` (or
+``python -m torch.distributed.run``) sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the
+rendezvous address in the environment; :func:`setup` reads them, joins the process group
+(``nccl`` on CUDA, ``gloo`` on CPU) and pins the process to its GPU. Without them it is a plain
+single process (world size 1). Only rank 0 logs, shows progress bars and writes files
+(:attr:`DistContext.is_main`).
 """
 
 from __future__ import annotations
