@@ -5,7 +5,8 @@ the best
 word as its hypothesis, the top-k words with probabilities, and (when the window is locked to a
 word onset) the word heard as its target. :class:`WordScores` keeps the running line of best
 words and counts how often the heard word is the best one (top-1) or among the candidates
-(top-k), the listening counterpart of the typing CER; it renders them as Qt rich text (HTML).
+(top-k; the rank is :func:`bci_app.speech.scoring.heard_rank`), the listening counterpart of the
+typing CER; it renders them as Qt rich text (HTML).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from bci_app.decoders.events import TextEvent
+from bci_app.speech.scoring import heard_rank
 
 HEARD = "#2e7d32"  # a decoded word that is the word heard
 IN_TOP_K = "#ef6c00"  # the heard word is among the window's candidates, not the best
@@ -29,17 +31,6 @@ LEGEND = (
     f'<span style="color:{MISSED}">red</span> = not among them (heard word after /); '
     "black: sliding window, no word onset to score against."
 )
-
-
-def heard_rank(candidates, heard: str | None) -> int | None:
-    """1-based rank of ``heard`` among ``(word, probability)`` candidates, case aside.
-
-    0 when it is not among them, None when nothing was heard (a sliding window).
-    """
-    if not heard:
-        return None
-    texts = [str(text).lower() for text, _ in candidates]
-    return texts.index(heard.lower()) + 1 if heard.lower() in texts else 0
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The main window: session bar, live scope, decoded text, candidates, health, latency, tasks.
 
 Starting a session with a decoder bundle (the one chosen, or the shipped MEG typing or speech
-bundle on the built-in MEG typing or listening simulator) starts the live engine on the
-session's streams (:mod:`gui.decoding`); the window shows its text, candidates, confidence,
+bundle on the built-in MEG typing or listening simulator) starts a decoding session on the
+session's streams (:mod:`gui.session`); the window shows its text, candidates, confidence,
 latency and provider through ``window.attach_decoder(events, latency, provider)``, which any
-engine's queue can also use.
+decoder's queue can also use.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from bci_app.decoders.events import TextEvent
+from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.live.metrics import LatencyStats
-from bci_app.live.session import EventQueue
 from gui import style
 from gui.calibration import CalibrationTask
 from gui.decoding import bundle_for
@@ -37,7 +36,7 @@ from gui.health import HealthPanel, LatencyPanel
 from gui.panels import CandidatesPanel, DecoderFeed, TextPanel
 from gui.replay import ReplayPanel
 from gui.scope import ScopeWidget
-from gui.session import LiveSession, StreamChoice, discover_streams
+from gui.session import StreamChoice, StreamSession, discover_streams
 from gui.session_bar import SessionBar
 from gui.tasks import run_in_background, wait_for_all
 
@@ -89,7 +88,7 @@ class MainWindow(QMainWindow):
         self.setStyleSheet(style.APP_STYLE)
         self.settings = settings if settings is not None else QSettings("bci-app", "bci-app-gui")
         self.errors: list[str] = []
-        self.session = LiveSession(self)
+        self.session = StreamSession(self)
         self._pending: tuple[StreamChoice, StreamChoice | None] | None = None
         self._build_widgets()
         self._build_docks()
@@ -296,11 +295,10 @@ class MainWindow(QMainWindow):
         self.text_panel.clear()
         decoding = self.session.decoding
         if decoding is not None:
-            engine = decoding.engine
-            self.attach_decoder(engine.events, engine.latency, engine.provider)
+            self.attach_decoder(decoding.events, decoding.latency, decoding.provider)
             # a speech decoder's vocabulary size: the chance level of its top-k
-            self.text_panel.set_candidate_count(getattr(engine.decoder, "n_candidates", None))
-            self.session_label.setText(self.session_label.text() + f" · {engine.bundle.name}")
+            self.text_panel.set_candidate_count(getattr(decoding.decoder, "n_candidates", None))
+            self.session_label.setText(self.session_label.text() + f" · {decoding.bundle.name}")
         else:
             self.detach_decoder("decoder off" if self.session.decoder_error else "no bundle chosen")
         if self.session.decoder_error:

@@ -1,6 +1,6 @@
 """Decoded text and candidates panels, and the feed that drains the decoder's TextEvent queue.
 
-The live engine hands the GUI its :class:`~bci_app.live.session.EventQueue` (or any
+The decoding session hands the GUI its :class:`~bci_app.decoders.events.EventQueue` (or any
 ``queue.Queue[TextEvent]``) and a :class:`~bci_app.live.metrics.LatencyStats`; :class:`DecoderFeed`
 reads that queue from a QTimer (never blocking) and updates :class:`TextPanel`,
 :class:`CandidatesPanel` and the latency panel. Typing decoders send ``keystroke`` events (the
@@ -22,12 +22,12 @@ from PyQt6.QtCore import QObject, QRectF, Qt, QTimer
 from PyQt6.QtGui import QColor, QFontMetrics, QPainter, QTextCursor
 from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWidget
 
-from bci_app.decoders.events import TextEvent
+from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.live.metrics import LatencyStats
-from bci_app.live.session import EventQueue
+from bci_app.speech.scoring import heard_rank
 from bci_app.typing.alphabet import cer, normalize_text
 from gui import style
-from gui.listening import HEARD, LEGEND, WordScores, heard_rank
+from gui.listening import HEARD, LEGEND, WordScores
 
 if TYPE_CHECKING:
     from gui.health import LatencyPanel

@@ -248,7 +248,8 @@ class ScopeWidget(QWidget):
         buffer = source.buffer
         if self._reconfigure or self._decimator is None:
             self._configure(buffer)
-        data, stamps, _valid, self._counter, _lost = buffer.read_since(self._counter)
+        new = buffer.read_since(self._counter)
+        data, stamps, self._counter = new.data, new.timestamps, new.next_counter
         if stamps.size:
             self._decimator.push(data, stamps)
             self._last_data = time.monotonic()

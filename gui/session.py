@@ -1,20 +1,19 @@
-"""The live session behind the window: discover streams, connect, record, stop, off the GUI thread.
+"""The window's stream session: discover streams, connect, record, stop, off the GUI thread.
 
-:class:`LiveSession` owns the :class:`~acquisition.stream.StreamSource` the scope and panels read,
-the :class:`~acquisition.markers.MarkerSource` whose markers the scope draws, the built-in
-simulator (typing or listening, :data:`gui.decoding.SIMULATORS`) when no amplifier stream is
-chosen (as ``bci-app run`` does), and the
+:class:`StreamSession` opens its streams with :func:`bci_app.live.factory.open_session`, as
+``bci-app run`` does: the :class:`~acquisition.stream.StreamSource` the scope and panels read, the
+built-in simulator (typing or listening, :data:`gui.decoding.SIMULATORS`) when no amplifier stream
+is chosen, and, with a decoder bundle, the live
+:class:`~bci_app.live.session.DecodingSession` on those streams (started on the connecting
+thread; it stops before the streams close). It also owns the
+:class:`~acquisition.markers.MarkerSource` whose markers the scope draws and the
 :class:`~acquisition.recorder.Recorder`. Every blocking step (resolving, connecting, starting and
-stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals. With a
-decoder bundle, the connecting thread also starts the live decoder on those streams
-(:mod:`gui.decoding`); it stops before the streams close.
+stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,16 +22,10 @@ from PyQt6.QtCore import QObject, pyqtSignal
 
 from acquisition.markers import MarkerSource
 from acquisition.recorder import Recorder
-from acquisition.stream import StreamNotFoundError, StreamSource
-from bci_app.cli.run import simulator_params
-from gui.decoding import (
-    SIMULATORS,
-    Decoding,
-    check_bundle_task,
-    load_for_session,
-    open_decoding,
-    simulator_key,
-)
+from acquisition.stream import StreamSource
+from bci_app.live.factory import OpenedSession, StreamQuery, open_session
+from bci_app.live.session import DecodingSession
+from gui.decoding import SIMULATORS, simulator_key
 from gui.tasks import run_in_background
 
 logger = logging.getLogger(__name__)
@@ -112,11 +105,9 @@ class StreamChoice:
         return f"lsl:{self.source_id or ''}|{self.name or ''}"
 
     @property
-    def query(self) -> dict:
-        """Keyword arguments that find this stream (source_id alone when it has one)."""
-        if self.source_id:
-            return {"source_id": self.source_id}
-        return {"name": self.name, "stype": self.stype}
+    def stream_query(self) -> StreamQuery:
+        """How to find this stream (source_id alone when it has one)."""
+        return StreamQuery(self.source_id, self.name, self.stype, or_name=self.or_name)
 
     @property
     def record_id(self) -> str:
@@ -137,17 +128,15 @@ def discover_streams(wait_time: float = 1.0) -> tuple[list[StreamChoice], list[S
 
 @dataclass
 class _Opened:
-    source: StreamSource
-    markers: MarkerSource | None
-    simulator: object | None
-    data_id: str
-    marker_id: str | None
-    marker_query: dict | None = None
-    decoding: Decoding | None = None
-    decoder_error: str | None = None
+    streams: OpenedSession
+    markers: MarkerSource | None  # what the scope draws
+
+    @property
+    def source(self) -> StreamSource:
+        return self.streams.source
 
 
-class LiveSession(QObject):
+class StreamSession(QObject):
     """Connect to a data (and marker) stream or the simulator, record it, stop it.
 
     Signals
@@ -177,14 +166,15 @@ class LiveSession(QObject):
         self._just_opened: _Opened | None = None  # set by the worker, taken by the GUI
 
     @property
-    def decoding(self) -> Decoding | None:
-        """The live decoder of the running session (None: no bundle, or it failed)."""
-        return self._opened.decoding if self._opened is not None else None
+    def decoding(self) -> DecodingSession | None:
+        """The decoding session of the running session (None: no bundle, or it failed)."""
+        return self._opened.streams.session if self._opened is not None else None
 
     @property
     def decoder_error(self) -> str | None:
         """Why the running session decodes nothing although a bundle was given."""
-        return self._opened.decoder_error if self._opened is not None else None
+        error = self._opened.streams.decoder_error if self._opened is not None else None
+        return None if error is None else _readable(error, "Decoding is off")
 
     @property
     def recording_path(self) -> Path | None:
@@ -244,10 +234,8 @@ class LiveSession(QObject):
             raise RuntimeError("Start a session before recording it.")
         if self.recorder is not None:
             raise RuntimeError(f"Already recording to '{self.recorder.path}'; stop that first.")
-        opened = self._opened
-        ids = [opened.data_id] + ([opened.marker_id] if opened.marker_id else [])
-        if opened.decoding is not None and opened.decoding.text_source_id:
-            ids.append(opened.decoding.text_source_id)  # the decoded text, as `bci-app run` does
+        # data, markers and the decoded text, as `bci-app run` records them
+        ids = self._opened.streams.record_ids()
         recorder = Recorder(path, ids, resolve_timeout=self.resolve_timeout)
         self.recorder = recorder
 
@@ -318,71 +306,38 @@ def _open(
     bundle_path: Path | None = None,
     provider: str = "auto",
 ) -> _Opened:
-    """Start the simulator if asked, connect the marker and data sources, then the decoder."""
-    bundle, decoder_error = load_for_session(bundle_path)
-    with ExitStack() as stack:
-        simulator, query, marker_query = None, data.query, markers.query if markers else None
-        if data.simulator:
-            from acquisition.simulator import Simulator, SimulatorStream
+    """Open the streams (the simulator when chosen) and start decoding, with ``open_session``.
 
-            name = f"bci-app-sim-{data.simulator_key}"
-            source_id = f"{name}-{uuid.uuid4().hex[:8]}"
-            params = simulator_params(bundle, data.simulator, data.task)
-            seed = uuid.uuid4().int % 10_000
-            sim = Simulator(data.simulator, data.task, seed=seed, **params)
-            simulator = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
-            query = {"source_id": source_id}
-            marker_query = marker_query or {"source_id": f"{source_id}-markers"}
-        marker_source = None
-        if marker_query is not None:
-            fallback = markers is not None and markers.or_name
-            marker_source = _connect(stack, MarkerSource, marker_query, fallback, timeout)
-        source = _connect(stack, StreamSource, query, data.or_name, timeout, dejitter=data.dejitter)
-        stack.pop_all()
-    info = source.info
-    marker_id = found_markers = None
-    if marker_source is not None:
-        found = marker_source.info
-        marker_id = found.source_id() or found.name()
-        found_markers = {"source_id": marker_id} if found.source_id() else {"name": marker_id}
-    opened = _Opened(
-        source, marker_source, simulator, info.source_id() or info.name(), marker_id, found_markers
+    A bundle that cannot decode the streams leaves them open: ``decoder_error`` says why.
+    """
+    streams = open_session(
+        bundle_path,
+        None if data.simulator else data.stream_query,
+        None if markers is None else markers.stream_query,
+        task=data.task if data.simulator else None,
+        modality=data.simulator,
+        provider=provider,
+        timeout=timeout,
+        dejitter=data.dejitter,
+        start=True,
+        report_decoder_errors=True,
     )
-    if bundle is not None:
-        try:
-            if data.simulator:
-                check_bundle_task(bundle, data.simulator_key)
-            opened.decoding = open_decoding(
-                bundle, source, found_markers, timeout=timeout, provider=provider
-            )
-        except Exception as exc:  # the scope still runs; the window says why nothing decodes
-            logger.warning("The decoder did not start: %s", exc, exc_info=exc)
-            opened.decoder_error = _readable(exc, "Decoding is off")
-    else:
-        opened.decoder_error = decoder_error
-    return opened
-
-
-def _connect(stack: ExitStack, cls, query: dict, or_name: bool, timeout: float, **kwargs):
-    """Connect ``cls(**query)``; when asked, retry with the source_id as a stream name."""
     try:
-        return stack.enter_context(cls(**query, resolve_timeout=timeout, **kwargs))
-    except StreamNotFoundError:
-        if not (or_name and "source_id" in query):
-            raise
-        name = query["source_id"]
-        return stack.enter_context(cls(name=name, resolve_timeout=timeout, **kwargs))
+        # the decoder reads the marker source open_session connected; the scope needs its own
+        scope_markers = streams.markers
+        if streams.session is not None and streams.markers is not None:
+            scope_markers = streams.connect_markers()
+    except BaseException:
+        streams.close()
+        raise
+    return _Opened(streams, scope_markers)
 
 
 def _close(opened: _Opened | None, recorder: Recorder | None) -> None:
-    """Stop the recorder, disconnect the sources and stop the simulator (errors re-raised last)."""
+    """Stop the recorder, then decoding, the streams and the simulator (errors re-raised last)."""
     errors = []
     steps = [recorder.stop] if recorder is not None else []
-    if opened is not None:
-        steps += [opened.decoding.close] if opened.decoding is not None else []
-        steps += [opened.source.disconnect]
-        steps += [opened.markers.disconnect] if opened.markers is not None else []
-        steps += [opened.simulator.stop] if opened.simulator is not None else []
+    steps += [opened.streams.close] if opened is not None else []
     for step in steps:
         try:
             step()

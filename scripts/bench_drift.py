@@ -6,10 +6,9 @@ day): every channel's gain multiplied by ``global_gain * exp(N(0, gain_sd))`` an
 ``N(0, offset_sd)`` channel standard deviations added, a different draw per session. Each is
 decoded twice through the live code path (chunked Preprocessor, word-onset windows, ORT):
 with the bundle's fixed robust-scaler statistics, and with :mod:`bci_app.processing.recentering`
-re-centering
-(running median/IQR over ``--window`` s, updated every ``--update`` s). Scores: top-1/top-10 of
-each word window's own 3 s audio segment among the N segments of its session, and of the
-heard word among the bundle's candidate words, against chance.
+re-centering (running median/IQR over ``--window`` s, updated every ``--update`` s). Scores:
+top-1/top-10 of each word window's own 3 s audio segment among the N segments of its session,
+and of the heard word among the bundle's candidate words, against chance.
 
 Usage: ``python scripts/bench_drift.py`` (a few minutes on 2 CPU cores).
 """
@@ -27,7 +26,7 @@ from bci_app.decoders.bundle import load_bundle
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.decoders.shipped import SPEECH_BUNDLE
 from bci_app.processing.preprocessing import Preprocessor
-from bci_app.processing.recentering import RecenterConfig, enable_recentering
+from bci_app.processing.recentering import RecenterConfig
 from bci_app.speech.decoder import SpeechDecoder, make_windower, preprocess_config, retrieval_ranks
 from bci_app.speech.evaluate import segment_audio_embeddings
 from bci_app.speech.extractors import features_from_manifest
@@ -58,9 +57,10 @@ def with_drift(
 
 def word_windows_live(bundle, recording: Recording, recenter: RecenterConfig | None):
     """Word windows through a chunked Preprocessor (1 s chunks), as the live pipeline cuts them."""
-    pre = Preprocessor(preprocess_config(bundle), recording.channels.names)
+    config = preprocess_config(bundle)
     if recenter is not None:
-        enable_recentering(pre, recenter)
+        config = config.with_recentering(recenter)
+    pre = Preprocessor(config, recording.channels.names)
     windower = make_windower(bundle)
     windows = windower.push_markers(recording.markers)
     step = int(recording.sfreq)

@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import pylsl
 
+    from acquisition.io import write_recording
     from acquisition.markers import MarkerSource
     from acquisition.simulator import Simulator
     from acquisition.stream import StreamSource
-    from acquisition.xdf import write_recording
     from bci_app.live.pipeline import LivePipeline
     from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
     from bci_app.processing.windowing import EventWindower
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     while pipeline.n_processed < n_times:
                         time.sleep(0.005)
                     # the buffer holds the whole replay: its first stamp is the first push
-                    t_start = float(source.buffer.read_since(0)[1][0])
+                    t_start = float(source.buffer.read_since(0).timestamps[0])
                     wall = pylsl.local_clock() - t_start
                     time.sleep(1.0)
                 health = source.health()

@@ -3,7 +3,7 @@
 Three measurements, each printed as percentiles or ratios measured in this one run:
 
 1. Replay at 1x: a simulated MEG typing session is played to LSL in real time and decoded by a
-   :class:`~bci_app.live.session.LiveSession` with the bundle: per-stage latency p50/p95/p99/max
+   :class:`~bci_app.live.session.DecodingSession` with the bundle: per-stage latency p50/p95/p99/max
    (sample time -> pulled -> preprocessed -> windowed -> inferred -> decoded -> emitted), and
    whether the stream lag grows over the session (slope of lag against time).
 2. Replay at ``max`` speed of the same session: throughput as a multiple of real time.
@@ -28,13 +28,13 @@ from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
 from bci_app.decoders.bundle import Bundle
 from bci_app.decoders.runtime import OnnxRuntime
-from bci_app.live.session import LiveSession
-from bci_app.typing.keystroke import open_decoder
+from bci_app.live.factory import make_strategy
+from bci_app.live.session import DecodingSession
 
 
 def _session_file(directory: Path, seconds: float, bundle: Bundle) -> Path:
+    from acquisition.io import write_recording
     from acquisition.simulator import Simulator
-    from acquisition.xdf import write_recording
 
     recs = bundle.manifest.get("provenance", {}).get("recordings", [])
     sim = recs[0].get("simulator", {}) if recs else {}
@@ -54,7 +54,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
     last one decoded.
     """
     source_id = f"bench-{uuid.uuid4().hex[:8]}"
-    decoder = open_decoder(bundle, provider=provider)
+    strategy = make_strategy(bundle, has_markers=True, provider=provider)
     cmd = [
         sys.executable,
         "-m",
@@ -75,7 +75,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
             MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
             StreamSource(source_id=source_id, bufsize=max(120.0, n_times / 1e3)) as source,
         ):
-            session = LiveSession(bundle, source, markers, text_outlet=False, decoder=decoder)
+            session = DecodingSession(strategy, source, markers, text_outlet=False)
             with session:
                 t0 = None
                 last_progress, seen = time.monotonic(), 0
@@ -89,7 +89,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
                     h = source.health()
                     if t0 is None and h.n_samples:
                         # the player stamps sample 0 with the clock at its first push
-                        t0 = float(source.buffer.read_since(0)[1][0])
+                        t0 = float(source.buffer.read_since(0).timestamps[0])
                     if np.isfinite(h.lag_s) and t0 is not None:
                         lags.append((pylsl.local_clock() - t0, h.lag_s))
                     time.sleep(0.01 if speed == "max" else 0.25)
@@ -125,9 +125,9 @@ def _inference(bundle: Bundle, provider: str, n: int) -> dict:
     try:
         import torch
 
-        from models.brain2qwerty import KeystrokeGraph
         from models.export import export_model
         from models.registry import build_model
+        from models.typing.model import KeystrokeGraph
     except ImportError:
         out["torch"] = "skipped: torch is not installed (pip install 'bci-app[train]')"
         return out
@@ -224,9 +224,8 @@ def run_bench(
 
 
 def _trim(path: Path, directory: Path, seconds: float, label: str) -> Path:
-    from acquisition.io import read_recording
+    from acquisition.io import read_recording, write_recording
     from acquisition.recording import Recording
-    from acquisition.xdf import write_recording
 
     rec = read_recording(path)
     n = int(seconds * rec.sfreq)

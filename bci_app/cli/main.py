@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bci_app.cli.speech import add_speech_commands
-from bci_app.cli.train import add_evaluate_command, add_train_export_commands
+from bci_app.cli.evaluate import add_evaluate_command
+from bci_app.cli.speech import add_candidates_command
+from bci_app.cli.train import add_train_export_commands
 
 logger = logging.getLogger("bci_app")
 
@@ -100,7 +101,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
     sim = Simulator(args.modality, args.task, snr=args.snr, seed=args.seed)
     if args.out:
-        from acquisition.xdf import write_recording
+        from acquisition.io import write_recording
 
         if args.duration is None:
             raise CLIError("--out needs --duration: say how many seconds to simulate.")
@@ -201,7 +202,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a recording to FIF or BIDS."""
-    from acquisition.convert import convert
+    from acquisition.io import convert
 
     result = convert(args.input, args.output, subject=args.subject, task=args.task)
     print(f"Wrote {result}")
@@ -225,9 +226,9 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Latency certification of the live path."""
+    from bci_app.cli.bench import format_bench, run_bench
     from bci_app.decoders.bundle import load_bundle
     from bci_app.decoders.shipped import TYPING_BUNDLE
-    from bci_app.cli.bench import format_bench, run_bench
 
     bundle = load_bundle(args.bundle or TYPING_BUNDLE)
     result = run_bench(
@@ -324,14 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         choices=["typing", "listening"],
-        default="typing",
-        help="default bundle and simulator: typing-meg-small, or speech-meg-small (listening)",
+        default=None,
+        help="what the session plays (default: the bundle's task, else typing); default bundle "
+        "and simulator: typing-meg-small, or speech-meg-small (listening)",
     )
     p.add_argument("--bundle", help="decoder bundle (default: the shipped one of --task)")
     p.add_argument(
         "--recenter",
         action="store_true",
-        help="speech: scaler statistics follow the last 2 min of signal (drift re-centering)",
+        help="scaler statistics follow the last 2 min of signal (drift re-centering)",
     )
     p.add_argument("--stream", help="data stream name or source_id (default: start a simulator)")
     p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
@@ -376,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_export_commands(sub)
     add_evaluate_command(sub)
-    add_speech_commands(sub)
+    add_candidates_command(sub)
 
     lm = sub.add_parser("lm", help="character language model")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")

@@ -1,10 +1,12 @@
 """``bci-app run``: live decoding of an LSL stream, by default of a built-in simulated session.
 
-With no ``--stream``, a simulated 306-channel MEG typing session is started in this process (its
-own LSL outlets, a unique source_id) for the subject the shipped ``typing-meg-small`` bundle was
-trained on, with a session seed it never saw, and decoded like any amplifier stream. With
-``--no-decoder`` the stream is only preprocessed and windowed (scaler fitted on the first
-seconds), to check a new set-up before a decoder exists.
+:func:`bci_app.live.factory.open_session` opens everything, with the rules the window uses too:
+with no ``--stream``, the built-in simulator plays a session of the modality and subject the
+bundle was trained on (the shipped ``typing-meg-small``, or ``speech-meg-small`` with ``--task
+listening``), with a session seed it never saw, on its own LSL outlets, and it is decoded like
+any amplifier stream. This module parses nothing but its arguments and prints what the session
+emits. With ``--no-decoder`` the stream is only preprocessed and windowed (scaler fitted on the
+first seconds), to check a new set-up before a decoder exists.
 """
 
 from __future__ import annotations
@@ -16,144 +18,97 @@ import queue
 import sys
 import threading
 import time
-import uuid
 from contextlib import ExitStack
 
 import numpy as np
 
 from acquisition.recording import Recording
 from acquisition.stream import StreamSource
-from bci_app.decoders.bundle import Bundle, load_bundle
-from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
+from bci_app.decoders.bundle import load_bundle
+from bci_app.live.builtin import shipped_bundle
+from bci_app.live.factory import OpenedSession, open_session
 from bci_app.live.pipeline import LivePipeline, WindowEvent, window_summary
-from bci_app.live.session import LiveSession, connect_streams
+from bci_app.live.session import DecodingSession
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.processing.windowing import EventWindower
+from bci_app.speech.decoder import DEFAULT_HOP_S
+from bci_app.speech.scoring import heard_rank
 from bci_app.typing.alphabet import cer
 
 logger = logging.getLogger(__name__)
-
-MEG_TYPES = ("mag", "grad")
-
-
-def simulator_params(bundle: Bundle | None, modality: str, task: str = "typing") -> dict:
-    """Simulator settings of the session a bundle was made for (when of ``modality``, ``task``).
-
-    The built-in simulator then plays a new session of the subject the decoder knows, as
-    ``bci-app run`` does: the bundle's ``demo.simulator`` settings when it has them (a speech
-    bundle: the closed set of sentences its candidates come from), else the subject and SNR of
-    its first training recording. Other bundles leave the simulator's defaults.
-    """
-    params = {"snr": 2.0, "subject": 0}
-    if bundle is None:
-        return params
-    demo = bundle.manifest.get("demo", {}).get("simulator")
-    if _plays(demo, modality, task):
-        return {k: v for k, v in demo.items() if k not in ("modality", "task")}
-    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
-    sim = recordings[0].get("simulator") if recordings else None
-    if _plays(sim, modality, task):
-        params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
-    return params
-
-
-def _plays(settings: object, modality: str, task: str) -> bool:
-    """Whether simulator ``settings`` from a manifest are of ``modality`` and ``task``."""
-    return (
-        isinstance(settings, dict)
-        and settings.get("modality") == modality
-        and settings.get("task", "typing") == task
-    )
-
-
-def simulator_modality(bundle: Bundle | None) -> str:
-    """Modality of the simulated session a bundle was made for (else of its sensors; MEG)."""
-    if bundle is None:
-        return "meg"
-    demo = bundle.manifest.get("demo", {}).get("simulator")
-    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
-    for settings in (demo, recordings[0].get("simulator") if recordings else None):
-        if isinstance(settings, dict) and settings.get("modality") in ("meg", "eeg", "ieeg"):
-            return settings["modality"]
-    types = set(bundle.channels.types)  # trained from files: the sensors say
-    if types and types <= {"seeg", "ecog", "dbs"}:
-        return "ieeg"
-    return "eeg" if types == {"eeg"} else "meg"
-
-
-def _start_simulator(
-    stack: ExitStack, seed: int, bundle=None, task: str = "typing"
-) -> tuple[str, str]:
-    """Start the built-in simulated stream: the modality and subject ``bundle`` was trained on."""
-    from acquisition.simulator import Simulator, SimulatorStream
-
-    modality = simulator_modality(bundle)
-    params = simulator_params(bundle, modality, task)
-    sim = Simulator(modality, task, seed=seed, **params)
-    source_id = f"bci-app-sim-{uuid.uuid4().hex[:8]}"
-    name = f"bci-app-sim-{modality}"
-    stream = stack.enter_context(SimulatorStream(sim, name=name, source_id=source_id))
-    print(
-        f"Started the built-in simulated {modality.upper()} {task} stream (source_id "
-        f"{source_id}, seed {seed}, subject {params.get('subject', 0)})."
-    )
-    return stream.source_id, f"{stream.source_id}-markers"
 
 
 def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
     """Entry point of ``bci-app run``."""
     if getattr(args, "no_decoder", False):
         return _run_monitor(args, stop)
-    listening = getattr(args, "task", "typing") == "listening"
-    bundle = load_bundle(args.bundle or (SPEECH_BUNDLE if listening else TYPING_BUNDLE))
-    if listening or bundle.task == "speech":
-        from bci_app.live.speech import run_speech_live
-
-        return run_speech_live(args, stop, bundle, _start_simulator)
+    task = getattr(args, "task", None)
+    bundle = load_bundle(args.bundle or shipped_bundle(task or "typing"))
+    speech = bundle.task == "speech"
     with ExitStack() as stack:
-        if args.stream is None:
-            data_id, marker_id = _start_simulator(stack, args.seed, bundle)
-        else:
-            data_id, marker_id = args.stream, args.markers
-        if marker_id is None:
-            raise ValueError(
-                "Live typing decoding needs the keystroke marker stream: give --markers NAME "
-                "(see 'bci-app streams')."
+        opened = stack.enter_context(
+            open_session(
+                bundle,
+                args.stream,
+                args.markers,
+                task=task,
+                seed=args.seed,
+                provider=args.provider,
+                recenter=getattr(args, "recenter", False),
+                log_path=args.log,
             )
-        source, markers = connect_streams(data_id, marker_id)
-        stack.callback(source.disconnect)
-        stack.callback(markers.disconnect)
-        session_class = LiveSession
-        if bundle.manifest.get("arch") == "brain2qwerty_v2":
-            from bci_app.live.ctc import CTCLiveSession as session_class
-        session = session_class(bundle, source, markers, provider=args.provider, log_path=args.log)
+        )
+        _print_builtin(opened)
+        session = opened.session
         if args.record:
             from acquisition.recorder import Recorder
 
-            # by source_id: a StreamInfo taken from an outlet of this process cannot open an inlet
-            infos = [source.info, markers.info, session.text_outlet_info]
-            ids = [i.source_id() for i in infos if i is not None]
-            stack.enter_context(Recorder(args.record, ids))
-        print(
-            f"Decoding '{source.info.name()}' with '{bundle.name}' on {session.provider}"
-            + (f"; recording to {args.record}" if args.record else "")
-            + (f"; log {args.log}" if args.log else ""),
-            flush=True,
-        )
+            stack.enter_context(Recorder(args.record, opened.record_ids()))
+        _print_start(args, session)
         printed = {"sentences": 0}
         with session:
-            _print_events(args, stop, session, printed)
+            if speech:
+                _print_candidates(args, stop, session)
+            else:
+                _print_events(args, stop, session, printed)
         summary = session.stop()
-    # events emitted while stopping (the open sentence is committed)
-    _print_events(args, threading.Event(), session, printed, drain=True)
+    if not speech:  # events emitted while stopping (the open sentence is committed)
+        _print_events(args, threading.Event(), session, printed, drain=True)
     _print_summary(args, summary, session)
     return 0
 
 
+def _print_builtin(opened: OpenedSession) -> None:
+    """Say which built-in simulated session plays, if one does."""
+    plan = opened.builtin
+    if plan is not None:
+        print(
+            f"Started the built-in simulated {plan.modality.upper()} {plan.task} stream "
+            f"(source_id {plan.source_id}, seed {plan.seed}, subject "
+            f"{plan.params.get('subject', 0)})."
+        )
+
+
+def _print_start(args, session: DecodingSession) -> None:
+    """Say what decodes what, where."""
+    what = f"'{session.source.info.name()}' with '{session.bundle.name}'"
+    if session.bundle.task == "speech":
+        windows = "word-onset" if session.markers is not None else "sliding"
+        if session.markers is None:
+            windows += f" ({DEFAULT_HOP_S:g} s hop)"
+        what += f" ({session.decoder.n_candidates} candidates, {windows} windows)"
+    print(
+        f"Decoding {what} on {session.provider}"
+        + (f"; recording to {args.record}" if args.record else "")
+        + (f"; log {args.log}" if args.log else ""),
+        flush=True,
+    )
+
+
 def _print_events(
-    args, stop: threading.Event, session: LiveSession, printed: dict, *, drain: bool = False
+    args, stop: threading.Event, session: DecodingSession, printed: dict, *, drain: bool = False
 ) -> None:
-    """Print text events until ``stop``/``--duration``, or (``drain``) those still queued."""
+    """Print typing events until ``stop``/``--duration``, or (``drain``) those still queued."""
     start = time.monotonic()
     interactive = sys.stdout.isatty()  # redraw the live hypothesis only on a terminal
     while not stop.is_set():
@@ -172,7 +127,7 @@ def _print_events(
         elif event.kind == "gap":
             print(f"\n  [data gap at {event.timestamp:.2f} s: the text around it may be wrong]")
         elif event.kind == "sentence_end":
-            decoded = session.sentences[printed["sentences"]]
+            decoded = session.strategy.sentences[printed["sentences"]]
             printed["sentences"] += 1
             line = ("\r" if interactive else "") + f"  decoded: {decoded.text:<70}"
             if drain:
@@ -183,16 +138,49 @@ def _print_events(
             print(line, flush=True)
 
 
-def _print_summary(args, summary: dict, session: LiveSession) -> None:
+def _print_summary(args, summary: dict, session: DecodingSession) -> None:
     if args.json:
         print(json.dumps({"event": "summary", **summary}), flush=True)
         return
+    if session.bundle.task == "speech":
+        counts = f"{summary['words']} word window(s), {summary['windows']} windows"
+    else:
+        counts = f"{summary['sentences']} sentence(s), {summary['windows']} keystroke windows"
     print(
-        f"\n{summary['sentences']} sentence(s), {summary['windows']} keystroke windows "
-        f"({summary['invalid_windows']} invalid), {summary['gaps']} gap(s), "
+        f"\n{counts} ({summary['invalid_windows']} invalid), {summary['gaps']} gap(s), "
         f"{summary['inference_errors']} inference error(s); provider {summary['provider']}."
     )
     print("Latency per stage:\n" + session.latency.format())
+
+
+def _print_candidates(args, stop: threading.Event, session: DecodingSession) -> None:
+    """Print each window's top candidates (and the heard word's rank) until stop/--duration."""
+    start = time.monotonic()
+    n_hits = n_heard = 0
+    while not stop.is_set():
+        if args.duration is not None and time.monotonic() - start >= args.duration:
+            return
+        try:
+            event = session.events.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        if args.json:
+            print(event.to_json(), flush=True)
+            continue
+        if event.kind == "gap":
+            print(f"  [data gap at {event.timestamp:.2f} s]", flush=True)
+            continue
+        top = "  ".join(f"{text} {p:.2f}" for text, p in event.candidates[:5])
+        line = f"  {event.timestamp:9.2f} s  top: {top}"
+        rank = heard_rank(event.candidates, event.target)
+        if rank is not None:
+            n_heard += 1
+            n_hits += rank > 0
+            k = len(event.candidates)
+            where = f"rank {rank}" if rank else f"not in top {k}"
+            line = f"  heard {event.target!r:<16} ({where}; top-{k} {n_hits}/{n_heard})"
+            line += f"\n      top: {top}"
+        print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,10 +189,7 @@ def _print_summary(args, summary: dict, session: LiveSession) -> None:
 
 def calibrate(source: StreamSource, seconds: float, stop: threading.Event) -> PreprocessConfig:
     """Wait for ``seconds`` of data and fit the Brain2Qwerty preprocessing on them."""
-    types = source.channels.types
-    picks = [n for n, t in zip(source.channels.names, types) if t in MEG_TYPES] or [
-        n for n, t in zip(source.channels.names, types) if t in ("eeg", "seeg", "ecog")
-    ]
+    picks = list(source.channels.modality_channels())
     config = PreprocessConfig.brain2qwerty(source.sfreq, picks or None)
     need = int(seconds * source.sfreq)
     while source.buffer.n_available < need and not stop.is_set():
@@ -224,14 +209,9 @@ def _run_monitor(args: argparse.Namespace, stop: threading.Event) -> int:
             pass
 
     with ExitStack() as stack:
-        if args.stream is None:
-            data_id, marker_id = _start_simulator(stack, args.seed)
-        else:
-            data_id, marker_id = args.stream, args.markers
-        source, markers = connect_streams(data_id, marker_id)
-        stack.callback(source.disconnect)
-        if markers is not None:
-            stack.callback(markers.disconnect)
+        opened = stack.enter_context(open_session(None, args.stream, args.markers, seed=args.seed))
+        _print_builtin(opened)
+        source, markers = opened.source, opened.markers
         config = calibrate(source, args.calibration, stop)
         preprocessor = Preprocessor(config, stream_channels=source.channels.names)
         windower = EventWindower(-0.2, 0.3, preprocessor.sfreq_out, clamp=5.0)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import queue
+import threading
+from collections import deque
 from dataclasses import asdict, dataclass, field
 
 #: Kinds of text event.
@@ -59,3 +62,41 @@ class TextEvent:
     def to_json(self) -> str:
         """One JSON line (for the session log and ``--json`` output)."""
         return json.dumps({**asdict(self), "text": self.text})
+
+
+class EventQueue:
+    """Bounded queue of text events that never blocks its producer: when full the oldest goes.
+
+    Drops are counted, so a slow consumer (a busy GUI, a stalled log disk) costs events, never
+    memory or decoder latency.
+    """
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self._items: deque[TextEvent] = deque(maxlen=maxsize)
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self.n_dropped = 0
+
+    def put(self, event: TextEvent) -> None:
+        """Add ``event``; drop (and count) the oldest one when the queue is full."""
+        with self._lock:
+            if len(self._items) == self._items.maxlen:
+                self.n_dropped += 1
+            self._items.append(event)
+            self._ready.notify()
+
+    def get(self, timeout: float | None = None) -> TextEvent:
+        """Return the oldest event; raise queue.Empty after ``timeout`` seconds."""
+        with self._ready:
+            if not self._items and not self._ready.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            return self._items.popleft()
+
+    def drain(self) -> list[TextEvent]:
+        """Return every queued event, oldest first, and empty the queue."""
+        with self._lock:
+            items, self._items = list(self._items), deque(maxlen=self._items.maxlen)
+            return items
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,76 +1,121 @@
-"""Live decoding with an asynchronous Brain2Qwerty v2 (CTC) bundle: no keystroke timing needed.
+"""Live asynchronous typing (Brain2Qwerty v2, CTC): a strategy of the decoding session.
 
-The preprocessed stream goes to :class:`~bci_app.typing.ctc.CTCTypingDecoder` chunk by chunk;
-it re-decodes the sentence so far every ``hop_s`` (streaming CTC, a ``keystroke`` event with the
-best-path hypothesis) and commits it with the CTC prefix beam and the LM at the sentence end.
-Sentence boundaries come from ``sentence_start:``/``sentence_end:`` markers, cut at their exact
-sample; between sentences (after an end, before the next start) data are not decoded. Without
-sentence markers the stream is decoded continuously and sentences are cut at ``max_sentence_s``.
+No keystroke timing is needed: the preprocessed stream goes to
+:class:`~bci_app.typing.ctc.CTCDecoder` chunk by chunk; it re-decodes the sentence so far every
+``hop_s`` (streaming CTC, a ``keystroke`` event with the best-path hypothesis) and commits it with
+the CTC prefix beam and the LM at the sentence end. Sentence boundaries come from
+``sentence_start:``/``sentence_end:`` markers, cut at their exact sample; between sentences (after
+an end, before the next start) data are not decoded. Without sentence markers the stream is
+decoded continuously and sentences are cut at ``max_sentence_s``.
+:class:`~bci_app.live.session.DecodingSession` runs it.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from bci_app.live.session import LiveSession
+from acquisition.recording import Marker
+from bci_app.decoders.bundle import Bundle, load_bundle
+from bci_app.live.keystroke import SentenceBoundaries
+from bci_app.live.pipeline import ChunkEvent, WindowEvent
+from bci_app.live.session import Emit
+from bci_app.processing.preprocessing import PreprocessConfig
 from bci_app.processing.stages import Chunk
-from bci_app.processing.windowing import SlidingWindower
-from bci_app.typing.ctc import CTCTypingDecoder
+from bci_app.typing.common import SentenceDecoding, check_typing_bundle, preprocess_config
+from bci_app.typing.ctc import CTCDecoder
 
 
-class _NoWindows(SlidingWindower):
-    """A windower that never emits (the v2 decoder reads the continuous stream)."""
+class CTCStrategy:
+    """Decode the continuous stream with a Brain2Qwerty v2 bundle (module docstring).
 
-    def __init__(self) -> None:
-        pass
+    Parameters
+    ----------
+    bundle : Bundle | path
+        Typing bundle of architecture ``brain2qwerty_v2``.
+    provider : str
+        onnxruntime provider (``auto``, ``cpu``, ``cuda``, ``tensorrt``).
+    decoder : CTCDecoder | None
+        A decoder of ``bundle`` opened beforehand (graph loaded and warmed up).
+    """
 
-    def push_data(self, data, timestamps, valid=None):
-        return []
+    reads_chunks = True
+    #: The decoder reads the continuous stream: no windows.
+    windower = None
 
-    def push_markers(self, markers):
-        return []
-
-
-class CTCLiveSession(LiveSession):
-    """:class:`~bci_app.live.session.LiveSession` for ``brain2qwerty_v2`` bundles (same outputs)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.pipeline.on_chunk = self._on_chunk
-
-    def _open_decoder(self, provider: str) -> CTCTypingDecoder:
-        if self.bundle.manifest.get("arch") != "brain2qwerty_v2":
+    def __init__(
+        self,
+        bundle: Bundle | str | Path,
+        *,
+        provider: str = "auto",
+        decoder: CTCDecoder | None = None,
+    ) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        arch = check_typing_bundle(self.bundle)
+        if arch != "brain2qwerty_v2":
             raise ValueError(
-                f"The bundle '{self.bundle.name}' is a {self.bundle.manifest.get('arch')} "
-                "decoder; CTCLiveSession runs brain2qwerty_v2 bundles (use LiveSession)."
+                f"Invalid bundle: '{self.bundle.name}' is a {arch} decoder; the CTC strategy "
+                "runs brain2qwerty_v2 bundles. Use KeystrokeStrategy, or open_session(), which "
+                "picks the strategy of the bundle."
             )
-        return CTCTypingDecoder(self.bundle, provider=provider)
+        self.decoder = decoder or CTCDecoder(self.bundle, provider=provider)
+        self.boundaries = SentenceBoundaries(self.decoder)
 
-    def _make_windower(self):
-        return _NoWindows()
+    @property
+    def sentences(self) -> list[SentenceDecoding]:
+        """Each committed sentence, in order."""
+        return self.boundaries.sentences
 
-    def _on_chunk(self, chunk: Chunk, t_pulled: float, t_preprocessed: float) -> None:
-        stages = {"pulled": t_pulled, "preprocessed": t_preprocessed}
+    def preprocess_config(self) -> PreprocessConfig:
+        """The bundle's preprocessing."""
+        return preprocess_config(self.bundle)
+
+    def check_markers(self, has_markers: bool) -> None:
+        """Any stream will do: without sentence markers, sentences are cut by length."""
+
+    def on_markers(self, markers: list[Marker]) -> None:
+        """Keep the sentence boundaries."""
+        self.boundaries.add(markers)
+
+    def on_window(self, event: WindowEvent, emit: Emit) -> None:
+        """Not called: there is no windower."""
+
+    def on_chunk(self, event: ChunkEvent, emit: Emit) -> None:
+        """Feed the chunk to the decoder, ending and starting sentences at their marker sample."""
+        chunk = event.chunk
         # samples whose data were NaN/Inf (replaced upstream) carry no signal: zero, not decoded
         data = np.where(chunk.valid[:, None], chunk.data, 0.0).astype(np.float32)
-        ts = chunk.timestamps
-        with self._lock:
-            self._check_gaps()
-            start = 0
-            while True:
-                nxt = self._boundaries[0].timestamp if self._boundaries else np.inf
-                cut = int(np.searchsorted(ts, nxt))
-                self._feed(data[start:cut], ts[start:cut], stages)
-                if cut >= len(ts):
-                    return
-                self._apply_boundaries(nxt + 1e-9)  # ends/starts the sentence at this sample
-                start = cut
+        start = 0
+        while True:
+            boundary = self.boundaries.next_time
+            cut = int(np.searchsorted(chunk.timestamps, boundary))
+            piece = Chunk(data[start:cut], chunk.timestamps[start:cut], chunk.valid[start:cut])
+            self._feed(ChunkEvent(piece, event.t_pulled, event.t_preprocessed), emit)
+            if cut >= len(chunk.timestamps):
+                return
+            self.boundaries.apply(boundary + 1e-9, emit)  # ends/starts the sentence here
+            start = cut
 
-    def _feed(self, data: np.ndarray, ts: np.ndarray, stages: dict) -> None:
-        if not len(ts) or (self._saw_sentence_markers and not self.decoder.in_sentence):
+    def _feed(self, event: ChunkEvent, emit: Emit) -> None:
+        piece = event.chunk
+        if not len(piece.timestamps):
             return
-        event = self.decoder.add_data(data, ts, dict(stages))
-        if event is not None:
-            self._emit(event, None)
-            self.latency.add("pulled->emitted", event.stages["emitted"] - stages["pulled"])
-            self.latency.add("sample->emitted", event.stages["emitted"] - float(ts[-1]))
+        if self.boundaries.seen and not self.decoder.in_sentence:
+            return  # between sentences
+        stages = {"pulled": event.t_pulled, "preprocessed": event.t_preprocessed}
+        text_event = self.decoder.add_data(piece.data, piece.timestamps, stages)
+        if text_event is not None:
+            self.boundaries.commit(text_event, emit, event)
+
+    def on_step(self, newest: float, emit: Emit) -> None:
+        """Nothing waits for later data: boundaries are cut at their sample in :meth:`on_chunk`."""
+
+    def flush(self, emit: Emit) -> None:
+        """Commit the open sentence."""
+        if self.decoder.in_sentence:
+            self.boundaries.commit(self.decoder.end_sentence(), emit)
+
+    def summary(self) -> dict:
+        """Sentences committed."""
+        return {"sentences": len(self.sentences)}

@@ -6,6 +6,9 @@ A :class:`Preprocessor` chains the stages of :mod:`bci_app.processing.stages` an
     pick channels -> guard (timestamps, NaN/Inf, gaps) -> band-pass + notch (IIR)
                   -> resample (polyphase FIR) -> robust scaling -> clamp
 
+(robust scaling with fixed statistics, or re-centred ones when ``PreprocessConfig.recenter`` is
+set: :mod:`bci_app.processing.recentering`)
+
 and :func:`preprocess_recording` pushes a whole :class:`~acquisition.recording.Recording` through
 the very same object, so training sees exactly what the live path sees.
 
@@ -35,6 +38,7 @@ import numpy as np
 from scipy.signal import butter, freqz, iirnotch, tf2sos
 
 from acquisition.recording import Recording
+from bci_app.processing.recentering import RecenterConfig, RecenteringScaler
 from bci_app.processing.resampling import StreamingResampler, rational_ratio
 from bci_app.processing.stages import (
     ChannelPicker,
@@ -85,6 +89,9 @@ class PreprocessConfig:
     invalid_memory_s : float | None
         How long after an invalid sample the IIR output stays invalid (None: from the filter's
         impulse response).
+    recenter : RecenterConfig | None
+        Drift re-centering: the scaler statistics follow the recent signal, starting from
+        ``scaler_center``/``scaler_scale`` (None: fixed statistics, as in training).
     """
 
     sfreq_in: float
@@ -102,6 +109,7 @@ class PreprocessConfig:
     scaler_scale: tuple[float, ...] | None = None
     max_gap_s: float | None = None
     invalid_memory_s: float | None = None
+    recenter: RecenterConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("ch_names", "notch_freqs", "scaler_center", "scaler_scale"):
@@ -109,6 +117,8 @@ class PreprocessConfig:
             if value is not None:
                 cast = str if name == "ch_names" else float
                 object.__setattr__(self, name, tuple(cast(v) for v in value))
+        if isinstance(self.recenter, dict):  # read back from a bundle or a log
+            object.__setattr__(self, "recenter", RecenterConfig.from_dict(self.recenter))
         _validate_config(self)
 
     @property
@@ -136,6 +146,10 @@ class PreprocessConfig:
     def with_scaler(self, center: Sequence[float], scale: Sequence[float]) -> PreprocessConfig:
         """Return a copy with robust-scaler statistics set."""
         return dataclasses.replace(self, scaler_center=tuple(center), scaler_scale=tuple(scale))
+
+    def with_recentering(self, recenter: RecenterConfig | None = None) -> PreprocessConfig:
+        """Return a copy whose scaler statistics follow the signal (default settings if None)."""
+        return dataclasses.replace(self, recenter=recenter or RecenterConfig())
 
     @classmethod
     def brain2qwerty(
@@ -205,6 +219,14 @@ def _validate_config(c: PreprocessConfig) -> None:
         raise bad("max_gap_s", "use a positive number of seconds, or None")
     if c.invalid_memory_s is not None and not c.invalid_memory_s >= 0:
         raise bad("invalid_memory_s", "use a number of seconds >= 0, or None")
+    if c.recenter is not None and not isinstance(c.recenter, RecenterConfig):
+        raise bad("recenter", "use a RecenterConfig (or its to_dict()), or None")
+    if c.recenter is not None and c.scaler_center is None:
+        raise bad(
+            "recenter",
+            "there is no fitted robust scaler to re-centre. Use the bundle's preprocessing (with "
+            "scaler statistics), or fit_scaler() first",
+        )
 
 
 def _sections(c: PreprocessConfig, sfreq: float, notches: Sequence[float]) -> np.ndarray | None:
@@ -291,12 +313,23 @@ class Preprocessor:
                     f"Invalid value for 'scaler_center': {len(config.scaler_center)} values but "
                     f"{len(self.ch_names)} channels are picked. Refit the scaler (fit_scaler)."
                 )
-            self.stages.append(RobustScaler(config.scaler_center, config.scaler_scale))
+            self.stages.append(self._make_scaler())
         if config.clamp is not None:
             self.stages.append(Clamp(config.clamp))
         self.stages = [stage for stage in self.stages if stage is not None]
         self.resampler = resampler
         self.iir = iir
+
+    def _make_scaler(self) -> RobustScaler | RecenteringScaler:
+        center, scale = np.array(self.config.scaler_center), np.array(self.config.scaler_scale)
+        if self.config.recenter is None:
+            return RobustScaler(center, scale)
+        return RecenteringScaler(center, scale, self.sfreq_out, self.config.recenter)
+
+    @property
+    def recentering(self) -> RecenteringScaler | None:
+        """The re-centering scaler stage (None: fixed statistics or no scaling)."""
+        return next((s for s in self.stages if isinstance(s, RecenteringScaler)), None)
 
     def _make_iir(self, sfreq: float) -> IIRFilter | None:
         sos = _sections(self.config, sfreq, self.notch_freqs)
@@ -394,9 +427,18 @@ def fit_scaler(
     """
     names = config.ch_names if config.ch_names is not None else recording.channels.names
     base = dataclasses.replace(
-        config, ch_names=tuple(names), clamp=None, scaler_center=None, scaler_scale=None
+        config,
+        ch_names=tuple(names),
+        clamp=None,
+        scaler_center=None,
+        scaler_scale=None,
+        recenter=None,
     )
     out = preprocess_recording(recording, base, chunk_size)
     scaler = RobustScaler().fit(out.data, out.valid)
-    fitted = dataclasses.replace(config, ch_names=tuple(names))
-    return fitted.with_scaler(scaler.center.tolist(), scaler.scale.tolist())
+    return dataclasses.replace(
+        config,
+        ch_names=tuple(names),
+        scaler_center=tuple(scaler.center.tolist()),
+        scaler_scale=tuple(scaler.scale.tolist()),
+    )

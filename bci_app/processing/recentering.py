@@ -1,24 +1,25 @@
 """Online re-centering: robust-scaler statistics that follow the recent signal.
 
 Brain signal statistics drift across days (electrode impedance, head position, amplifier gain);
-the week-long intracranial study found a decoder's fixed calibration statistics go stale. With
-re-centering on, the Preprocessor's :class:`~bci_app.processing.stages.RobustScaler` is replaced by
-a :class:`RecenteringScaler`: it starts from the bundle's fitted median/IQR and, every
-``update_s`` seconds of stream, recomputes them over the last ``window_s`` seconds of its input
-(decimated to ``history_hz`` so minutes of history cost little memory and a percentile over
-them costs about a millisecond). Updates happen at fixed sample counts, so the output does not
-depend on how the stream is chunked. Off by default: nothing changes unless
-:func:`enable_recentering` is called.
+the week-long intracranial study found a decoder's fixed calibration statistics go stale. A
+:class:`~bci_app.processing.preprocessing.PreprocessConfig` whose ``recenter`` is a
+:class:`RecenterConfig` builds a :class:`RecenteringScaler` in place of the fixed
+:class:`~bci_app.processing.stages.RobustScaler`: it starts from the bundle's fitted median/IQR
+and, every ``update_s`` seconds of stream, recomputes them over the last ``window_s`` seconds of
+its input (decimated to ``history_hz`` so minutes of history cost little memory and a percentile
+over them costs about a millisecond). Updates happen at fixed sample counts, so the output does
+not depend on how the stream is chunked. Off by default (``recenter=None``): the config that
+runs is the config a bundle stores, and :meth:`PreprocessConfig.with_recentering
+<bci_app.processing.preprocessing.PreprocessConfig.with_recentering>` turns it on.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from bci_app.processing.preprocessing import Preprocessor
 from bci_app.processing.stages import Chunk, RobustScaler, Stage
 
 
@@ -58,8 +59,19 @@ class RecenterConfig:
             )
 
     def to_dict(self) -> dict:
-        """JSON-friendly form (for logs and summaries)."""
+        """JSON-friendly form (for bundles, logs and summaries)."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RecenterConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"Invalid re-centering config: unknown keys {unknown}. Known keys: {sorted(known)}."
+            )
+        return cls(**d)
 
 
 class RecenteringScaler(Stage):
@@ -137,22 +149,3 @@ class RecenteringScaler(Stage):
                 self._update()
             start = stop
         return Chunk(out, chunk.timestamps, chunk.valid)
-
-
-def enable_recentering(
-    preprocessor: Preprocessor, config: RecenterConfig | None = None
-) -> RecenteringScaler:
-    """Swap the Preprocessor's fixed robust scaler for a :class:`RecenteringScaler`; return it.
-
-    Raises ValueError when the preprocessor has no fitted scaler to start from.
-    """
-    config = RecenterConfig() if config is None else config
-    for i, stage in enumerate(preprocessor.stages):
-        if type(stage) is RobustScaler:
-            scaler = RecenteringScaler(stage.center, stage.scale, preprocessor.sfreq_out, config)
-            preprocessor.stages[i] = scaler
-            return scaler
-    raise ValueError(
-        "Invalid value for 'preprocessor': it has no fitted robust scaler to re-centre. Use the "
-        "bundle's preprocessing (with scaler statistics), or fit_scaler() first."
-    )

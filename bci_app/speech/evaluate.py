@@ -17,8 +17,6 @@ Chance is ``k / N`` for top-k. Per-word tables pool all recordings.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +100,7 @@ def evaluate_speech_bundle(
 ) -> dict[str, Any]:
     """Score a speech bundle on listening recordings (module docstring); return the report.
 
-    ``audio_model``: where the bundle's pretrained audio model lives now, if it moved.
+    ``audio_model``: the folder of the bundle's pretrained audio model, if it moved since export.
     """
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     check_speech_bundle(bundle)
@@ -199,16 +197,3 @@ def format_speech_report(report: dict[str, Any]) -> str:
         for w, r in words
     ]
     return "\n".join(lines)
-
-
-def run_speech_evaluate(args: argparse.Namespace) -> int:
-    """``bci-app evaluate`` for a speech bundle (``cmd_evaluate`` dispatches here)."""
-    report = evaluate_speech_bundle(
-        args.bundle,
-        args.recordings,
-        audio_dirs=getattr(args, "audio", None),
-        provider=args.provider,
-        audio_model=getattr(args, "audio_model", None),
-    )
-    print(json.dumps(report, indent=2) if args.json else format_speech_report(report))
-    return 0

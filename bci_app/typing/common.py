@@ -1,13 +1,13 @@
 """Parts shared by the typing decoders: bundle checks, keystroke classes, sentence state.
 
-:class:`SentenceDecoderBase` holds what :class:`~bci_app.typing.keystroke.TypingDecoder` (v1) and
-:class:`~bci_app.typing.ctc.CTCTypingDecoder` (v2) share: the bundle and its checks, the graphs
+:class:`SentenceDecoderBase` holds what :class:`~bci_app.typing.keystroke.KeystrokeDecoder` (v1)
+and :class:`~bci_app.typing.ctc.CTCDecoder` (v2) share: the bundle and its checks, the graphs
 (with their input/output names checked), the LM, the open sentence, the committed text and the
 :class:`~bci_app.decoders.events.TextEvent` they emit. Event semantics: ``keystroke`` events carry
-the live
-hypothesis of the open sentence with per-character confidence; a ``sentence_end`` event carries
-the committed text including the finished sentence, an empty hypothesis and, with an LM, the best
-beam texts as candidates; ``gap`` events mark missing data and leave decoding state as is.
+the live hypothesis of the open sentence with per-character confidence; a ``sentence_end`` event
+carries the committed text including the finished sentence, an empty hypothesis and, with an LM,
+the best beam texts as candidates; ``gap`` events mark missing data and leave decoding state as
+is.
 """
 
 from __future__ import annotations

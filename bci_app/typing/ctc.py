@@ -1,8 +1,8 @@
 """Brain2Qwerty v2 (asynchronous, CTC) typing decoder over a bundle: continuous data in, text out.
 
-Processed samples are appended with :meth:`CTCTypingDecoder.add_data`. The Conformer attends over
+Processed samples are appended with :meth:`CTCDecoder.add_data`. The Conformer attends over
 the whole sentence, so every ``hop_s`` the ``ctc`` graph is re-run over the sentence so far and its
-best path (greedy CTC) is the live hypothesis; :meth:`CTCTypingDecoder.end_sentence` decodes the
+best path (greedy CTC) is the live hypothesis; :meth:`CTCDecoder.end_sentence` decodes the
 whole sentence with the CTC prefix beam and the LM (up to ~1 ms per 40 ms frame in Python: too slow
 to repeat every hop, fine once per sentence). As for v1, the committed text depends only on
 the sentence's samples, so offline evaluation and live decoding agree.
@@ -30,7 +30,7 @@ from bci_app.typing.common import (
 )
 
 
-class CTCTypingDecoder(SentenceDecoderBase):
+class CTCDecoder(SentenceDecoderBase):
     """Brain2Qwerty v2 decoder: continuous processed samples in, text events out.
 
     Parameters
@@ -62,8 +62,8 @@ class CTCTypingDecoder(SentenceDecoderBase):
         super().__init__(bundle, provider, use_lm, threads)
         if self.arch != "brain2qwerty_v2":
             raise ValueError(
-                f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; CTCTypingDecoder "
-                "runs continuous data (brain2qwerty_v2). Use TypingDecoder or open_decoder()."
+                f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; CTCDecoder "
+                "runs continuous data (brain2qwerty_v2). Use KeystrokeDecoder or open_decoder()."
             )
         self.sfreq = float(preprocess_config(self.bundle).rate_after)
         if not hop_s > 0 or not max_sentence_s > hop_s:

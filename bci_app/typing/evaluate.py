@@ -40,8 +40,8 @@ from bci_app.processing.preprocessing import preprocess_recording
 from bci_app.processing.windowing import epochs_from_recording
 from bci_app.typing.alphabet import DISPLAY_CHARS, cer, wer
 from bci_app.typing.keystroke import (
-    CTCTypingDecoder,
-    TypingDecoder,
+    CTCDecoder,
+    KeystrokeDecoder,
     check_typing_bundle,
     key_class,
     make_windower,
@@ -136,7 +136,7 @@ def _topk_hits(log_probs: np.ndarray | None, classes: list[int]) -> dict[str, in
     return {"top1": int((rank < 1).sum()), "top5": int((rank < 5).sum())}
 
 
-def _decode_v1(decoder: TypingDecoder, recording: Recording, spans, timings) -> list[dict]:
+def _decode_v1(decoder: KeystrokeDecoder, recording: Recording, spans, timings) -> list[dict]:
     windower = make_windower(decoder.bundle)
     windows = epochs_from_recording(recording, preprocess_config(decoder.bundle), windower)
     span_of = {(m.timestamp, m.value): i for i, s in enumerate(spans) for m in s.keys}
@@ -165,7 +165,7 @@ def _decode_v1(decoder: TypingDecoder, recording: Recording, spans, timings) -> 
     return sentences
 
 
-def _decode_v2(decoder: CTCTypingDecoder, recording: Recording, spans, timings) -> list[dict]:
+def _decode_v2(decoder: CTCDecoder, recording: Recording, spans, timings) -> list[dict]:
     processed = preprocess_recording(recording, preprocess_config(decoder.bundle))
     margin = round(SPAN_MARGIN_S * decoder.sfreq)
     sentences = []

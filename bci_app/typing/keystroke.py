@@ -1,6 +1,6 @@
 """Brain2Qwerty v1 typing decoder over a bundle: keystroke windows in, text events out.
 
-Live decoding and offline evaluation use one code path. Per keystroke, :class:`TypingDecoder`
+Live decoding and offline evaluation use one code path. Per keystroke, :class:`KeystrokeDecoder`
 runs the ``keystroke`` graph once on the new window (embedding + conv-only logits), then the
 ``sentence`` graph over the embeddings of the sentence so far. The sentence transformer is
 bidirectional, so every new keystroke changes the posteriors of the earlier ones. Two ways to
@@ -12,15 +12,15 @@ keep the live hypothesis (``live_beam``), with the same committed text:
   (~55 us per keystroke of the sentence: under 5 ms for 85 characters), so the live hypothesis
   already uses every revision.
 
-At :meth:`TypingDecoder.end_sentence` the beam is (re-)run over the final posteriors of the whole
-sentence and closed with the LM's end-of-sentence score, so the committed text depends on the
-sentence's windows alone, not on the mode or on when hypotheses were asked for. Offline
+At :meth:`KeystrokeDecoder.end_sentence` the beam is (re-)run over the final posteriors of the
+whole sentence and closed with the LM's end-of-sentence score, so the committed text depends on
+the sentence's windows alone, not on the mode or on when hypotheses were asked for. Offline
 evaluation (:mod:`bci_app.typing.evaluate`) calls the same methods, so online == offline holds by
 construction.
 
 Per-character confidence is the posterior probability (after the transformer) of the decoded
 character at its keystroke; candidates are the ``top_k`` classes of the newest keystroke with
-their posteriors. The v2 (CTC) decoder is :class:`~bci_app.typing.ctc.CTCTypingDecoder`, and
+their posteriors. The v2 (CTC) decoder is :class:`~bci_app.typing.ctc.CTCDecoder`, and
 :func:`open_decoder` picks the right one for a bundle. Only numpy and onnxruntime are needed.
 """
 
@@ -50,14 +50,14 @@ from bci_app.typing.common import (
     make_windower,
     preprocess_config,
 )
-from bci_app.typing.ctc import CTCTypingDecoder
+from bci_app.typing.ctc import CTCDecoder
 
 LIVE_BEAMS = ("incremental", "full")
 
 __all__ = [
-    "CTCTypingDecoder",
+    "CTCDecoder",
+    "KeystrokeDecoder",
     "SentenceDecoding",
-    "TypingDecoder",
     "check_typing_bundle",
     "key_class",
     "make_windower",
@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 
-class TypingDecoder(SentenceDecoderBase):
+class KeystrokeDecoder(SentenceDecoderBase):
     """Brain2Qwerty v1 decoder: keystroke windows in, text events out (see module docstring).
 
     Parameters
@@ -102,8 +102,8 @@ class TypingDecoder(SentenceDecoderBase):
         super().__init__(bundle, provider, use_lm, threads)
         if self.arch != "brain2qwerty_v1":
             raise ValueError(
-                f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; TypingDecoder "
-                "runs keystroke windows (brain2qwerty_v1). Use CTCTypingDecoder or open_decoder()."
+                f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; KeystrokeDecoder "
+                "runs keystroke windows (brain2qwerty_v1). Use CTCDecoder or open_decoder()."
             )
         window = self.bundle.manifest["window"]
         self.n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
@@ -276,8 +276,8 @@ class TypingDecoder(SentenceDecoderBase):
 
 def open_decoder(
     bundle: Bundle | str | Path, *, provider: str = "auto", use_lm: bool = True
-) -> TypingDecoder | CTCTypingDecoder:
+) -> KeystrokeDecoder | CTCDecoder:
     """Load a typing bundle and return the decoder of its architecture."""
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    cls = TypingDecoder if check_typing_bundle(bundle) == "brain2qwerty_v1" else CTCTypingDecoder
+    cls = KeystrokeDecoder if check_typing_bundle(bundle) == "brain2qwerty_v1" else CTCDecoder
     return cls(bundle, provider=provider, use_lm=use_lm)

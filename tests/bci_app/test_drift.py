@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor
-from bci_app.processing.recentering import RecenterConfig, RecenteringScaler, enable_recentering
+from bci_app.processing.recentering import RecenterConfig, RecenteringScaler
 from bci_app.processing.stages import RobustScaler
 
 SFREQ = 120.0
@@ -66,13 +68,38 @@ def test_default_off_and_unchanged_until_the_first_update():
     data = _signal(20.0, seed=2)
     times = np.arange(len(data)) / SFREQ
     fixed = Preprocessor(base)
-    assert any(type(stage) is RobustScaler for stage in fixed.stages)  # default: fixed scaler
+    assert base.recenter is None and fixed.recentering is None  # default: fixed statistics
+    assert any(type(stage) is RobustScaler for stage in fixed.stages)
     expected = fixed.process(data, times).data
-    adaptive = Preprocessor(base)
-    stage = enable_recentering(adaptive, RecenterConfig(window_s=60.0, min_history_s=30.0))
+    recenter = RecenterConfig(window_s=60.0, min_history_s=30.0)
+    config = base.with_recentering(recenter)
+    assert config.recenter == recenter and base.recenter is None  # a copy: the config that runs
+    adaptive = Preprocessor(config)
+    stage = adaptive.recentering
     assert stage in adaptive.stages and not any(type(s) is RobustScaler for s in adaptive.stages)
+    assert stage.config == recenter and stage.decimate == round(SFREQ / recenter.history_hz)
     np.testing.assert_array_equal(adaptive.process(data, times).data, expected)
     assert stage.n_updates == 0  # 20 s < min_history_s: still the fitted statistics
+    assert base.with_recentering().recenter == RecenterConfig()  # default settings
+
+
+def test_recentering_is_part_of_the_stored_config():
+    names = [f"ch{i}" for i in range(4)]
+    recenter = RecenterConfig(window_s=40.0, update_s=2.0, min_history_s=10.0)
+    config = PreprocessConfig(SFREQ, tuple(names)).with_scaler([0.0] * 4, [1.0] * 4)
+    config = config.with_recentering(recenter)  # no filter: the scaler is all that runs
+    text = json.dumps(config.to_dict())
+    again = PreprocessConfig.from_dict(json.loads(text))
+    assert again == config and again.recenter == recenter
+    assert PreprocessConfig.from_dict({**config.to_dict(), "recenter": None}).recenter is None
+    with pytest.raises(ValueError, match=r"re-centering config: unknown keys \['window'\]"):
+        PreprocessConfig.from_dict({**config.to_dict(), "recenter": {"window": 3.0}})
+    data = _signal(50.0, seed=3)
+    times = np.arange(len(data)) / SFREQ
+    direct = RecenteringScaler(np.zeros(4), np.ones(4), SFREQ, recenter)
+    out = Preprocessor(again).process(data, times).data
+    np.testing.assert_allclose(out, direct.process(data, times).data.astype(np.float32), atol=0)
+    assert direct.n_updates > 0
 
 
 def test_bad_settings_are_clear_errors():
@@ -80,9 +107,9 @@ def test_bad_settings_are_clear_errors():
         RecenterConfig(update_s=0)
     with pytest.raises(ValueError, match="'min_history_s': 200.0 s is longer than 'window_s'"):
         RecenterConfig(window_s=100.0, min_history_s=200.0)
-    unscaled = Preprocessor(PreprocessConfig.speech(SFREQ, ["a", "b"]))
-    with pytest.raises(ValueError, match="no fitted robust scaler to re-centre"):
-        enable_recentering(unscaled)
+    unscaled = PreprocessConfig.speech(SFREQ, ["a", "b"])
+    with pytest.raises(ValueError, match="'recenter'.*no fitted robust scaler to re-centre"):
+        unscaled.with_recentering()
     scaler = RecenteringScaler(np.zeros(2), np.ones(2), SFREQ, RecenterConfig())
     with pytest.raises(ValueError, match="fitted on 2 channels but got 3"):
         scaler.process(np.zeros((5, 3)), np.arange(5.0))

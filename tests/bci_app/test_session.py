@@ -1,4 +1,5 @@
-"""Live decoding session on real LSL streams: online == offline, and the faults a lab will meet."""
+"""Live keystroke decoding: the session fed chunk by chunk (no thread, no LSL) and on real LSL
+streams: online == offline, and the faults a lab will meet."""
 
 from __future__ import annotations
 
@@ -9,16 +10,24 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+from helpers import typing_bundles as tb
+from helpers.live import feed
+from helpers.typing_data import without_markers
 
+from acquisition.io import write_recording
 from acquisition.markers import MarkerSource
 from acquisition.player import Player
+from acquisition.recording import Recording
 from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
-from acquisition.xdf import read_xdf, write_recording
-from bci_app.decoders.events import TextEvent
+from acquisition.xdf import read_xdf
+from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.decoders.shipped import TYPING_BUNDLE
-from bci_app.live.session import EventQueue, LiveSession
+from bci_app.live.keystroke import KeystrokeStrategy
+from bci_app.live.session import DecodingSession
+from bci_app.processing.preprocessing import PreprocessConfig, fit_scaler
 from bci_app.typing.evaluate import evaluate_bundle
 
 pytestmark = pytest.mark.skipif(not TYPING_BUNDLE.is_dir(), reason="default bundle missing")
@@ -42,8 +51,9 @@ def _decode_live(path, source_id, speed, **session_kwargs):
             MarkerSource(source_id=f"{source_id}-markers") as markers,
             StreamSource(source_id=source_id, bufsize=120.0) as source,
         ):
-            session = LiveSession(
-                TYPING_BUNDLE, source, markers, text_outlet=False, **session_kwargs
+            strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
+            session = DecodingSession(
+                strategy, source, markers, text_outlet=False, **session_kwargs
             )
             with session:
                 player.join(timeout=90)
@@ -55,7 +65,7 @@ def _decode_live(path, source_id, speed, **session_kwargs):
                     time.sleep(0.1)
                 time.sleep(0.5)
             summary = session.stop()
-            return session.sentences, summary
+            return strategy.sentences, summary
     finally:
         player.stop()
 
@@ -80,8 +90,83 @@ def test_bundle_that_does_not_fit_the_stream_fails_before_the_session(source_id)
         StreamSource(source_id=source_id) as source,
         MarkerSource(source_id=f"{source_id}-markers") as markers,
     ):
+        strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
         with pytest.raises(ValueError, match=r"runs at 500 Hz but the decoder .* expects 1000 Hz"):
-            LiveSession(TYPING_BUNDLE, source, markers, text_outlet=False)
+            DecodingSession(strategy, source, markers, text_outlet=False)
+
+
+# ------------------------------------------------------------------ fed chunk by chunk
+@pytest.fixture(scope="module")
+def simulated_eeg():
+    """40 s of simulated 64-channel EEG typing (100 Hz to keep it quick)."""
+    return Simulator("eeg", "typing", snr=2.0, seed=1, sfreq=100.0).generate(40.0)
+
+
+@pytest.fixture(scope="module")
+def eeg_bundle(tmp_path_factory, simulated_eeg):
+    """A v1-shaped bundle for the simulated montage, with the Brain2Qwerty preprocessing."""
+    pre = fit_scaler(simulated_eeg, PreprocessConfig.brain2qwerty(simulated_eeg.sfreq))
+    path = tmp_path_factory.mktemp("eeg") / "bundle"
+    return tb.template_bundle(path, simulated_eeg.channels, pre, random_weights=True)
+
+
+def _fed_session(bundle, recording: Recording, chunk_s: float, **kwargs):
+    strategy = KeystrokeStrategy(bundle, provider="cpu", **kwargs)
+    session = DecodingSession(
+        strategy, channels=recording.channels, sfreq=recording.sfreq, text_outlet=False
+    )
+    events, summary = feed(session, recording, chunk_s)
+    return strategy, events, summary
+
+
+@pytest.mark.parametrize("chunk_s", [0.02, 0.37])
+def test_session_fed_chunk_by_chunk_gives_the_offline_text(eeg_bundle, simulated_eeg, chunk_s):
+    report = evaluate_bundle(eeg_bundle, [simulated_eeg], provider="cpu")
+    offline = report["recordings"][0]["sentences"]
+    strategy, events, summary = _fed_session(eeg_bundle, simulated_eeg, chunk_s)
+    assert [(s.target, s.text) for s in strategy.sentences] == [
+        (s["target"], s["texts"]["lm"]) for s in offline
+    ]
+    ends = [e for e in events if e.kind == "sentence_end"]
+    assert [e.target for e in ends] == [s["target"] for s in offline] and len(ends) == 2
+    assert ends[-1].committed == " ".join(s["texts"]["lm"] for s in offline)
+    keystrokes = [e for e in events if e.kind == "keystroke"]
+    assert len(keystrokes) == sum(s["n_decoded"] for s in offline)
+    assert all(set(e.stages) >= {"pulled", "windowed", "inferred", "emitted"} for e in keystrokes)
+    assert summary["sentences"] == 2 and summary["inference_errors"] == 0
+    keys = simulated_eeg.markers_of("key")  # the last ones end after the data: no window
+    complete = [k for k in keys if k.timestamp + 0.3 + 0.1 < simulated_eeg.timestamps[-1]]
+    assert summary["windows"] == len(complete) >= len(keys) - 3  # tmax + the resampler delay
+    assert summary["gaps"] == 0 and summary["latency_ms"]["windowed->inferred"]["n"] > 0
+
+
+def test_a_pause_ends_the_sentence_without_sentence_markers(tmp_path):
+    texts = ["hello world", "ok"]
+    recording = tb.keystroke_recording(texts, noise=0.2, seed=3)
+    bundle = tb.template_bundle(
+        tmp_path / "b", recording.channels, tb.identity_preprocessing(recording.channels)
+    )
+    marked = _fed_session(bundle, recording, 0.1)[0].sentences
+    assert [s.target for s in marked] == texts
+    unmarked = without_markers(recording, "sentence_start", "sentence_end")
+    strategy, events, summary = _fed_session(bundle, unmarked, 0.1)  # keys 0.6 s, pauses 2.4 s
+    assert [s.text for s in strategy.sentences] == [s.text for s in marked]
+    assert [s.target for s in strategy.sentences] == [None, None] and summary["sentences"] == 2
+    assert [e.kind for e in events].count("sentence_end") == 2
+    shorter = _fed_session(bundle, unmarked, 0.1, pause_s=0.5)[0]  # every key is a pause
+    assert len(shorter.sentences) == len("hello world") + len("ok")
+
+
+@pytest.mark.slow
+def test_shipped_bundle_fed_chunk_by_chunk_gives_the_offline_text(held_out_session):
+    """The shipped decoder on a fixed simulated session: the text of offline evaluation."""
+    recording = read_xdf(held_out_session)
+    offline = evaluate_bundle(TYPING_BUNDLE, [recording], provider="cpu")
+    expected = [(s["target"], s["texts"]["lm"]) for s in offline["recordings"][0]["sentences"]]
+    strategy, events, summary = _fed_session(TYPING_BUNDLE, recording, 0.05)
+    assert [(s.target, s.text) for s in strategy.sentences if s.target] == expected
+    assert len(expected) >= 2 and summary["inference_errors"] == 0
+    assert np.isclose(recording.sfreq, 1000.0) and events[-1].kind == "sentence_end"
 
 
 def test_slow_consumer_costs_events_not_memory():
@@ -109,7 +194,8 @@ def test_stream_drop_mid_sentence_is_marked_and_decoding_resumes(source_id, spaw
         StreamSource(source_id=source_id, resolve_timeout=30) as source,
         MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
     ):
-        session = LiveSession(TYPING_BUNDLE, source, markers, text_outlet=False)
+        strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
+        session = DecodingSession(strategy, source, markers, text_outlet=False)
         seen: list[TextEvent] = []
         with session:
             _collect(session, seen, until=lambda: sum(e.kind == "keystroke" for e in seen) >= 5)

@@ -1,4 +1,5 @@
-"""Live speech decoding on real LSL streams: candidates per word, online == offline, sliding."""
+"""Live speech decoding, fed chunk by chunk (no thread, no LSL) and on real LSL streams:
+candidates per word, online == offline, sliding windows."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ import time
 
 import numpy as np
 import pytest
+from helpers.live import feed
 
+from acquisition.io import write_recording
 from acquisition.markers import MarkerSource
 from acquisition.player import Player
 from acquisition.recording import parse_marker
 from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
-from acquisition.xdf import read_xdf, write_recording
+from acquisition.xdf import read_xdf
 from bci_app.decoders.bundle import load_bundle
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
-from bci_app.live.speech import SpeechSession, SpeechWindower
+from bci_app.live.session import DecodingSession
+from bci_app.live.speech import SpeechStrategy, SpeechWindower
 from bci_app.processing.preprocessing import preprocess_recording
 from bci_app.processing.recentering import RecenterConfig
-from bci_app.speech.decoder import SpeechDecoder, preprocess_config
+from bci_app.speech.decoder import SpeechDecoder, make_windower, preprocess_config
 from bci_app.speech.evaluate import word_windows
 
 pytestmark = pytest.mark.skipif(not SPEECH_BUNDLE.is_dir(), reason="speech bundle missing")
@@ -39,7 +43,7 @@ def listening_session(tmp_path_factory):
     return path
 
 
-def _decode_live(path, source_id, *, markers: bool = True, **session_kwargs):
+def _decode_live(path, source_id, *, markers: bool = True, strategy=None, **session_kwargs):
     """Replay ``path`` at max speed through LSL and decode it live; return (events, summary)."""
     player = Player(path, speed="max", source_id=source_id, wait_for_consumer=True)
     player.start()
@@ -48,8 +52,9 @@ def _decode_live(path, source_id, *, markers: bool = True, **session_kwargs):
     try:
         with StreamSource(source_id=source_id, bufsize=120.0) as source:
             try:
-                session = SpeechSession(
-                    SPEECH_BUNDLE, source, marker_source, text_outlet=False, **session_kwargs
+                strategy = strategy or SpeechStrategy(SPEECH_BUNDLE, provider="cpu")
+                session = DecodingSession(
+                    strategy, source, marker_source, text_outlet=False, **session_kwargs
                 )
                 with session:
                     player.join(timeout=90)
@@ -101,8 +106,9 @@ def test_without_markers_sliding_windows_every_hop_and_recentering_runs(
     listening_session, source_id
 ):
     recenter = RecenterConfig(window_s=20.0, update_s=2.0, min_history_s=5.0)
+    strategy = SpeechStrategy(SPEECH_BUNDLE, mode="sliding", hop_s=0.5, top_k=3, provider="cpu")
     events, summary = _decode_live(
-        listening_session, source_id, markers=False, hop_s=0.5, top_k=3, recenter=recenter
+        listening_session, source_id, markers=False, strategy=strategy, recenter=recenter
     )
     assert summary["inference_errors"] == 0 and not summary["word_locked"]
     assert summary["words"] == 0 and summary["recentering_updates"] >= 5
@@ -110,6 +116,58 @@ def test_without_markers_sliding_windows_every_hop_and_recentering_runs(
     assert all(e.kind == "candidates" and e.target is None for e in events)
     assert all(len(e.candidates) == 3 for e in events)
     np.testing.assert_allclose(np.diff([e.timestamp for e in events]), 0.5, atol=1e-3)
+
+
+def _offline(bundle, windows):
+    decoder = SpeechDecoder(bundle, provider="cpu")
+    return [decoder.add_window(w) for w in windows]
+
+
+def test_session_fed_chunk_by_chunk_gives_the_offline_candidates(listening_session):
+    bundle = load_bundle(SPEECH_BUNDLE)
+    recording = read_xdf(listening_session)
+    strategy = SpeechStrategy(bundle, provider="cpu")
+    session = DecodingSession(
+        strategy, channels=recording.channels, sfreq=recording.sfreq, text_outlet=False
+    )
+    events, summary = feed(session, recording, 0.1)
+    windows, _ = word_windows(bundle, recording, "held-out")
+    offline = _offline(bundle, windows)
+    words = [e for e in events if e.target is not None]
+    assert [parse_marker(w.marker.value)[1] for w in windows] == [e.target for e in words]
+    assert [e.hypothesis for e in words] == [e.hypothesis for e in offline] and len(words) >= 10
+    online_p = np.array([[p for _, p in e.candidates] for e in words])
+    offline_p = np.array([[p for _, p in e.candidates] for e in offline])
+    np.testing.assert_allclose(online_p, offline_p, atol=1e-4)
+    # auto mode: sliding windows until the first word marker, then word-locked ones only
+    first_word = recording.markers_of("word")[0].timestamp
+    assert all(e.target is None and e.timestamp < first_word + 3.0 for e in events[: -len(words)])
+    assert summary["word_locked"] and summary["words"] == len(words)
+    assert summary["inference_errors"] == 0 and summary["recentering_updates"] == 0
+
+
+def test_sliding_windows_fed_chunk_by_chunk_match_offline_and_recentre(listening_session):
+    bundle = load_bundle(SPEECH_BUNDLE)
+    recording = read_xdf(listening_session)
+    strategy = SpeechStrategy(bundle, mode="sliding", hop_s=0.5, top_k=3, provider="cpu")
+    recenter = RecenterConfig(window_s=20.0, update_s=2.0, min_history_s=5.0)
+    session = DecodingSession(
+        strategy,
+        channels=recording.channels,
+        sfreq=recording.sfreq,
+        recenter=recenter,
+        text_outlet=False,
+    )
+    config = preprocess_config(bundle).with_recentering(recenter)
+    assert session.pipeline.preprocessor.config == config  # the config that runs, readable
+    events, summary = feed(session, recording, 0.1)
+    windower = make_windower(bundle, sliding=True, hop_s=0.5)
+    offline = _offline(bundle, windower.push_data(*preprocess_recording(recording, config)))
+    assert len(events) == len(offline) >= 40 and not summary["word_locked"]
+    assert [e.hypothesis for e in events] == [e.hypothesis for e in offline]
+    assert all(len(e.candidates) == 3 and e.target is None for e in events)
+    np.testing.assert_allclose(np.diff([e.timestamp for e in events]), 0.5, atol=1e-3)
+    assert summary["recentering_updates"] >= 5 and summary["words"] == 0
 
 
 def test_auto_windows_slide_until_the_first_word_marker(listening_session):
@@ -135,9 +193,10 @@ def test_typing_bundle_and_words_mode_without_markers_are_clear_errors(source_id
     sim = Simulator("meg", "listening", seed=5)
     with SimulatorStream(sim, source_id=source_id), StreamSource(source_id=source_id) as source:
         with pytest.raises(ValueError, match="is a 'typing' decoder.*task 'speech'"):
-            SpeechSession(TYPING_BUNDLE, source, None, text_outlet=False)
+            SpeechStrategy(TYPING_BUNDLE, provider="cpu")
+        words = SpeechStrategy(SPEECH_BUNDLE, mode="words", provider="cpu")
         with pytest.raises(ValueError, match="'mode': 'words' needs the marker stream"):
-            SpeechSession(SPEECH_BUNDLE, source, None, mode="words", text_outlet=False)
+            DecodingSession(words, source, None, text_outlet=False)
     with pytest.raises(ValueError, match="'mode': 'both'; use one of"):
         SpeechWindower(load_bundle(SPEECH_BUNDLE), "both")
 
@@ -159,8 +218,8 @@ def test_bci_app_run_task_listening_decodes_the_built_in_stream(capsys):
 
 
 def test_the_built_in_stream_follows_the_modality_the_bundle_was_trained_on():
-    from bci_app.cli.run import simulator_modality, simulator_params
     from bci_app.decoders.bundle import Bundle
+    from bci_app.live.builtin import simulator_modality, simulator_params
 
     speech = load_bundle(SPEECH_BUNDLE)
     assert simulator_modality(speech) == "meg" and simulator_modality(None) == "meg"

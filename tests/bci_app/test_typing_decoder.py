@@ -13,8 +13,8 @@ from bci_app.lm.model import CharNgramLM
 from bci_app.processing.windowing import Window, epochs_from_recording
 from bci_app.typing.alphabet import DISPLAY_CHARS, cer
 from bci_app.typing.keystroke import (
-    CTCTypingDecoder,
-    TypingDecoder,
+    CTCDecoder,
+    KeystrokeDecoder,
     key_class,
     make_windower,
     open_decoder,
@@ -47,7 +47,7 @@ def _sentences(bundle, recording):
 
 @pytest.mark.parametrize("live_beam", ["incremental", "full"])
 def test_final_text_is_the_offline_beam_over_the_whole_sentence(bundle, noisy, live_beam):
-    decoder = TypingDecoder(bundle, provider="cpu", live_beam=live_beam)
+    decoder = KeystrokeDecoder(bundle, provider="cpu", live_beam=live_beam)
     lm = CharNgramLM.load(bundle.path / "lm.npz")
     offline = KeystrokeBeamDecoder(lm, top_k=5, beam_width=30, lm_weight=0.5)
     changed = 0
@@ -73,7 +73,7 @@ def test_final_text_is_the_offline_beam_over_the_whole_sentence(bundle, noisy, l
 
 def decoder_texts(bundle, recording):
     """Final texts of a fresh decoder fed sentence by sentence (same windows)."""
-    decoder = TypingDecoder(bundle, provider="cpu")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     texts = []
     for windows in _sentences(bundle, recording):
         for window in windows:
@@ -84,7 +84,7 @@ def decoder_texts(bundle, recording):
 
 
 def test_lm_lowers_the_error_rate_of_noisy_keystrokes(bundle, noisy):
-    decoder = TypingDecoder(bundle, provider="cpu")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     errors = {"conv": [], "transformer": [], "lm": []}
     for text, windows in zip(SENTENCES, _sentences(bundle, noisy)):
         for window in windows:
@@ -101,7 +101,7 @@ def test_clean_templates_decode_exactly(tmp_path):
     pre = tb.identity_preprocessing(recording.channels)
     bundle = tb.template_bundle(tmp_path / "b", recording.channels, pre, scale=12.0)
     for text, windows in zip(["hello there", "good night"], _sentences(bundle, recording)):
-        decoder = TypingDecoder(bundle, provider="cpu")
+        decoder = KeystrokeDecoder(bundle, provider="cpu")
         for window in windows:
             decoder.add_window(window)
         decoder.end_sentence()
@@ -109,7 +109,7 @@ def test_clean_templates_decode_exactly(tmp_path):
 
 
 def test_text_events(bundle, noisy):
-    decoder = TypingDecoder(bundle, provider="cpu")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     first, second = _sentences(bundle, noisy)[:2]
     decoder.start_sentence(SENTENCES[0])
     for window in first:
@@ -142,7 +142,7 @@ def test_text_events(bundle, noisy):
 
 
 def test_invalid_and_classless_windows_are_skipped_and_counted(bundle, noisy):
-    decoder = TypingDecoder(bundle, provider="cpu", use_lm=False)
+    decoder = KeystrokeDecoder(bundle, provider="cpu", use_lm=False)
     windows = _sentences(bundle, noisy)[0][:4]
     bad = Window(windows[1].data, windows[1].timestamps, windows[1].marker, False, 0.0)
     backspace = Window(
@@ -161,8 +161,8 @@ def test_invalid_and_classless_windows_are_skipped_and_counted(bundle, noisy):
 
 def test_wrong_state_and_bad_windows(bundle):
     with pytest.raises(ValueError, match=r"'live_beam': 'lazy'; use one of \('incremental'"):
-        TypingDecoder(bundle, provider="cpu", live_beam="lazy")
-    decoder = TypingDecoder(bundle, provider="cpu")
+        KeystrokeDecoder(bundle, provider="cpu", live_beam="lazy")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     with pytest.raises(RuntimeError, match=r"no sentence open: call start_sentence\(\)"):
         decoder.end_sentence()
     decoder.start_sentence()
@@ -189,7 +189,7 @@ def test_bad_bundles(tmp_path, noisy):
     pre = tb.identity_preprocessing(noisy.channels)
     speech = tb.template_bundle(tmp_path / "speech", noisy.channels, pre, task="speech")
     with pytest.raises(ValueError, match=r"is a 'speech' decoder, but typing decoding needs"):
-        TypingDecoder(speech, provider="cpu")
+        KeystrokeDecoder(speech, provider="cpu")
     good = tb.template_bundle(tmp_path / "good", noisy.channels, pre)
     swapped = dict(good.manifest, name="swapped")
     graphs = {"keystroke": good.graph_path("sentence"), "sentence": good.graph_path("keystroke")}
@@ -197,17 +197,17 @@ def test_bad_bundles(tmp_path, noisy):
     (tmp_path / "swapped" / "lm.npz").write_bytes((good.path / "lm.npz").read_bytes())
     bundle = save_bundle(tmp_path / "swapped", swapped, graphs)
     with pytest.raises(ValueError, match=r"'keystroke' graph takes \['embeddings', 'key_mask'\]"):
-        TypingDecoder(bundle, provider="cpu")
+        KeystrokeDecoder(bundle, provider="cpu")
     (good.path / "lm.npz").unlink()
     with pytest.raises(FileNotFoundError, match="language model lm.npz is missing"):
-        TypingDecoder(good, provider="cpu")
-    assert TypingDecoder(good, provider="cpu", use_lm=False).lm is None
+        KeystrokeDecoder(good, provider="cpu")
+    assert KeystrokeDecoder(good, provider="cpu", use_lm=False).lm is None
     ctc = tb.ctc_bundle(tmp_path / "ctc", noisy.channels, pre)
-    with pytest.raises(ValueError, match=r"brain2qwerty_v2 decoder; TypingDecoder runs keystroke"):
-        TypingDecoder(ctc, provider="cpu")
-    with pytest.raises(ValueError, match=r"brain2qwerty_v1 decoder; CTCTypingDecoder runs"):
-        CTCTypingDecoder(good, provider="cpu", use_lm=False)
-    assert isinstance(open_decoder(ctc.path, provider="cpu"), CTCTypingDecoder)
+    with pytest.raises(ValueError, match=r"brain2qwerty_v2 decoder; KeystrokeDecoder runs"):
+        KeystrokeDecoder(ctc, provider="cpu")
+    with pytest.raises(ValueError, match=r"brain2qwerty_v1 decoder; CTCDecoder runs"):
+        CTCDecoder(good, provider="cpu", use_lm=False)
+    assert isinstance(open_decoder(ctc.path, provider="cpu"), CTCDecoder)
 
 
 def test_ctc_decoder_streams_and_ends_with_the_beam(tmp_path, noisy):
@@ -215,7 +215,7 @@ def test_ctc_decoder_streams_and_ends_with_the_beam(tmp_path, noisy):
     bundle = tb.ctc_bundle(tmp_path / "ctc", noisy.channels, pre)
     data = np.clip(noisy.data[:400], -5, 5)
     stamps = noisy.timestamps[:400]
-    decoder = CTCTypingDecoder(bundle, provider="cpu", hop_s=0.5)
+    decoder = CTCDecoder(bundle, provider="cpu", hop_s=0.5)
     events = [decoder.add_data(data[i : i + 7], stamps[i : i + 7]) for i in range(0, 400, 7)]
     live = [e for e in events if e is not None]
     # the graph re-runs once 25 new samples (hop_s) are in: every 4 chunks of 7 samples
@@ -228,14 +228,14 @@ def test_ctc_decoder_streams_and_ends_with_the_beam(tmp_path, noisy):
     lm = CharNgramLM.load(bundle.path / "lm.npz")
     assert result.text == CTCPrefixBeamDecoder(lm).decode(result.log_probs)
     assert end.committed == result.text and end.candidates[0][0] == result.text
-    one_shot = CTCTypingDecoder(bundle, provider="cpu")
+    one_shot = CTCDecoder(bundle, provider="cpu")
     one_shot.add_data(data, stamps)
     one_shot.end_sentence()
     assert one_shot.last_sentence.text == result.text
     np.testing.assert_allclose(one_shot.last_sentence.log_probs, result.log_probs, atol=1e-6)
     with pytest.raises(ValueError, match=r"expected processed samples \(n_times, 4\)"):
         decoder.add_data(data[:, :3], stamps)
-    small = CTCTypingDecoder(bundle, provider="cpu", use_lm=False, hop_s=0.5, max_sentence_s=2.0)
+    small = CTCDecoder(bundle, provider="cpu", use_lm=False, hop_s=0.5, max_sentence_s=2.0)
     ends = [small.add_data(data[i : i + 50], stamps[i : i + 50]) for i in range(0, 400, 50)]
     # 100-sample sentences: the 3rd, 5th and 7th chunks would overflow and end one each
     assert [i for i, e in enumerate(ends) if e.kind == "sentence_end"] == [2, 4, 6]
@@ -250,7 +250,7 @@ def test_exported_models_match_torch(tmp_path):
     recording = Simulator("eeg", "typing", snr=2.0, seed=1, sfreq=100.0).generate(20.0)
     bundle, model = tb.torch_bundle(tmp_path / "v1", "brain2qwerty_v1", recording)
     windows = epochs_from_recording(recording, preprocess_config(bundle), make_windower(bundle))
-    decoder = TypingDecoder(bundle, provider="cpu")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     for window in windows[:12]:
         decoder.add_window(window)
     decoder.end_sentence()
@@ -264,7 +264,7 @@ def test_exported_models_match_torch(tmp_path):
     bundle, model = tb.torch_bundle(tmp_path / "v2", "brain2qwerty_v2", recording)
     processed = preprocess_recording_for(bundle, recording)
     data, stamps = processed.data[:300], processed.timestamps[:300]
-    decoder = CTCTypingDecoder(bundle, provider="cpu")
+    decoder = CTCDecoder(bundle, provider="cpu")
     for i in range(0, 300, 40):
         decoder.add_data(data[i : i + 40], stamps[i : i + 40])
     decoder.end_sentence()

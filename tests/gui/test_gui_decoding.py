@@ -11,10 +11,10 @@ import pytest
 import pyxdf
 from PyQt6.QtCore import Qt
 
-from bci_app.cli.run import simulator_params
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.events import EventQueue
 from bci_app.decoders.shipped import TYPING_BUNDLE
-from bci_app.live.session import EventQueue
+from bci_app.live.builtin import simulator_params
 from gui.decoding import bundle_for
 from gui.main_window import MainWindow
 from gui.tasks import wait_for_all
@@ -40,9 +40,9 @@ def test_builtin_simulator_is_decoded_live_and_recorded_with_its_text(qtbot, win
     qtbot.waitUntil(lambda: window.session.state == "running", timeout=30_000)
     assert window.errors == []
     decoding = window.session.decoding
-    assert decoding is not None and decoding.engine.bundle.name == load_bundle(TYPING_BUNDLE).name
-    assert isinstance(window.feed.events, EventQueue)
-    assert window.bar.provider_label.text() == f"Provider: {decoding.engine.provider}"
+    assert decoding is not None and decoding.bundle.name == load_bundle(TYPING_BUNDLE).name
+    assert isinstance(window.feed.events, EventQueue) and window.feed.events is decoding.events
+    assert window.bar.provider_label.text() == f"Provider: {decoding.provider}"
     assert "CPUExecutionProvider" in window.bar.provider_label.text()
 
     # Keystrokes of the simulated participant, decoded by the real ONNX graphs.
@@ -75,7 +75,7 @@ def test_builtin_simulator_is_decoded_live_and_recorded_with_its_text(qtbot, win
     qtbot.keyClick(window, Qt.Key.Key_F5)
     qtbot.waitUntil(lambda: window.session.state == "idle", timeout=20_000)
     assert window.bar.provider_label.text() == "Provider: — (no decoder running)"
-    assert decoding.engine.pipeline.n_windows > 0
+    assert decoding.pipeline.n_windows > 0
     assert window.errors == []
 
 
@@ -139,28 +139,29 @@ def test_bci_app_gui_help_lists_the_window_options():
 
 @pytest.mark.slow
 def test_a_speech_bundle_decodes_a_listening_stream_into_candidates(source_id, qtbot):
-    """The GUI picks the speech session for a speech bundle; candidates reach the panels."""
+    """A speech bundle gets the speech strategy (as the window opens it); candidates reach the
+    panels."""
     import time
 
     from acquisition.simulator import Simulator, SimulatorStream
-    from acquisition.stream import StreamSource
     from bci_app.decoders.shipped import SPEECH_BUNDLE
-    from gui.decoding import open_decoding, session_class
+    from bci_app.live.factory import open_session
+    from bci_app.live.speech import SpeechStrategy
     from gui.panels import CandidatesPanel, TextPanel
 
     bundle = load_bundle(SPEECH_BUNDLE)
-    assert session_class(bundle).__name__ == "SpeechSession"
     sim = Simulator("meg", "listening", snr=3.0, subject=0, seed=4243)
-    with SimulatorStream(sim, source_id=source_id), StreamSource(source_id=source_id) as source:
-        decoding = open_decoding(bundle, source, {"source_id": f"{source_id}-markers"}, timeout=10)
-        try:
+    with SimulatorStream(sim, source_id=source_id):
+        opened = open_session(
+            bundle, source_id, f"{source_id}-markers", timeout=10, start=True, text_outlet=False
+        )
+        with opened:
+            assert isinstance(opened.session.strategy, SpeechStrategy)
             deadline, events = time.monotonic() + 60, []
             while not any(e.kind == "candidates" for e in events):
                 assert time.monotonic() < deadline, "no candidates within 60 s"
-                events += decoding.engine.events.drain()
+                events += opened.session.events.drain()
                 time.sleep(0.2)
-        finally:
-            decoding.close()
     event = next(e for e in events if e.kind == "candidates")
     assert event.hypothesis == event.candidates[0][0] and len(event.candidates) >= 5
     text, candidates = TextPanel(), CandidatesPanel()

@@ -11,13 +11,14 @@ import pyxdf
 from PyQt6.QtCore import Qt
 
 from acquisition.recording import parse_marker
-from bci_app.cli.run import simulator_params
 from bci_app.decoders.bundle import load_bundle
-from bci_app.decoders.events import TextEvent
+from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
-from bci_app.live.session import EventQueue
+from bci_app.live.builtin import simulator_params
+from bci_app.live.factory import check_bundle_task
+from bci_app.live.speech import SpeechStrategy
 from gui.app import build_parser
-from gui.decoding import SIMULATORS, bundle_for, check_bundle_task
+from gui.decoding import SIMULATORS, bundle_for
 from gui.listening import HEARD, IN_TOP_K, MISSED
 from gui.main_window import MainWindow
 from gui.panels import CandidatesPanel, TextPanel
@@ -59,12 +60,11 @@ def test_listening_simulator_is_decoded_live_into_words_and_recorded(qtbot, wind
     qtbot.keyClick(window, Qt.Key.Key_F5)
     qtbot.waitUntil(lambda: window.session.state == "running", timeout=30_000)
     assert window.errors == []
-    decoding = window.session.decoding
-    assert decoding is not None
-    engine = decoding.engine
+    engine = window.session.decoding
+    assert engine is not None
     assert engine.bundle.name == load_bundle(SPEECH_BUNDLE).name
-    assert type(engine).__name__ == "SpeechSession"
-    assert isinstance(window.feed.events, EventQueue)
+    assert isinstance(engine.strategy, SpeechStrategy)
+    assert isinstance(window.feed.events, EventQueue) and window.feed.events is engine.events
     assert window.bar.provider_label.text() == f"Provider: {engine.provider}"
     assert window.session.source.channels.n_channels == 306
 
@@ -115,7 +115,7 @@ def test_listening_simulator_is_decoded_live_into_words_and_recorded(qtbot, wind
     qtbot.keyClick(window, Qt.Key.Key_F5)
     qtbot.waitUntil(lambda: window.session.state == "idle", timeout=20_000)
     assert window.bar.provider_label.text() == "Provider: — (no decoder running)"
-    assert engine.n_words > 0
+    assert engine.strategy.n_words > 0
     assert window.errors == []
 
 
@@ -127,7 +127,7 @@ def test_a_typing_bundle_on_the_listening_simulator_is_a_readable_error(qtbot, w
     message = window.errors[-1]
     assert message.startswith("Decoding is off: Invalid decoder for this stream")
     assert "'typing-meg-small' is a typing decoder" in message
-    assert "Choose a speech bundle under 'Decoder'" in message and "Traceback" not in message
+    assert "Choose a speech bundle" in message and "Traceback" not in message
     assert window.banner.isVisible()
     assert window.session.state == "running" and window.session.decoding is None
     assert window.bar.provider_label.text() == "Provider: — (decoder off)"
@@ -136,17 +136,24 @@ def test_a_typing_bundle_on_the_listening_simulator_is_a_readable_error(qtbot, w
 
 
 def test_bundle_and_simulator_tasks_must_match():
+    """The window's simulators and bundles obey open_session's task rule."""
     typing, speech = load_bundle(TYPING_BUNDLE), load_bundle(SPEECH_BUNDLE)
+
+    def check(bundle, key):
+        check_bundle_task(bundle, SIMULATORS[key].task, SIMULATORS[key].modality)
+
     with pytest.raises(ValueError, match=r"'typing-meg-small' is a typing decoder.*listening"):
-        check_bundle_task(typing, "meg-listening")
-    with pytest.raises(ValueError, match="leave it empty for the shipped 'speech-meg-small'"):
-        check_bundle_task(typing, "meg-listening")
+        check(typing, "meg-listening")
+    with pytest.raises(
+        ValueError, match="with none given, the shipped 'speech-meg-small' decodes it"
+    ):
+        check(typing, "meg-listening")
     with pytest.raises(ValueError, match=r"speech decoder.*plays a typing session.*typing bundle"):
-        check_bundle_task(speech, "meg")
-    with pytest.raises(ValueError, match="or a listening simulator under 'Data stream'"):
-        check_bundle_task(speech, "eeg")
-    check_bundle_task(speech, "meg-listening")
-    check_bundle_task(typing, "meg")
+        check(speech, "meg")
+    with pytest.raises(ValueError, match=r"\(EEG, typing\).*or a listening simulator"):
+        check(speech, "eeg")
+    check(speech, "meg-listening")
+    check(typing, "meg")
 
 
 def test_listening_choices_keys_bundles_and_simulator_settings():
@@ -245,7 +252,7 @@ def test_bci_app_gui_decodes_with_the_bundle_given_on_the_command_line(qtbot, tm
     def look() -> None:
         window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow))
         decoding = window.session.decoding
-        seen["bundle"] = None if decoding is None else decoding.engine.bundle.path
+        seen["bundle"] = None if decoding is None else decoding.bundle.path
         seen["candidates"] = len(window.candidates.candidates)
         seen["errors"] = list(window.errors)
 

@@ -89,7 +89,7 @@ def test_simulator_session_with_shortcuts_recording_and_decoded_text(
     qtbot.waitUntil(lambda: calibration.state == "done", timeout=10_000)
 
     # The amplifier (here the simulator) vanishes: the health panel turns red, the window lives.
-    window.session._opened.simulator.stop()
+    window.session._opened.streams.simulator.stop()
     qtbot.waitUntil(lambda: window.health.state == "lost", timeout=5000)
     qtbot.wait(300)
     screenshot(window, "main_window_stream_lost")

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acquisition.io import open_recording
+from acquisition.io import open_recording, write_recording
 from acquisition.markers import MarkerSource
 from acquisition.simulator import Simulator
 from acquisition.stream import StreamSource
-from acquisition.xdf import write_recording
 from gui.replay import ReplayPanel
 
 REAL_DIR = Path(__file__).parents[1] / "data" / "real"
@@ -59,7 +58,8 @@ def test_speed_pause_resume_and_seek_on_a_real_recording(qtbot, panel, screensho
     # Raw (clock-corrected) timestamps: the dejitter model assumes the nominal rate.
     with StreamSource(source_id=data_id, dejitter=False) as source:
         qtbot.waitUntil(lambda: source.buffer.n_written >= 600, timeout=10_000)
-        data, stamps, _valid, counter, _lost = source.buffer.read_since(0)
+        new = source.buffer.read_since(0)
+        data, stamps, counter = new.data, new.timestamps, new.next_counter
         np.testing.assert_array_equal(data, file_data[: data.shape[0]])
         # Twice real time: the stream's samples are 0.5 ms apart on the LSL clock.
         np.testing.assert_allclose(np.diff(stamps), 1 / 1000, rtol=1e-6)  # recording time base
@@ -81,7 +81,7 @@ def test_speed_pause_resume_and_seek_on_a_real_recording(qtbot, panel, screensho
         panel.seek_to_point(index)
         qtbot.waitUntil(lambda: panel.player.position > target + 300, timeout=5000)
         qtbot.wait(300)
-        data, _stamps, _valid, _counter, _lost = source.buffer.read_since(counter)
+        data = source.buffer.read_since(counter).data
         at = _row_index(data, file_data[target])
         np.testing.assert_array_equal(data[at : at + 300], file_data[target : target + 300])
         assert panel.slider.value() > target
@@ -116,7 +116,7 @@ def test_seek_to_a_sentence_of_a_simulated_session(qtbot, panel, tmp_path, scree
         while not received and time.monotonic() < deadline:
             received += markers.pull()
             qtbot.wait(50)
-        data = source.buffer.read_since(0)[0]
+        data = source.buffer.read_since(0).data
     assert received[0].value == f"sentence_start:{sentences[1][0]}"
     np.testing.assert_array_equal(data[0], recording.data[start].astype(np.float32))
 

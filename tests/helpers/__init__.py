@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: synthetic typing bundles and simulated typing sessions.
+"""Helpers shared by the tests: synthetic typing bundles, simulated typing sessions, and a
+decoding session fed chunk by chunk.
 
 Imported as ``from helpers import typing_bundles`` (``pythonpath = ["tests"]`` in pyproject).
 """
