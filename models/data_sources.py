@@ -1,8 +1,9 @@
-"""Where typing data come from: reading recordings, picking and checking their channels.
+"""Where training data come from: reading recordings, picking and checking their channels.
 
-Helpers of :func:`models.data.build_typing_dataset`: every recording must hold the same data
-channels (the decoder reads a fixed set), each with a sensor position (the spatial attention needs
-one), at one input rate.
+Helpers of :func:`models.typing.data.build_typing_dataset` and
+:func:`models.speech.data.build_speech_dataset`: every recording must hold the same data channels
+(the decoder reads a fixed set), each with a sensor position (the spatial attention needs one), at
+one input rate.
 """
 
 from __future__ import annotations

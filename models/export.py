@@ -12,9 +12,11 @@ limited to 2 GB). Every model of this project, ``paper`` sizes included, stays e
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,21 @@ class ExportGraph:
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
     dynamic_axes: Mapping[str, Mapping[int, Any]] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's INFO chatter (graph passes) and its torchvision notice."""
+    names = ("onnxscript", "onnx_ir", "torch.onnx._internal.exporter._registration")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _dynamic_shapes(

@@ -131,7 +131,7 @@ class SpatialAttention(nn.Module):
     Output channel ``j`` of subject ``s`` is ``sum_i softmax_i(z[s, g_i, j] . phi(pos_i)) x_i``,
     with ``phi`` the Fourier embedding and ``g_i`` the sensor's co-located rank. Positions are 2D
     map coordinates in ``[0, 1]`` (:func:`as_positions_2d`) or 3D ones in ``[0, 1]^3``
-    (:class:`models.speech_layers.SpatialAttention3D`). Weights do not depend on the montage, so
+    (:class:`models.speech.layers.SpatialAttention3D`). Weights do not depend on the montage, so
     a state dict moves between montages (positions are not saved in it). During training, all
     sensors within ``dropout_radius`` of a random point are dropped (one point per example); an
     example that would lose all its sensors keeps them.

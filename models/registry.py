@@ -1,10 +1,11 @@
-"""The decoder architectures by name: config class, model class, and :func:`build_model`.
+"""The decoder architectures by name: config class, model class, :func:`build_model`.
 
 :data:`MODELS` is written out here, one entry per architecture; importing a model module
 registers nothing. Every entry is built as ``build(n_chans, positions, n_subjects, config)``,
 takes tensors only in ``forward`` and lists its ONNX graphs in ``export_graphs()`` (see
 :mod:`models.export`); the test suite exports every entry. Code outside the package (a plugin,
 an experiment) may add one at run time with :func:`register_model`.
+:func:`model_from_checkpoint` rebuilds the model a training checkpoint describes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from models.brain2qwerty import Brain2QwertyV1, Brain2QwertyV2
-from models.config import Brain2QwertyV1Config, Brain2QwertyV2Config
-from models.speech import SpeechClip, SpeechClipConfig
+from acquisition.channels import ChannelSpec
+from models.speech.model import SpeechClip, SpeechClipConfig
+from models.typing.config import Brain2QwertyV1Config, Brain2QwertyV2Config
+from models.typing.model import Brain2QwertyV1, Brain2QwertyV2
 
 
 @dataclass(frozen=True)
@@ -107,3 +109,24 @@ def build_model(
         Number of subjects the model has heads for.
     """
     return _spec(name).build(n_chans, positions, n_subjects, get_config(name, config))
+
+
+def model_from_checkpoint(payload: dict[str, Any], weights: str = "best_model") -> nn.Module:
+    """Rebuild the model a checkpoint describes, with its ``best_model`` (or ``model``) weights."""
+    meta = payload["meta"]
+    try:
+        channels = ChannelSpec.from_dict(meta["channels"])
+        model = build_model(
+            meta["arch"],
+            meta["model_config"],
+            meta["n_chans"],
+            channels.positions,
+            meta["n_subjects"],
+        )
+        model.load_state_dict(payload[weights])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(
+            f"Corrupt checkpoint: its description and weights do not make a model ({err}). "
+            "Re-train, or give the checkpoint.pt that 'bci-app train' wrote."
+        ) from None
+    return model.eval()

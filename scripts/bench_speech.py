@@ -28,8 +28,8 @@ from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.speech.decoder import SpeechDecoder, retrieval_ranks
 from bci_app.speech.evaluate import segment_audio_embeddings, word_windows
 from bci_app.speech.extractors import features_from_manifest
-from models.bundle_export import _quiet_exporter
 from models.checkpoint import load_checkpoint
+from models.export import quiet_exporter
 from models.registry import build_model
 from models.training import train_speech
 
@@ -85,7 +85,7 @@ def run_case(modality: str, snr: float, args, out: Path) -> dict:
     test = Simulator(modality, "listening", snr=snr, seed=200).generate(args.test_s)
     bundle_dir = out / f"{modality}-{snr:g}"
     started = time.perf_counter()
-    with _quiet_exporter():
+    with quiet_exporter():
         metrics = train_speech(
             [train],
             bundle_dir,

@@ -116,9 +116,9 @@ def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
 
     from bci_app.decoders.bundle import load_bundle
     from bci_app.decoders.runtime import OnnxRuntime, default_threads
-    from models.brain2qwerty import KeystrokeGraph
-    from models.bundle_export import model_from_checkpoint
     from models.checkpoint import load_checkpoint
+    from models.registry import model_from_checkpoint
+    from models.typing.model import KeystrokeGraph
 
     threads = default_threads()
     torch.set_num_threads(threads)

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from acquisition.simulator import Simulator
     from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
+    from bci_app.decoders.manifest import thaw
     from bci_app.typing.evaluate import evaluate_bundle, format_report
     from models.training import train_typing
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         session.name = f"held-out seed {seed}"
     report = evaluate_bundle(load_bundle(args.out), sessions, provider="cpu")
     print(format_report(report))
-    metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
+    metrics = thaw(load_bundle(args.out).manifest.metrics or {})
     metrics["held_out"] = {
         "sessions": [
             f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in args.test_seeds

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from acquisition.simulator import Simulator
     from bci_app.decoders.bundle import copy_bundle, load_bundle, update_manifest
+    from bci_app.decoders.manifest import thaw
     from bci_app.speech.evaluate import evaluate_speech_bundle, format_speech_report
     from models.training import train_speech
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         sessions.append(session)
     report = evaluate_speech_bundle(load_bundle(args.out), sessions, provider="cpu")
     print(format_speech_report(report))
-    metrics = dict(load_bundle(args.out).manifest.get("metrics", {}))
+    metrics = thaw(load_bundle(args.out).manifest.metrics or {})
     metrics["held_out"] = {
         "sessions": [
             f"Simulator('meg', 'listening', seed={s}, snr={args.snr})" for s in args.test_seeds

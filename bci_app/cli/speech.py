@@ -1,7 +1,7 @@
 """``bci-app candidates add`` and the speech options of ``bci-app evaluate``.
 
 ``bci-app`` calls :func:`add_candidates_command`; ``evaluate``
-(:func:`bci_app.cli.train.add_evaluate_command`) takes its speech options from
+(:func:`bci_app.cli.evaluate.add_evaluate_command`) takes its speech options from
 :func:`add_speech_evaluate_arguments`. ``train speech`` lives with ``train typing`` in
 :mod:`bci_app.cli.train`. Nothing here imports torch.
 """
@@ -12,9 +12,12 @@ import argparse
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bci_app.decoders.bundle import Bundle
 
 
 def add_speech_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +57,7 @@ def synthesize(text: str, directory: Path) -> Path:
 
 
 def candidate_features(
-    bundle, items: list[str], audio_model: str | None = None
+    bundle: Bundle, items: list[str], audio_model: str | None = None
 ) -> tuple[list[str], np.ndarray]:
     """Texts and audio features of new candidates (WAV paths, or text to synthesize).
 
@@ -64,9 +67,15 @@ def candidate_features(
     from bci_app.speech.audio import read_wav
     from bci_app.speech.extractors import AUDIO_RATE, features_from_manifest
 
+    window = bundle.manifest.window
+    n_frames = window.audio_n_times if window is not None else None
+    if n_frames is None:
+        raise ValueError(
+            f"Invalid bundle: '{bundle.name}' records no heard-audio span (window.audio_tmin and "
+            "audio_tmax), so new candidates cannot be cut like its training segments. Give a "
+            "bundle written by 'bci-app train speech'."
+        )
     features = features_from_manifest(bundle.manifest, audio_model)
-    window = bundle.manifest["window"]
-    n_frames = round((window["audio_tmax"] - window["audio_tmin"]) * window["sfreq"])
     texts, mels = [], []
     with tempfile.TemporaryDirectory(prefix="bci-candidates-") as tmp:
         for item in items:
@@ -82,7 +91,7 @@ def candidate_features(
             if trimmed.size:
                 audio = audio[trimmed[0] : trimmed[-1] + 1]
             # the segment starts audio_tmin before the onset, as in training
-            start = np.array([window["audio_tmin"]])
+            start = np.array([window.audio_tmin])
             mels.append(features.segments(audio, start, n_frames)[0])
             texts.append(Path(item).stem.lower() if is_file else item.lower())
     return texts, np.stack(mels)

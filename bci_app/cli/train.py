@@ -1,9 +1,9 @@
-"""``bci-app train typing|speech``, ``bci-app export`` and ``bci-app evaluate``.
+"""``bci-app train typing|speech`` and ``bci-app export``.
 
 torch and :mod:`models` are imported inside the commands, so building the parser (and every other
 ``bci-app`` command, the live path included) never imports them. ``bci-app`` calls
-:func:`add_train_export_commands` and :func:`add_evaluate_command`. This module is also the
-entry point of multi-process training, which ``torchrun`` launches once per GPU::
+:func:`add_train_export_commands` (``evaluate`` is :mod:`bci_app.cli.evaluate`). This module is
+also the entry point of multi-process training, which ``torchrun`` launches once per GPU::
 
     torchrun --nproc_per_node=N -m bci_app.cli.train typing RECORDING... --out OUT
     torchrun --nproc_per_node=N -m bci_app.cli.train speech RECORDING... --out OUT
@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from bci_app._optional import import_optional
-from bci_app.cli.speech import add_speech_evaluate_arguments
 
 _PROG = "python -m bci_app.cli.train"
 
@@ -195,9 +194,9 @@ def _speech_summary(m: dict[str, Any]) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a training checkpoint to a decoder bundle; print the ONNX check."""
+    """Export a training checkpoint (typing or speech) to a decoder bundle; print the ONNX check."""
     import_optional("torch")
-    from models.bundle_export import export_checkpoint
+    from models.bundles import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.out, name=args.name)
     for role, report in result["reports"].items():
@@ -247,57 +246,13 @@ def add_train_export_commands(subparsers: Any) -> None:
     train = subparsers.add_parser("train", help="train a decoder on calibration recordings")
     _add_train_tasks(train)
 
-    export = subparsers.add_parser("export", help="export a training checkpoint to a bundle")
-    export.add_argument("checkpoint", help="checkpoint.pt written by 'bci-app train'")
+    export = subparsers.add_parser(
+        "export", help="export a training checkpoint (typing or speech) to a decoder bundle"
+    )
+    export.add_argument("checkpoint", help="checkpoint.pt written by 'bci-app train TASK'")
     export.add_argument("--out", required=True, help="output folder: the decoder bundle")
     export.add_argument("--name", help="decoder name (default: the checkpoint's)")
     export.set_defaults(func=cmd_export)
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Score a decoder bundle on recordings: typing ablation table or speech retrieval."""
-    from bci_app.decoders.bundle import load_bundle
-
-    if load_bundle(args.bundle).task == "speech":
-        from bci_app.speech.evaluate import evaluate_speech_bundle, format_speech_report
-
-        report = evaluate_speech_bundle(
-            args.bundle,
-            args.recordings,
-            audio_dirs=getattr(args, "audio", None),
-            provider=args.provider,
-            audio_model=getattr(args, "audio_model", None),
-        )
-        print(json.dumps(report, indent=2) if args.json else format_speech_report(report))
-        return 0
-    from bci_app.typing.evaluate import evaluate_bundle, format_report, report_to_json
-
-    report = evaluate_bundle(
-        args.bundle, args.recordings, provider=args.provider, use_lm=not args.no_lm
-    )
-    print(report_to_json(report) if args.json else format_report(report))
-    return 0
-
-
-def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``evaluate BUNDLE RECORDING... [--json] [--provider P] [--no-lm]``; return its parser."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score a typing decoder bundle on recordings (CER/WER: conv, + transformer, + LM)",
-    )
-    p.add_argument("bundle", help="decoder bundle directory (from 'bci-app train' or export)")
-    p.add_argument("recordings", nargs="+", metavar="RECORDING", help="recordings with key markers")
-    p.add_argument("--json", action="store_true", help="print the full report as JSON")
-    p.add_argument(
-        "--provider",
-        choices=["auto", "cpu", "cuda", "tensorrt"],
-        default="auto",
-        help="onnxruntime provider (default auto)",
-    )
-    p.add_argument("--no-lm", action="store_true", help="decode without the language model")
-    add_speech_evaluate_arguments(p)
-    p.set_defaults(func=cmd_evaluate)
-    return p
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,23 +8,26 @@ array framed at the brain data's rate (frame ``k`` of a segment starting at ``s`
 - :class:`bci_app.speech.pretrained.PretrainedAudioFeatures`: a wav2vec2-style speech model
   (wav2vec 2.0, HuBERT, WavLM, data2vec-audio) that the user keeps on disk as a Hugging Face
   checkpoint folder, read with ``transformers`` and torch, never downloaded. This module imports
-  it only inside :func:`make_features` and :func:`features_from_manifest`, and it does not import
+  it only inside :func:`make_features` and :func:`features_from_spec`, and it does not import
   this module: it meets :class:`AudioFeatures` by shape, so importing the extractors never loads
   torch.
 
 A bundle records its extractor in the manifest (``audio_features``; old bundles only have
-``mel``); :func:`features_from_manifest` rebuilds it for ``bci-app evaluate`` and
-``bci-app candidates add``. Live decoding never needs it: the bundle's candidate embeddings are
+``mel``: :func:`audio_features_spec` reads either); :func:`features_from_manifest` rebuilds it for
+``bci-app evaluate`` and ``bci-app candidates add``, :func:`features_from_spec` for a resumed
+training run. Live decoding never needs it: the bundle's candidate embeddings are
 computed once, so the live path stays torch-free whichever extractor trained the bundle.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from bci_app.decoders.manifest import Manifest, thaw
 from bci_app.speech.audio import AUDIO_RATE, MelConfig, as_mono, log_mel, mel_segments
 
 
@@ -127,22 +130,50 @@ def make_features(
     return PretrainedAudioFeatures(audio_model, layers=layers, frame_rate=frame_rate, device=device)
 
 
-def features_from_manifest(
-    manifest: dict[str, Any], audio_model: str | os.PathLike | None = None, device: str = "cpu"
-) -> AudioFeatures:
-    """Rebuild the extractor a speech bundle (or checkpoint description) was trained with.
+def audio_features_spec(
+    audio_features: Mapping[str, Any] | None, mel: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The extractor entry of a bundle or checkpoint: ``audio_features``, else log-mel ``mel``.
 
     Parameters
     ----------
-    manifest : dict
-        Bundle manifest or checkpoint description (``audio_features``, or ``mel`` alone).
+    audio_features : mapping | None
+        The recorded extractor (``{"kind": ..., ...}``), read-only or plain.
+    mel : mapping | None
+        Log-mel parameters, all that bundles and checkpoints made before ``audio_features``
+        existed record.
+
+    Returns
+    -------
+    spec : dict
+        A plain JSON copy, such as :meth:`AudioFeatures.to_dict` writes.
+    """
+    if audio_features:
+        return thaw(audio_features)
+    if mel is None:
+        raise ValueError(
+            "Invalid bundle: it records no audio features (neither 'audio_features' nor 'mel'), "
+            "so its audio side cannot be rebuilt. Retrain it with 'bci-app train speech'."
+        )
+    return {"kind": LogMelFeatures.kind, **thaw(mel)}
+
+
+def features_from_spec(
+    spec: Mapping[str, Any], audio_model: str | os.PathLike | None = None, device: str = "cpu"
+) -> AudioFeatures:
+    """Rebuild an extractor from its entry (:meth:`AudioFeatures.to_dict`).
+
+    Parameters
+    ----------
+    spec : mapping
+        ``{"kind": "log_mel", **MelConfig}`` or a pretrained model's entry.
     audio_model : path | None
         Where the pretrained model lives now, if it moved since training (its fingerprint must
         match the one recorded).
     device : str
         torch device of a pretrained model.
     """
-    spec = manifest.get("audio_features") or {"kind": "log_mel", **manifest["mel"]}
+    spec = thaw(spec)
     kind = spec.get("kind")
     if kind == LogMelFeatures.kind:
         if audio_model is not None:
@@ -161,10 +192,30 @@ def features_from_manifest(
     )
 
 
+def features_from_manifest(
+    manifest: Manifest, audio_model: str | os.PathLike | None = None, device: str = "cpu"
+) -> AudioFeatures:
+    """Rebuild the extractor a speech bundle was trained with.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The bundle's manifest (``audio_features``, or ``mel`` alone).
+    audio_model : path | None
+        Where the pretrained model lives now, if it moved since training.
+    device : str
+        torch device of a pretrained model.
+    """
+    spec = audio_features_spec(manifest.audio_features, manifest.mel)
+    return features_from_spec(spec, audio_model, device=device)
+
+
 __all__ = [
     "AUDIO_RATE",
     "AudioFeatures",
     "LogMelFeatures",
+    "audio_features_spec",
     "features_from_manifest",
+    "features_from_spec",
     "make_features",
 ]

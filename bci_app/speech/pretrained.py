@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,7 @@ class PretrainedAudioFeatures:
 
     @classmethod
     def from_dict(
-        cls, spec: dict[str, Any], path: str | os.PathLike | None = None, device: str = "cpu"
+        cls, spec: Mapping[str, Any], path: str | os.PathLike | None = None, device: str = "cpu"
     ) -> PretrainedAudioFeatures:
         """Rebuild from a manifest entry; ``path`` overrides the recorded folder."""
         folder = Path(path) if path is not None else Path(spec["path"])

@@ -1,12 +1,12 @@
 """Training the speech decoder: :func:`train_speech` and its :class:`SpeechTask`.
 
-The task builds the dataset (:func:`models.speech_data.build_speech_dataset`), splits it by
+The task builds the dataset (:func:`models.speech.data.build_speech_dataset`), splits it by
 sentence, and trains the CLIP objective on the training split's word windows plus its 0.5 s-hop
 windows. After every epoch it scores retrieval on the validation word windows (top-1/top-10 of
 each window's own audio segment among all validation segments); validation top-10 picks the best
 epoch. At the end it scores the test split, makes the candidate set (one per distinct word heard,
-:func:`models.speech_bundle.word_prototypes`) and writes the bundle, ``checkpoint.pt`` (with the
-candidates) and ``report/`` (:mod:`models.speech_bundle`).
+:func:`models.speech.bundle.word_prototypes`) and writes the bundle, ``checkpoint.pt`` (with the
+candidates) and ``report/`` (:mod:`models.speech.bundle`).
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import torch
 from torch.utils.data import Dataset
 
 from bci_app.speech.decoder import retrieval_ranks
-from bci_app.speech.extractors import features_from_manifest, make_features
+from bci_app.speech.extractors import audio_features_spec, features_from_spec, make_features
 from models.registry import build_model, get_config
-from models.speech import SpeechClip, with_spatial_dims
-from models.speech_bundle import (
+from models.speech.bundle import (
     export_speech_checkpoint,
     word_prototypes,
     write_report,
 )
-from models.speech_data import SpeechDataset, build_speech_dataset, window_spec
+from models.speech.data import SpeechDataset, build_speech_dataset, window_spec
+from models.speech.model import SpeechClip, with_spatial_dims
 from models.training.distributed import DistContext
 from models.training.runner import run_training
 from models.training.settings import config_name, provenance
@@ -185,7 +185,8 @@ class SpeechTask(TrainingTask):
         base = get_config(ARCH, settings["config"])
         device = str(ctx.device)
         if saved_meta is not None:  # the extractor it was trained with (checked by fingerprint)
-            features = features_from_manifest(saved_meta, self.audio_model, device=device)
+            spec = audio_features_spec(saved_meta.get("audio_features"), saved_meta.get("mel"))
+            features = features_from_spec(spec, self.audio_model, device=device)
         else:
             features = make_features(
                 base.sfreq, base.n_mels, self.audio_model, settings["audio_layers"], device=device
@@ -246,11 +247,11 @@ class SpeechTask(TrainingTask):
         return Evaluation(metrics, results["test"], {"candidates": candidates})
 
     def write_report(self, folder: Path, history, test, meta) -> Path:
-        """Learning curves and the test rank histogram (:mod:`models.speech_bundle`)."""
+        """Learning curves and the test rank histogram (:mod:`models.speech.bundle`)."""
         return write_report(folder, history, test, meta)
 
     def export(self, checkpoint: Path, out: Path) -> dict[str, Any]:
-        """The speech bundle (:func:`models.speech_bundle.export_speech_checkpoint`)."""
+        """The speech bundle (:func:`models.speech.bundle.export_speech_checkpoint`)."""
         return export_speech_checkpoint(checkpoint, out)
 
 

@@ -1,13 +1,13 @@
 """Training a Brain2Qwerty typing decoder: :func:`train_typing` and its :class:`TypingTask`.
 
-The task builds the dataset (:func:`models.data.build_typing_dataset`), splits it by sentence,
-and trains v1 (keystroke-locked windows, cross-entropy on both heads) or v2 (continuous spans,
-CTC) with the losses of :mod:`models.steps`; the validation CER picks the best epoch. It writes,
-into the output folder:
+The task builds the dataset (:func:`models.typing.data.build_typing_dataset`), splits it by
+sentence, and trains v1 (keystroke-locked windows, cross-entropy on both heads) or v2 (continuous
+spans, CTC) with the losses of :mod:`models.typing.steps`; the validation CER picks the best epoch.
+It writes, into the output folder:
 
-- the decoder bundle (``manifest.json``, ONNX graphs, ``lm.npz``; :mod:`models.bundle_export`),
+- the decoder bundle (``manifest.json``, ONNX graphs, ``lm.npz``; :mod:`models.typing.bundle`),
 - ``checkpoint.pt``: the final checkpoint (best weights, metrics), which ``bci-app export`` reads,
-- ``report/``: learning curves, confusion matrix and per-sentence CER (:mod:`models.report`).
+- ``report/``: learning curves, confusion matrix and per-sentence CER (:mod:`models.typing.report`).
 
 The description every checkpoint carries (:func:`describe`) says what the decoder reads
 (channels, rate, preprocessing with its scaler, window), how it was built (architecture, config,
@@ -28,19 +28,19 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from bci_app.typing.alphabet import cer, classes_to_text
-from models.data import WINDOW, TypingDataset, build_typing_dataset
-from models.datasets import (
+from models.registry import build_model, get_config
+from models.training.distributed import DistContext
+from models.training.runner import run_training
+from models.training.settings import config_name, provenance
+from models.training.task import Evaluation, TaskSetup, TrainingTask
+from models.typing.data import WINDOW, TypingDataset, build_typing_dataset
+from models.typing.datasets import (
     ContinuousSentences,
     KeystrokeSentences,
     collate_continuous,
     collate_keystrokes,
 )
-from models.registry import build_model, get_config
-from models.steps import LossModule, batch_texts, evaluate, score_rows
-from models.training.distributed import DistContext
-from models.training.runner import run_training
-from models.training.settings import config_name, provenance
-from models.training.task import Evaluation, TaskSetup, TrainingTask
+from models.typing.steps import LossModule, batch_texts, evaluate, score_rows
 
 #: ``arch`` settings and the registered models they name.
 ARCHS = {"v1": "brain2qwerty_v1", "v2": "brain2qwerty_v2"}
@@ -97,7 +97,7 @@ def train_typing(
         Training settings (:data:`DEFAULTS`); ``batch_size`` counts sentences per process, ``lr``
         is the one-cycle peak, ``patience`` the epochs without a better validation CER before
         stopping, ``crop`` (v1) the probability that a training sentence is cut to a random run
-        of its keystrokes (:class:`models.datasets.KeystrokeSentences`).
+        of its keystrokes (:class:`models.typing.datasets.KeystrokeSentences`).
     resume : path | None
         Checkpoint (or output folder) to continue from. Settings left as None are taken from it;
         settings that differ from it are an error.
@@ -282,16 +282,16 @@ class TypingTask(TrainingTask):
         return metrics
 
     def write_report(self, folder: Path, history, test, meta) -> Path:
-        """Learning curves, confusion matrix and per-sentence CER (:mod:`models.report`)."""
-        from models.report import write_report
+        """Learning curves, confusion matrix and per-sentence CER (:mod:`models.typing.report`)."""
+        from models.typing.report import write_report
 
         return write_report(folder, history, test, meta)
 
     def export(self, checkpoint: Path, out: Path) -> dict[str, Any]:
-        """The typing bundle (:func:`models.bundle_export.export_checkpoint`)."""
-        from models.bundle_export import export_checkpoint
+        """The typing bundle (:func:`models.typing.bundle.export_typing_checkpoint`)."""
+        from models.typing.bundle import export_typing_checkpoint
 
-        return export_checkpoint(checkpoint, out)
+        return export_typing_checkpoint(checkpoint, out)
 
 
 def _check_splits(sets: dict[str, Any]) -> None:
@@ -336,7 +336,7 @@ def describe(
     preprocessing = dataset.preprocessing
     if arch == "brain2qwerty_v2":
         # v2 reads continuous data: the +-clamp that v1's windower applies is done by the
-        # Preprocessor itself, live and in training (models.data clips the same way).
+        # Preprocessor itself, live and in training (models.typing.data clips the same way).
         preprocessing = dataclasses.replace(preprocessing, clamp=WINDOW["clamp"])
     summary = (
         f"{len(dataset.sentences)} sentences, {dataset.n_keystrokes} keystrokes, "

@@ -15,10 +15,10 @@ from helpers import typing_bundles as tb
 from acquisition.channels import ChannelSpec
 from acquisition.recording import Marker, Recording, parse_marker
 from acquisition.simulator import Simulator
-from bci_app.cli.train import add_evaluate_command
+from bci_app.cli.evaluate import add_evaluate_command
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.typing.evaluate import evaluate_bundle, format_report, sentence_spans
-from bci_app.typing.keystroke import TypingDecoder, make_windower, preprocess_config
+from bci_app.typing.keystroke import KeystrokeDecoder, make_windower, preprocess_config
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +63,13 @@ def test_report_on_a_simulated_recording(sim_bundle, simulated):
         assert label in table
 
 
-def _live_replay(bundle, recording: Recording, chunk_s: float) -> TypingDecoder:
+def _live_replay(bundle, recording: Recording, chunk_s: float) -> KeystrokeDecoder:
     """Decode a recording as the live path does: chunks in time order, markers as they arrive.
 
     A sentence marker is acted on once every earlier key's window has been decoded (windows
     complete 0.3 s after their key, possibly after the ``sentence_end`` marker arrived).
     """
-    decoder = TypingDecoder(bundle, provider="cpu")
+    decoder = KeystrokeDecoder(bundle, provider="cpu")
     config = preprocess_config(bundle)
     preprocessor = Preprocessor(config, recording.channels.names)
     windower = make_windower(bundle)
@@ -210,7 +210,7 @@ def _cli(argv):
 
 
 def test_cli_prints_the_ablation_table_and_json(tmp_path, capsys):
-    from acquisition.xdf import write_recording
+    from acquisition.io import write_recording
 
     recording = tb.keystroke_recording(["one two", "three"], noise=2.0)
     path = write_recording(recording, tmp_path / "typing.xdf")

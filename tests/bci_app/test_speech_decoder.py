@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from acquisition.simulator import Simulator
-from bci_app.cli.speech import add_speech_commands
-from bci_app.cli.train import add_evaluate_command, add_train_export_commands
+from bci_app.cli.evaluate import add_evaluate_command
+from bci_app.cli.speech import add_candidates_command
+from bci_app.cli.train import add_train_export_commands
 from bci_app.decoders.bundle import load_bundle, save_bundle
 from bci_app.processing.windowing import epochs_from_recording
 from bci_app.speech.audio import MelConfig, log_mel, mel_filterbank
@@ -34,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
     add_train_export_commands(sub)
     add_evaluate_command(sub)
-    add_speech_commands(sub)
+    add_candidates_command(sub)
     return parser
 
 
@@ -89,7 +90,7 @@ def test_cli_parses_train_speech_and_candidates():
 @pytest.fixture(scope="module")
 def trained_bundle(tmp_path_factory):
     """A small speech decoder trained on 80 s of simulated MEG listening (magnetometers)."""
-    from models.speech_train import train_speech
+    from models.training import train_speech
 
     out = tmp_path_factory.mktemp("speech") / "bundle"
     recording = Simulator("meg", "listening", snr=3.0, seed=11).generate(80.0)

@@ -22,10 +22,16 @@ from transformers import Wav2Vec2Model as HFWav2Vec2
 from acquisition.simulator import Simulator
 from bci_app.cli.main import build_parser
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.manifest import thaw
 from bci_app.speech.audio import AUDIO_RATE, MelConfig, log_mel
 from bci_app.speech.decoder import load_candidates
 from bci_app.speech.evaluate import evaluate_speech_bundle
-from bci_app.speech.extractors import LogMelFeatures, features_from_manifest, make_features
+from bci_app.speech.extractors import (
+    LogMelFeatures,
+    audio_features_spec,
+    features_from_spec,
+    make_features,
+)
 from bci_app.speech.pretrained import PretrainedAudioFeatures
 
 
@@ -94,8 +100,8 @@ def test_log_mel_extractor_is_the_log_mel_of_before():
     np.testing.assert_array_equal(out[1], full[:, 120:360])
     assert (out[0][:, :60] == np.float32(-10.0)).all()  # before the audio: silence
     np.testing.assert_array_equal(out[0][:, 60:], full[:, :180])
-    manifest = {"mel": config.to_dict()}  # bundles made before audio_features existed
-    assert features_from_manifest(manifest).config == config
+    spec = audio_features_spec(None, config.to_dict())  # bundles made before audio_features
+    assert features_from_spec(spec).config == config
 
 
 def test_the_extractors_load_torch_only_for_a_pretrained_model(model_dir):
@@ -134,14 +140,16 @@ def test_bad_models_and_layers_are_clear_errors(model_dir, tmp_path):
         make_features(120.0, 40, None, layers=[1])
     spec = PretrainedAudioFeatures(model_dir).to_dict()
     with pytest.raises(ValueError, match="which is not there.*--audio-model DIR"):
-        features_from_manifest({"audio_features": {**spec, "path": str(tmp_path / "gone")}})
+        features_from_spec({**spec, "path": str(tmp_path / "gone")})
     other = save_tiny_wav2vec2(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="not the one this bundle was trained with"):
-        features_from_manifest({"audio_features": spec}, audio_model=other)
+        features_from_spec(spec, audio_model=other)
     with pytest.raises(ValueError, match="log-mel spectrograms, not a pretrained model"):
-        features_from_manifest({"mel": MelConfig().to_dict()}, audio_model=model_dir)
+        features_from_spec(audio_features_spec(None, MelConfig().to_dict()), model_dir)
     with pytest.raises(ValueError, match="unknown audio feature kind 'whisper'"):
-        features_from_manifest({"audio_features": {"kind": "whisper"}})
+        features_from_spec({"kind": "whisper"})
+    with pytest.raises(ValueError, match="records no audio features"):
+        audio_features_spec(None, None)
 
 
 @pytest.mark.slow
@@ -160,10 +168,10 @@ def test_train_evaluate_extend_and_decode_with_a_local_wav2vec2(model_dir, tmp_p
         audio_layers=[-1],
     )
     bundle = load_bundle(out)
-    spec = bundle.manifest["audio_features"]
+    spec = thaw(bundle.manifest.audio_features)
     assert spec["kind"] == "pretrained" and spec["path"] == str(model_dir.resolve())
     assert spec["layers"] == [2] and spec["n_features"] == 32 and len(spec["fingerprint"]) == 64
-    assert bundle.manifest["model_config"]["n_mels"] == 32  # the audio graph reads 32 features
+    assert bundle.manifest.model_config["n_mels"] == 32  # the audio graph reads 32 features
     assert metrics["test_n_candidates"] >= 3
 
     # the model moved: evaluate and extend the bundle from its new place

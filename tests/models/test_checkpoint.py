@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from models.bundle_export import export_checkpoint
+from models.bundles import export_checkpoint
 from models.checkpoint import (
     discard_epochs_after,
     epoch_path,

@@ -15,8 +15,8 @@ from acquisition.recording import Marker
 from bci_app.decoders.bundle import sha256_file
 from bci_app.processing.windowing import EventWindower, epochs_from_recording
 from bci_app.typing.alphabet import char_to_class
-from models.data import MIN_SENTENCES, build_typing_dataset
-from models.datasets import (
+from models.typing.data import MIN_SENTENCES, build_typing_dataset
+from models.typing.datasets import (
     IGNORE_INDEX,
     MIN_CROP_KEYS,
     ContinuousSentences,

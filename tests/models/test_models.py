@@ -14,10 +14,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from models.brain2qwerty import Brain2QwertyV1, Brain2QwertyV2
-from models.config import BLANK_INDEX, Brain2QwertyV1Config, Brain2QwertyV2Config, ConfigMixin
+from models.config import ConfigMixin
 from models.layers import SpatialAttention, colocated_groups, positions_to_2d
 from models.registry import MODELS, ModelSpec, build_model, get_config, register_model
+from models.typing.config import BLANK_INDEX, Brain2QwertyV1Config, Brain2QwertyV2Config
+from models.typing.model import Brain2QwertyV1, Brain2QwertyV2
 
 N_CHANS, N_SUBJECTS = 32, 3
 # Smaller than "small", for tests that train a few steps.
@@ -148,9 +149,7 @@ def test_registry_is_written_out_and_model_modules_register_nothing():
         "brain2qwerty_v2": "Brain2QwertyV2Config",
         "speech_clip": "SpeechClipConfig",
     }
-    code = (
-        "import sys, models.brain2qwerty, models.speech\nprint('models.registry' in sys.modules)\n"
-    )
+    code = "import sys, models.typing, models.speech\nprint('models.registry' in sys.modules)\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

@@ -17,9 +17,9 @@ from bci_app.speech.audio import read_wav
 from models.export import DEFAULT_ATOL, export_model
 from models.layers import SpatialAttention
 from models.registry import MODELS, build_model
-from models.speech import SpeechClip, SpeechClipConfig, clip_loss, with_spatial_dims
-from models.speech_data import build_speech_dataset, window_spec
-from models.speech_layers import SpatialAttention3D, positions_to_unit_cube
+from models.speech.data import build_speech_dataset, window_spec
+from models.speech.layers import SpatialAttention3D, positions_to_unit_cube
+from models.speech.model import SpeechClip, SpeechClipConfig, clip_loss, with_spatial_dims
 
 TINY = dict(
     SpeechClipConfig.presets["small"],

@@ -1,4 +1,4 @@
-"""``bci-app train typing|speech`` and ``export``, and the torchrun entry point of training."""
+"""``bci-app train typing|speech`` and ``export`` (typing and speech), and the torchrun entry."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import pytest
 from helpers import typing_data as td
 
 from acquisition.io import write_recording
+from acquisition.simulator import Simulator
 from bci_app.cli.train import add_train_export_commands, build_parser
 from bci_app.decoders.bundle import load_bundle
+from bci_app.speech.decoder import load_candidates
 
 
 def _cli(argv):
@@ -84,15 +86,15 @@ def test_cli_trains_v2_and_reexports_the_checkpoint(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "test CER" in printed and f"Bundle: {out}" in printed and "ctc" in printed
     first = load_bundle(out)
-    assert first.manifest["ctc"] == {"blank": 29, "frame_stride": 2, "frame_s": 0.04}
-    assert first.manifest["provenance"]["recordings"][0]["file"] == "calibration.xdf"
+    assert first.manifest.ctc.to_dict() == {"blank": 29, "frame_stride": 2, "frame_s": 0.04}
+    assert first.manifest.provenance.recordings[0].file == "calibration.xdf"
 
     assert _cli(["export", str(out / "checkpoint.pt"), "--out", str(tmp_path / "again")]) == 0
     printed = capsys.readouterr().out
     assert "ctc: " in printed and "max |onnxruntime - torch| = " in printed
     again = load_bundle(tmp_path / "again")
-    assert again.manifest["metrics"] == first.manifest["metrics"]
-    assert again.manifest["stream"] == first.manifest["stream"]
+    assert again.manifest.metrics == first.manifest.metrics
+    assert again.manifest.stream.to_dict() == first.manifest.stream.to_dict()
     (log_probs,) = ort.InferenceSession(str(again.graph_path("ctc"))).run(
         None, {"x": np.zeros((1, 64, 40), np.float32), "subject": np.zeros(1, np.int64)}
     )
@@ -101,3 +103,45 @@ def test_cli_trains_v2_and_reexports_the_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit):
         _cli(["train", "typing", str(path), "--out", str(out), "--epochs", "0"])
     assert json.loads((out / "manifest.json").read_text())["task"] == "typing"
+
+
+@pytest.mark.slow
+def test_cli_exports_a_speech_checkpoint_as_a_speech_bundle(tmp_path, capsys):
+    from models.bundles import export_checkpoint
+    from models.checkpoint import load_checkpoint
+    from models.training import train_speech
+    from models.typing.bundle import export_typing_checkpoint
+
+    recording = Simulator("eeg", "listening", snr=2.0, seed=3).generate(30.0)
+    out = tmp_path / "speech"
+    train_speech([recording], out, epochs=1, batch_size=8, export=False, progress=False)
+    assert not (out / "manifest.json").exists()
+
+    bundle_dir = tmp_path / "exported"
+    argv = ["export", str(out / "checkpoint.pt"), "--out", str(bundle_dir), "--name", "heard"]
+    assert _cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "brain: " in printed and "audio: " in printed and "max |onnxruntime - torch| = " in printed
+    )
+    assert f"Bundle written to {bundle_dir}" in printed
+    bundle = load_bundle(bundle_dir)
+    assert bundle.task == "speech" and bundle.name == "heard"
+    assert set(bundle.manifest.graphs) == {"brain", "audio"} and bundle.manifest.lm is None
+    assert bundle.manifest.audio_features["kind"] == "log_mel"
+    assert bundle.manifest.window.audio_n_times == 360  # 3 s of audio features at 120 Hz
+    # the candidate set is the one training made
+    saved = load_checkpoint(out / "checkpoint.pt")["candidates"]
+    texts, embeddings = load_candidates(bundle)
+    assert texts == saved["texts"] and len(texts) >= 3
+    np.testing.assert_allclose(embeddings, saved["embeddings"].numpy(), rtol=1e-6)
+    (embedding,) = ort.InferenceSession(str(bundle.graph_path("audio"))).run(
+        None, {"mel": np.zeros((1, bundle.manifest.model_config["n_mels"], 360), np.float32)}
+    )
+    assert embedding.shape == (1, embeddings.shape[1])
+
+    with pytest.raises(ValueError, match="not a typing decoder"):
+        export_typing_checkpoint(out / "checkpoint.pt", tmp_path / "typing")
+    epoch = out / "checkpoints" / "epoch_0001.pt"
+    with pytest.raises(ValueError, match="per-epoch checkpoints have no candidates"):
+        export_checkpoint(epoch, tmp_path / "epoch")

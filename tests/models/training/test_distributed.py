@@ -32,8 +32,8 @@ def test_torchrun_two_gloo_processes_train_and_rank0_writes_the_bundle(
         # both ranks trained, each on its half of the (padded) training sentences
         assert per_rank == [(n_train + 1) // 2] * 2
     bundle = load_bundle(out)
-    assert bundle.manifest["provenance"]["world_size"] == 2
-    assert set(bundle.manifest["graphs"]) == {"keystroke", "sentence"}
+    assert bundle.manifest.provenance.world_size == 2
+    assert set(bundle.manifest.graphs) == {"keystroke", "sentence"}
     assert not list(out.rglob("*.tmp"))
 
 
@@ -49,5 +49,5 @@ def test_torchrun_two_gloo_processes_train_the_speech_decoder(
     metrics = _metrics(done.stdout)
     assert metrics["world_size"] == 2 and metrics["epochs_run"] == 2
     bundle = load_bundle(out)
-    assert bundle.task == "speech" and "brain" in bundle.manifest["graphs"]
-    assert bundle.manifest["provenance"]["world_size"] == 2
+    assert bundle.task == "speech" and "brain" in bundle.manifest.graphs
+    assert bundle.manifest.provenance.world_size == 2

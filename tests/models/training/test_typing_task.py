@@ -12,12 +12,12 @@ import torch
 from helpers import typing_data as td
 
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.manifest import Decoding, Subject
 from bci_app.lm.model import CharNgramLM
-from bci_app.processing.preprocessing import PreprocessConfig
-from models.bundle_export import model_from_checkpoint
 from models.checkpoint import load_checkpoint, resolve_resume
-from models.data import build_typing_dataset
+from models.registry import model_from_checkpoint
 from models.training import train_typing
+from models.typing.data import build_typing_dataset
 
 
 def _history(run_dir: Path) -> dict:
@@ -113,24 +113,23 @@ def test_bundle_loads_and_its_graphs_match_the_trained_model(
     metrics = quick_typing([typing_session], out, epochs=2, export=True, name="tiny-eeg")
     bundle = load_bundle(out)
     manifest = bundle.manifest
-    assert set(manifest["graphs"]) == {"keystroke", "sentence"} and bundle.task == "typing"
-    assert manifest["name"] == "tiny-eeg" and manifest["arch"] == "brain2qwerty_v1"
-    assert manifest["window"] == {
+    assert set(manifest.graphs) == {"keystroke", "sentence"} and bundle.task == "typing"
+    assert manifest.name == "tiny-eeg" and manifest.arch == "brain2qwerty_v1"
+    assert manifest.window.to_dict() == {
         "tmin": -0.2,
         "tmax": 0.3,
         "sfreq": 50.0,
         "baseline": [None, 0.0],
         "clamp": 5.0,
     }
-    assert len(manifest["classes"]) == 29 and manifest["decoding"] == {"top_k": 5, "beam_width": 30}
-    assert manifest["subject"] == {"n_subjects": 1, "default": 0, "labels": ["0"]}
-    assert manifest["metrics"]["test_cer"] == metrics["test_cer"]
-    assert manifest["provenance"]["recordings"][0]["simulator"]["seed"] == 1
+    assert len(manifest.classes) == 29 and manifest.decoding == Decoding(top_k=5, beam_width=30)
+    assert manifest.subject == Subject(n_subjects=1, default=0, labels=("0",))
+    assert manifest.metrics["test_cer"] == metrics["test_cer"]
+    assert manifest.provenance.recordings[0].simulator["seed"] == 1
     assert bundle.check_stream(typing_session.channels, typing_session.sfreq) == list(range(64))
-    assert CharNgramLM.load(bundle.file_path(manifest["lm"]["file"])).order == 6
-    preprocessing = PreprocessConfig.from_dict(manifest["preprocessing"])
+    assert CharNgramLM.load(bundle.file_path(manifest.lm.file)).order == 6
     dataset = build_typing_dataset([typing_session])
-    assert preprocessing.scaler_center == dataset.preprocessing.scaler_center
+    assert manifest.preprocessing.scaler_center == dataset.preprocessing.scaler_center
 
     model = model_from_checkpoint(load_checkpoint(out / "checkpoint.pt"))
     windows = dataset.sentences[0].windows

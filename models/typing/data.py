@@ -19,7 +19,7 @@ and runs
 
 Windows that overlap invalid samples (NaN stretches, gaps) are dropped and counted
 (``stats["n_dropped_invalid"]``). The torch side (:class:`KeystrokeSentences`,
-:class:`ContinuousSentences` and their collate functions) lives in :mod:`models.datasets`.
+:class:`ContinuousSentences` and their collate functions) lives in :mod:`models.typing.datasets`.
 
 Scaler statistics for a new session (what the bundle stores): the per-channel **median over
 recordings** of the per-recording medians and IQRs. With one recording it is that recording's

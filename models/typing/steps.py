@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from bci_app.lm.beam import ctc_greedy_decode
 from bci_app.typing.alphabet import cer, classes_to_text
-from models.config import BLANK_INDEX
+from models.typing.config import BLANK_INDEX
 
 
 class LossModule(nn.Module):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from bci_app.typing.alphabet import N_CLASSES
-from models.config import N_CTC_OUTPUTS, Brain2QwertyV1Config, Brain2QwertyV2Config
+from models.checks import check_continuous, check_float32, check_subject
 from models.export import ExportGraph
 from models.layers import (
     AttentionPooling,
@@ -30,24 +30,9 @@ from models.layers import (
     as_positions_2d,
     sinusoidal_positions,
 )
+from models.typing.config import N_CTC_OUTPUTS, Brain2QwertyV1Config, Brain2QwertyV2Config
 
 _DILATIONS = (1, 2, 4)
-
-
-def check_subject(subject: Tensor, batch: int, n_subjects: int) -> None:
-    """Raise ValueError unless ``subject`` is a ``(batch,)`` integer tensor of valid indices."""
-    if subject.ndim != 1 or subject.shape[0] != batch or subject.dtype != torch.long:
-        raise ValueError(
-            f"Invalid value for 'subject': expected an int64 tensor of shape ({batch},), got "
-            f"{subject.dtype} of shape {tuple(subject.shape)}. Pass one subject index per example."
-        )
-    if not torch.compiler.is_exporting() and subject.numel():
-        low, high = int(subject.min()), int(subject.max())
-        if low < 0 or high >= n_subjects:
-            raise ValueError(
-                f"Invalid value for 'subject': indices must be in [0, {n_subjects}), got "
-                f"[{low}, {high}]. The model was built for n_subjects={n_subjects}."
-            )
 
 
 def check_windows(x: Tensor, n_chans: int, config: Brain2QwertyV1Config) -> None:
@@ -69,26 +54,6 @@ def check_windows(x: Tensor, n_chans: int, config: Brain2QwertyV1Config) -> None
             "at its sampling rate."
         )
     check_float32(x)
-
-
-def check_continuous(x: Tensor, n_chans: int) -> None:
-    """Raise ValueError unless ``x`` is ``(batch, n_chans, n_times)`` float32 continuous data."""
-    if x.ndim != 3:
-        raise ValueError(
-            f"Invalid shape for 'x': expected (batch, n_chans, n_times), got {tuple(x.shape)}."
-        )
-    if x.shape[1] != n_chans:
-        raise ValueError(
-            f"n_chans={x.shape[1]} different from the decoder's n_chans={n_chans}. Pick the "
-            "channels the decoder was trained on, in the same order."
-        )
-    check_float32(x)
-
-
-def check_float32(x: Tensor) -> None:
-    """Raise ValueError unless ``x`` is float32 (the models' and the ONNX graphs' dtype)."""
-    if x.dtype != torch.float32:
-        raise ValueError(f"Invalid dtype for 'x': expected float32, got {x.dtype}. Use x.float().")
 
 
 class ConvFrontEnd(nn.Module):

@@ -28,11 +28,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from acquisition.channels import modality_of
-from models.brain2qwerty import check_continuous, check_subject
+from models.checks import check_continuous, check_subject
 from models.config import ConfigMixin
 from models.export import ExportGraph
 from models.layers import ResidualDilatedConv, SpatialAttention, SubjectLayer, as_positions_2d
-from models.speech_layers import SpatialAttention3D, positions_to_unit_cube
+from models.speech.layers import SpatialAttention3D, positions_to_unit_cube
 
 _DILATIONS = (1, 2, 4, 8, 16)
 _INT_FIELDS = (

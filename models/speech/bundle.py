@@ -1,8 +1,8 @@
 """The speech decoder's bundle and report, from a training checkpoint.
 
 :func:`export_speech_checkpoint` writes the bundle of a speech checkpoint (training calls it on
-its final one, :mod:`models.training.speech_task`); :func:`write_report` draws the training
-report.
+its final one, :mod:`models.training.speech_task`; ``bci-app export`` through
+:func:`models.bundles.export_checkpoint`); :func:`write_report` draws the training report.
 
 Bundle (``task: "speech"``): ``brain.onnx`` and ``audio.onnx`` (:class:`models.speech.SpeechClip`
 graphs, checked in onnxruntime), ``candidates.npz`` + ``candidates.json`` (the candidate set:
@@ -26,19 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.channels import ChannelSpec
 from bci_app._optional import import_optional
 from bci_app.decoders.bundle import save_bundle
 from bci_app.speech.decoder import normalize, save_candidates
-from models.bundle_export import _quiet_exporter
+from bci_app.speech.extractors import audio_features_spec
 from models.checkpoint import load_checkpoint
-from models.export import DEFAULT_ATOL, export_model
-from models.registry import build_model
+from models.export import DEFAULT_ATOL, export_model, quiet_exporter
+from models.registry import model_from_checkpoint
 
-
-def audio_features_spec(meta: dict[str, Any]) -> dict[str, Any]:
-    """The description's audio feature extractor (checkpoints before it was recorded: log-mel)."""
-    return meta.get("audio_features") or {"kind": "log_mel", **meta["mel"]}
+#: The architecture this module exports.
+ARCH = "speech_clip"
 
 
 def word_prototypes(words: list[str], audio: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -59,32 +56,43 @@ def export_speech_checkpoint(
     name: str | None = None,
     atol: float = DEFAULT_ATOL,
 ) -> dict[str, Any]:
-    """Export a speech checkpoint's best model and candidates as a bundle in ``out_dir``."""
+    """Export a speech checkpoint's best model and candidates as a bundle in ``out_dir``.
+
+    Returns
+    -------
+    result : dict
+        ``bundle`` (the :class:`~bci_app.decoders.bundle.Bundle`), ``reports`` (per graph, from
+        :func:`models.export.export_onnx`, paths in ``out_dir``) and ``max_abs_diff`` (per graph).
+
+    Raises
+    ------
+    ValueError
+        For a corrupt or foreign checkpoint, one of another decoder (typing), or one without
+        its candidate set (a per-epoch checkpoint: export the final ``checkpoint.pt``).
+    models.export.ExportMismatchError
+        If a graph's onnxruntime output differs from torch's by more than ``atol``.
+    """
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     meta = dict(payload["meta"])
-    if meta.get("arch") != "speech_clip" or "candidates" not in payload:
+    if meta.get("arch") != ARCH or "candidates" not in payload:
         raise ValueError(
             f"Invalid checkpoint: it holds a {meta.get('arch')!r} decoder without a speech "
-            "candidate set; export typing checkpoints with 'bci-app export'."
+            "candidate set. Give the final checkpoint.pt of 'bci-app train speech' (per-epoch "
+            "checkpoints have no candidates); 'bci-app export' picks the exporter of typing ones."
         )
-    channels = ChannelSpec.from_dict(meta["channels"])
-    model = build_model(
-        "speech_clip", meta["model_config"], meta["n_chans"], channels.positions, meta["n_subjects"]
-    )
-    model.load_state_dict(payload["best_model"])
-    model.eval()
+    model = model_from_checkpoint(payload)
     out = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, _quiet_exporter():
+    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, quiet_exporter():
         reports = export_model(model, tmp, atol=atol)
         manifest = {
             "name": name or meta["name"],
             "task": "speech",
-            "arch": "speech_clip",
+            "arch": ARCH,
             "model_config": meta["model_config"],
             "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
             "preprocessing": meta["preprocessing"],
             "window": meta["window"],
-            "audio_features": audio_features_spec(meta),
+            "audio_features": audio_features_spec(meta.get("audio_features"), meta.get("mel")),
             "logit_scale": float(model.logit_scale.detach().clamp(max=np.log(100.0)).exp()),
             "decoding": {"top_k": 10},
             "subject": {
@@ -103,7 +111,13 @@ def export_speech_checkpoint(
         bundle = save_bundle(out, manifest, {r: Path(v["path"]) for r, v in reports.items()})
     candidates = payload["candidates"]
     save_candidates(out, candidates["texts"], candidates["embeddings"].numpy())
-    return {"bundle": bundle, "max_abs_diff": {r: v["max_abs_diff"] for r, v in reports.items()}}
+    for report in reports.values():
+        report["path"] = str(out / Path(report["path"]).name)
+    return {
+        "bundle": bundle,
+        "reports": reports,
+        "max_abs_diff": {role: r["max_abs_diff"] for role, r in reports.items()},
+    }
 
 
 def write_report(out_dir: Path, history: dict, test: dict, meta: dict) -> Path:

@@ -36,7 +36,7 @@ from bci_app.speech.extractors import AudioFeatures, LogMelFeatures
 from bci_app.speech.heard import audio_track
 from bci_app.splits import split_by_sentence
 from models.data_sources import check_same_channels, load_recording, pick_channels, subset_channels
-from models.speech import SpeechClipConfig
+from models.speech.model import SpeechClipConfig
 
 #: Hop of the training windows (s).
 TRAIN_HOP_S = 0.5

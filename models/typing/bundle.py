@@ -1,10 +1,11 @@
 """Turn a training checkpoint into a decoder bundle: verified ONNX graphs, manifest and LM.
 
-:func:`export_checkpoint` rebuilds the model from a checkpoint's description, loads its best
-weights, exports every graph with :func:`models.export.export_model` (dynamo exporter, checked
-in onnxruntime against torch) and writes the bundle with
-:func:`bci_app.decoders.bundle.save_bundle`.
-Training calls it on its final checkpoint, ``bci-app export CHECKPOINT --out BUNDLE`` on any.
+:func:`export_typing_checkpoint` rebuilds the model from a checkpoint's description
+(:func:`models.registry.model_from_checkpoint`), exports every graph with
+:func:`models.export.export_model` (dynamo exporter, checked in onnxruntime against torch) and
+writes the bundle with :func:`bci_app.decoders.bundle.save_bundle`. Training calls it on its final
+checkpoint; ``bci-app export CHECKPOINT --out BUNDLE`` on any (through
+:func:`models.bundles.export_checkpoint`, which picks the typing or the speech exporter).
 
 Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by ``save_bundle``):
 
@@ -12,7 +13,7 @@ Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by 
   ``model_config`` (the config's ``to_dict()``);
 - ``stream: {sfreq, channels}``: the input rate and the picked channels (``ChannelSpec.to_dict``);
 - ``preprocessing``: ``PreprocessConfig.to_dict()`` with the scaler statistics (median over the
-  training recordings of each one's median/IQR; see :mod:`models.data`); v2 also clamps here;
+  training recordings of each one's median/IQR; see :mod:`models.typing.data`); v2 also clamps here;
 - ``window: {tmin, tmax, sfreq, baseline, clamp}`` (v1: keystroke windows);
   ``ctc: {blank, frame_stride, frame_s}`` (v2);
 - ``classes`` (the 29 of :mod:`bci_app.typing.alphabet`), ``lm: {file: "lm.npz", order, weight}``,
@@ -26,65 +27,25 @@ Graph roles: v1 ``keystroke`` (window -> embedding, conv-only logits) and ``sent
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from acquisition.channels import ChannelSpec
 from bci_app.decoders.bundle import save_bundle
 from bci_app.lm.beam import DEFAULT_LM_WEIGHT
 from bci_app.typing.alphabet import CLASSES
 from models.checkpoint import load_checkpoint
-from models.config import BLANK_INDEX
-from models.export import DEFAULT_ATOL, export_model
-from models.registry import build_model
+from models.export import DEFAULT_ATOL, export_model, quiet_exporter
+from models.registry import model_from_checkpoint
+from models.typing.config import BLANK_INDEX
 
+#: The architectures this module exports.
+ARCHS = ("brain2qwerty_v1", "brain2qwerty_v2")
 LM_FILE = "lm.npz"
 LM_ORDER = 6
 #: Beam search defaults of the paper: top-5 characters per keystroke, beam of 30.
 DECODING = {"top_k": 5, "beam_width": 30}
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's INFO chatter (graph passes) and its torchvision notice."""
-    names = ("onnxscript", "onnx_ir", "torch.onnx._internal.exporter._registration")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def model_from_checkpoint(payload: dict[str, Any], weights: str = "best_model") -> nn.Module:
-    """Rebuild the model a checkpoint describes, with its ``best_model`` (or ``model``) weights."""
-    meta = payload["meta"]
-    try:
-        channels = ChannelSpec.from_dict(meta["channels"])
-        model = build_model(
-            meta["arch"],
-            meta["model_config"],
-            meta["n_chans"],
-            channels.positions,
-            meta["n_subjects"],
-        )
-        model.load_state_dict(payload[weights])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise ValueError(
-            f"Corrupt checkpoint: its description and weights do not make a model ({err}). "
-            "Re-train, or give the checkpoint.pt that 'bci-app train' wrote."
-        ) from None
-    return model.eval()
 
 
 def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[str, Any]:
@@ -120,14 +81,14 @@ def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[s
     return manifest
 
 
-def export_checkpoint(
+def export_typing_checkpoint(
     checkpoint: str | os.PathLike | dict[str, Any],
     out_dir: str | os.PathLike,
     *,
     name: str | None = None,
     atol: float = DEFAULT_ATOL,
 ) -> dict[str, Any]:
-    """Export a checkpoint's best model as a decoder bundle in ``out_dir``.
+    """Export a typing checkpoint's best model as a decoder bundle in ``out_dir``.
 
     Returns
     -------
@@ -138,7 +99,7 @@ def export_checkpoint(
     Raises
     ------
     ValueError
-        For a corrupt or foreign checkpoint.
+        For a corrupt or foreign checkpoint, or one of another decoder (speech).
     models.export.ExportMismatchError
         If a graph's onnxruntime output differs from torch's by more than ``atol``.
     """
@@ -146,11 +107,17 @@ def export_checkpoint(
 
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     meta = dict(payload["meta"])
+    if meta.get("arch") not in ARCHS:
+        raise ValueError(
+            f"Invalid checkpoint: it holds a {meta.get('arch')!r} decoder, not a typing decoder "
+            f"({', '.join(ARCHS)}). Export it with 'bci-app export', which picks the exporter "
+            "of the checkpoint's decoder."
+        )
     if name is not None:
         meta["name"] = name
     model = model_from_checkpoint(payload)
     out = Path(out_dir)
-    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, _quiet_exporter():
+    with tempfile.TemporaryDirectory(prefix="bci-export-") as tmp, quiet_exporter():
         reports = export_model(model, tmp, atol=atol)
         graphs = {role: Path(report["path"]) for role, report in reports.items()}
         out.mkdir(parents=True, exist_ok=True)

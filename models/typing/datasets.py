@@ -1,4 +1,4 @@
-"""Torch views of a :class:`~models.data.TypingDataset`: sentences as padded batches.
+"""Torch views of a :class:`~models.typing.data.TypingDataset`: sentences as padded batches.
 
 - :class:`KeystrokeSentences` + :func:`collate_keystrokes` (v1): one item per sentence,
   batched to ``x (B, K, C, T)`` with ``key_mask (B, K)`` and ``targets (B, K)`` (padding
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from models.data import TypingDataset
+from models.typing.data import TypingDataset
 
 #: Target value of padded keystrokes (``torch.nn.functional.cross_entropy``'s default ignore).
 IGNORE_INDEX = -100
