@@ -36,6 +36,20 @@ SPEEDS = (("0.5×", 0.5), ("1× (real time)", 1.0), ("2×", 2.0), ("5×", 5.0), 
 _FILTER = "Recordings (" + " ".join(f"*{ext}" for ext in SUPPORTED_FORMATS) + ")"
 
 
+#: Display names of MNE's reader names (``meta["format"]``); others are shown upper-case.
+FORMAT_NAMES = {
+    "brainvision": "BrainVision",
+    "eeglab": "EEGLAB",
+    "nihon": "Nihon Kohden",
+    "curry": "Curry",
+    "nicolet": "Nicolet",
+    "neuralynx": "Neuralynx",
+    "persyst": "Persyst",
+    "nirx": "NIRx",
+    "snirf": "SNIRF",
+    "eximia": "eXimia",
+}
+
 class ReplayPanel(QWidget):
     """Replay a recording to LSL with speed, pause/resume and seek controls."""
 
@@ -126,7 +140,8 @@ class ReplayPanel(QWidget):
 
     def _on_opened(self, path: Path, reader: RecordingReader) -> None:
         self.path, self.reader = path, reader
-        fmt = reader.meta.get("format", "XDF")
+        fmt = reader.meta.get("format", "xdf")
+        fmt = FORMAT_NAMES.get(fmt, fmt.upper())
         self.file_label.setText(
             f"<b>{path.name}</b> — {fmt}, {reader.channels.n_channels} channels, "
             f"{reader.sfreq:g} Hz, {reader.n_times / reader.sfreq:.1f} s, "

@@ -23,6 +23,7 @@ import numpy as np
 from acquisition.recording import Recording, parse_marker
 from acquisition.simulator import Simulator
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.manifest import thaw
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.decoders.shipped import SPEECH_BUNDLE
 from bci_app.processing.preprocessing import Preprocessor
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--update", type=float, default=5.0, help="re-centering update (s)")
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
-    demo = bundle.manifest.get("demo", {}).get("simulator", {})
+    demo = thaw((bundle.manifest.demo and bundle.manifest.demo.simulator) or {})
     params = {k: v for k, v in demo.items() if k not in ("modality", "task")}
     decoder = SpeechDecoder(bundle, provider="cpu")
     audio_graph = OnnxRuntime(bundle.graph_path("audio"), "cpu", warmup=0)

@@ -722,10 +722,6 @@ class Manifest(_Record):
 
     Build it with :meth:`from_dict` (or :meth:`read`), which validates; write it with
     :meth:`to_dict`. ``source`` is the file it was read from (for messages only).
-
-    The dict-style ``manifest["key"]``, ``get``, ``keys`` and ``in`` are a temporary shim for
-    readers not converted yet: they return plain JSON copies of a top-level key (``to_dict()``'s
-    value). They will be removed; read the typed attributes instead.
     """
 
     name: str = field(metadata=_meta(_NAME, required=True))
@@ -823,35 +819,6 @@ class Manifest(_Record):
         """File names the manifest refers to (graphs, then the LM), relative to the bundle."""
         names = [entry.file for entry in self.graphs.values()]
         return (*names, self.lm.file) if self.lm is not None else tuple(names)
-
-    # -------------------------------------------------------------- temporary dict shim
-    # Remove once every reader uses the typed attributes (then drop these five methods).
-    def _json(self, key: object) -> Any:
-        for f in _json_fields(type(self)):
-            if f.name == key and self._written(f):
-                return self._dump(f)
-        if isinstance(key, str) and key in self.extra:
-            return thaw(self.extra[key])
-        raise KeyError(key)
-
-    def __getitem__(self, key: str) -> Any:
-        """Temporary shim, to be removed: a plain JSON copy of a top-level key."""
-        return self._json(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        """Temporary shim, to be removed: a plain JSON copy of a top-level key, or ``default``."""
-        try:
-            return self._json(key)
-        except KeyError:
-            return default
-
-    def keys(self) -> list[str]:
-        """Temporary shim, to be removed: the top-level keys that ``to_dict()`` writes."""
-        return [*(f.name for f in _json_fields(type(self)) if self._written(f)), *self.extra]
-
-    def __contains__(self, key: object) -> bool:
-        """Temporary shim, to be removed: whether ``to_dict()`` writes this top-level key."""
-        return key in self.keys()
 
 
 __all__ = [

@@ -11,10 +11,12 @@ on simulated MEG, and decode the built-in MEG session of their task.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bci_app.decoders.bundle import Bundle
+from bci_app.decoders.manifest import JsonMap, thaw
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
 
 #: What a session plays: keystrokes (typing) or heard words (listening).
@@ -65,20 +67,26 @@ def simulator_params(bundle: Bundle | None, modality: str, task: str = "typing")
     params = {"snr": 2.0, "subject": 0}
     if bundle is None:
         return params
-    demo = bundle.manifest.get("demo", {}).get("simulator")
+    demo, sim = _simulators(bundle)
     if _plays(demo, modality, task):
-        return {k: v for k, v in demo.items() if k not in ("modality", "task")}
-    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
-    sim = recordings[0].get("simulator") if recordings else None
+        return {k: v for k, v in thaw(demo).items() if k not in ("modality", "task")}
     if _plays(sim, modality, task):
         params = {"snr": sim.get("snr", 2.0), "subject": sim.get("subject", 0)}
     return params
 
 
+def _simulators(bundle: Bundle) -> tuple[JsonMap | None, JsonMap | None]:
+    """The bundle's ``demo.simulator`` and its first training recording's simulator settings."""
+    manifest = bundle.manifest
+    demo = None if manifest.demo is None else manifest.demo.simulator
+    provenance = manifest.provenance
+    return demo, (None if provenance is None else provenance.first_simulator)
+
+
 def _plays(settings: object, modality: str, task: str) -> bool:
     """Whether simulator ``settings`` from a manifest are of ``modality`` and ``task``."""
     return (
-        isinstance(settings, dict)
+        isinstance(settings, Mapping)
         and settings.get("modality") == modality
         and settings.get("task", "typing") == task
     )
@@ -88,10 +96,8 @@ def simulator_modality(bundle: Bundle | None) -> str:
     """Modality of the simulated session a bundle was made for (else of its sensors; MEG)."""
     if bundle is None:
         return "meg"
-    demo = bundle.manifest.get("demo", {}).get("simulator")
-    recordings = bundle.manifest.get("provenance", {}).get("recordings", [])
-    for settings in (demo, recordings[0].get("simulator") if recordings else None):
-        if isinstance(settings, dict) and settings.get("modality") in ("meg", "eeg", "ieeg"):
+    for settings in _simulators(bundle):
+        if isinstance(settings, Mapping) and settings.get("modality") in ("meg", "eeg", "ieeg"):
             return settings["modality"]
     return bundle.channels.modality or "meg"  # trained from files: the sensors say
 

@@ -107,7 +107,8 @@ class KeystrokeStrategy:
             )
         self.decoder = decoder or KeystrokeDecoder(self.bundle, provider=provider)
         self.windower = make_windower(self.bundle)
-        self.tmax = float((self.bundle.manifest.get("window") or {}).get("tmax", 0.0))
+        window = self.bundle.manifest.window
+        self.tmax = 0.0 if window is None else float(window.tmax)
         self.pause_s = float(pause_s)
         self.boundaries = SentenceBoundaries(self.decoder)
         self._last_key_time: float | None = None

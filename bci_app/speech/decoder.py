@@ -23,6 +23,8 @@ import pylsl
 
 from bci_app.decoders.bundle import CANDIDATE_FILES, Bundle, load_bundle, sha256_file
 from bci_app.decoders.events import TextEvent
+from bci_app.decoders.manifest import REEXPORT
+from bci_app.decoders.manifest import Window as BundleWindow
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.processing.preprocessing import PreprocessConfig
 from bci_app.processing.windowing import EventWindower, SlidingWindower, Window
@@ -104,29 +106,49 @@ def save_candidates(path: str | Path, texts: Sequence[str], embeddings: np.ndarr
 
 def preprocess_config(bundle: Bundle) -> PreprocessConfig:
     """The bundle's preprocessing (filters, 120 Hz, fitted scaler)."""
-    return PreprocessConfig.from_dict(bundle.manifest["preprocessing"])
+    config = bundle.manifest.preprocessing
+    if config is None:
+        raise ValueError(_missing(bundle, "preprocessing"))
+    return config
+
+
+def bundle_window(bundle: Bundle) -> BundleWindow:
+    """The bundle's brain window (span, rate, baseline, clamp; the heard audio span)."""
+    window = bundle.manifest.window
+    if window is None:
+        raise ValueError(_missing(bundle, "window"))
+    return window
+
+
+def _missing(bundle: Bundle, key: str) -> str:
+    return (
+        f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no '{key}' in its manifest, which "
+        f"speech decoding needs. {REEXPORT}"
+    )
 
 
 def make_windower(
     bundle: Bundle, *, sliding: bool = False, hop_s: float = DEFAULT_HOP_S
 ) -> EventWindower | SlidingWindower:
     """Windows of the bundle: locked to ``word:`` onsets, or sliding every ``hop_s`` seconds."""
-    w = bundle.manifest["window"]
+    w = bundle_window(bundle)
+    if w.baseline is None:
+        raise ValueError(_missing(bundle, "window.baseline"))
     if sliding:
-        length = w["tmax"] - w["tmin"]
+        length = w.tmax - w.tmin
         return SlidingWindower(
             length,
             hop_s,
-            w["sfreq"],
-            baseline=(None, w["baseline"][1] - w["tmin"]),
-            clamp=w["clamp"],
+            w.sfreq,
+            baseline=(None, w.baseline[1] - w.tmin),
+            clamp=w.clamp,
         )
     return EventWindower(
-        w["tmin"],
-        w["tmax"],
-        w["sfreq"],
-        baseline=tuple(w["baseline"]),
-        clamp=w["clamp"],
+        w.tmin,
+        w.tmax,
+        w.sfreq,
+        baseline=w.baseline,
+        clamp=w.clamp,
         marker_filter="word",
         history_s=60.0,
     )
@@ -158,20 +180,21 @@ class SpeechDecoder:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         check_speech_bundle(self.bundle)
         manifest = self.bundle.manifest
-        self.n_channels = len(manifest["stream"]["channels"]["names"])
-        window = manifest["window"]
-        self.n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
+        self.n_channels = self.bundle.channels.n_channels
+        self.n_times = bundle_window(self.bundle).n_times
         if not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"Invalid value for 'top_k': {top_k!r}; use an integer >= 1.")
         self.top_k = top_k
-        n_subjects = int(manifest["subject"]["n_subjects"])
-        subject = int(manifest["subject"]["default"]) if subject is None else int(subject)
+        if manifest.subject is None:
+            raise ValueError(_missing(self.bundle, "subject"))
+        n_subjects = manifest.subject.n_subjects
+        subject = manifest.subject.default if subject is None else int(subject)
         if not 0 <= subject < n_subjects:
             raise ValueError(
                 f"Invalid value for 'subject': {subject}; the bundle has {n_subjects} subject(s)."
             )
         self.subject = np.array([subject], dtype=np.int64)
-        self.logit_scale = float(manifest.get("logit_scale", 10.0))
+        self.logit_scale = 10.0 if manifest.logit_scale is None else float(manifest.logit_scale)
         self.texts, self.embeddings = load_candidates(self.bundle)
         shapes = {"x": (1, self.n_channels, self.n_times), "subject": (1,)}
         self._brain = OnnxRuntime(self.bundle.graph_path("brain"), provider, warmup_shapes=shapes)

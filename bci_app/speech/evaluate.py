@@ -25,10 +25,12 @@ import numpy as np
 
 from acquisition.recording import Recording, parse_marker
 from bci_app.decoders.bundle import Bundle, load_bundle
+from bci_app.decoders.manifest import REEXPORT
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.processing.preprocessing import preprocess_recording
 from bci_app.speech.decoder import (
     SpeechDecoder,
+    bundle_window,
     check_speech_bundle,
     make_windower,
     preprocess_config,
@@ -81,9 +83,15 @@ def segment_audio_embeddings(
 ) -> np.ndarray:
     """Audio-graph embeddings of the 3 s heard segment of each word window."""
     track = audio_track(recording, label, audio_dir)
-    window = bundle.manifest["window"]
-    n = round((window["audio_tmax"] - window["audio_tmin"]) * window["sfreq"])
-    starts = np.array([w.marker.timestamp for w in windows]) - track.origin + window["audio_tmin"]
+    window = bundle_window(bundle)
+    n = window.audio_n_times
+    if n is None:
+        raise ValueError(
+            f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no heard audio span "
+            f"(window.audio_tmin, window.audio_tmax) in its manifest, which the segment scores "
+            f"need. {REEXPORT}"
+        )
+    starts = np.array([w.marker.timestamp for w in windows]) - track.origin + window.audio_tmin
     mels = features.segments(track.audio, starts, n)
     return np.concatenate(
         [audio_graph.run({"mel": mels[i : i + 64]})["embedding"] for i in range(0, len(mels), 64)]

@@ -23,6 +23,7 @@ import pylsl
 from acquisition.recording import parse_marker
 from bci_app.decoders.bundle import Bundle, load_bundle
 from bci_app.decoders.events import TextEvent
+from bci_app.decoders.manifest import REEXPORT, Decoding, Window
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.lm.model import CharNgramLM
 from bci_app.processing.preprocessing import PreprocessConfig
@@ -59,7 +60,7 @@ def check_typing_bundle(bundle: Bundle) -> str:
             f"Invalid bundle: '{bundle.name}' is a {bundle.task!r} decoder, but typing decoding "
             f"needs a bundle with task 'typing'. Give a bundle written by 'bci-app train typing'."
         )
-    arch = bundle.manifest.get("arch")
+    arch = bundle.manifest.arch
     if arch not in ARCHS:
         raise ValueError(
             f"Invalid bundle: '{bundle.name}' has architecture {arch!r}; the typing decoders "
@@ -70,19 +71,36 @@ def check_typing_bundle(bundle: Bundle) -> str:
 
 def preprocess_config(bundle: Bundle) -> PreprocessConfig:
     """Return the bundle's preprocessing (filters, rate, fitted scaler statistics)."""
-    return PreprocessConfig.from_dict(bundle.manifest["preprocessing"])
+    config = bundle.manifest.preprocessing
+    if config is None:
+        raise ValueError(_missing(bundle, "preprocessing"))
+    return config
+
+
+def bundle_window(bundle: Bundle) -> Window:
+    """Return the bundle's keystroke window, or raise ValueError if the manifest has none."""
+    window = bundle.manifest.window
+    if window is None:
+        raise ValueError(_missing(bundle, "window"))
+    return window
+
+
+def _missing(bundle: Bundle, key: str) -> str:
+    return (
+        f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no '{key}' in its manifest, which "
+        f"typing decoding needs. {REEXPORT}"
+    )
 
 
 def make_windower(bundle: Bundle, **kwargs) -> EventWindower:
     """Return a keystroke windower with the bundle's window (span, rate, baseline, clamp)."""
-    w = bundle.manifest["window"]
-    baseline = w.get("baseline")
+    w = bundle_window(bundle)
     return EventWindower(
-        w["tmin"],
-        w["tmax"],
-        w["sfreq"],
-        baseline=None if baseline is None else tuple(baseline),
-        clamp=w.get("clamp"),
+        w.tmin,
+        w.tmax,
+        w.sfreq,
+        baseline=w.baseline,
+        clamp=w.clamp,
         marker_filter="key",
         **kwargs,
     )
@@ -153,9 +171,10 @@ class SentenceDecoderBase:
         manifest = self.bundle.manifest
         self.channels = self.bundle.channels
         self.n_channels = self.channels.n_channels
-        self.decoding = dict(manifest.get("decoding", {}))
-        self.top_k = int(self.decoding.get("top_k", 5))
-        self.subject = np.array([int(manifest.get("subject", {}).get("default", 0))], np.int64)
+        self.decoding = manifest.decoding or Decoding()
+        self.top_k = 5 if self.decoding.top_k is None else int(self.decoding.top_k)
+        default = 0 if manifest.subject is None else manifest.subject.default
+        self.subject = np.array([int(default)], np.int64)
         self.lm, self.lm_weight = self._load_lm(use_lm)
         self.provider, self.threads = provider, threads
         self.committed = ""
@@ -166,16 +185,16 @@ class SentenceDecoderBase:
         self.n_sentences = 0
 
     def _load_lm(self, use_lm: bool) -> tuple[CharNgramLM | None, float]:
-        spec = self.bundle.manifest.get("lm")
-        if not use_lm or not spec:
+        spec = self.bundle.manifest.lm
+        if not use_lm or spec is None:
             return None, 0.0
-        path = self.bundle.file_path(spec["file"])
+        path = self.bundle.file_path(spec.file)
         if not path.is_file():
             raise FileNotFoundError(
-                f"Corrupt decoder bundle '{self.bundle.path}': its language model {spec['file']} "
+                f"Corrupt decoder bundle '{self.bundle.path}': its language model {spec.file} "
                 "is missing. Re-export the bundle, or decode without the LM (use_lm=False)."
             )
-        return CharNgramLM.load(path), float(spec.get("weight", 0.5))
+        return CharNgramLM.load(path), 0.5 if spec.weight is None else float(spec.weight)
 
     def _graph(self, role: str, warmup_shapes: Mapping[str, tuple] | None = None) -> OnnxRuntime:
         runtime = OnnxRuntime(

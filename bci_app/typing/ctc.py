@@ -73,17 +73,20 @@ class CTCDecoder(SentenceDecoderBase):
             )
         self.hop = max(1, round(hop_s * self.sfreq))
         self.max_samples = round(max_sentence_s * self.sfreq)
-        self.clamp = (self.bundle.manifest.get("window") or {}).get("clamp")
+        window = self.bundle.manifest.window
+        self.clamp = None if window is None else window.clamp
         self._ctc = self._graph("ctc", {"x": (1, self.n_channels, 4 * self.hop), "subject": (1,)})
         self._runtimes = (self._ctc,)
         self._beam = None
         if self.lm is not None:
+            decoding = self.decoding
+            bonus = decoding.insertion_bonus
             self._beam = CTCPrefixBeamDecoder(
                 self.lm,
-                beam_width=int(self.decoding.get("beam_width", 30)),
+                beam_width=30 if decoding.beam_width is None else decoding.beam_width,
                 lm_weight=self.lm_weight,
-                insertion_bonus=float(self.decoding.get("insertion_bonus", 0.0)),
-                top_k=int(self.decoding.get("ctc_top_k", 8)),
+                insertion_bonus=0.0 if bonus is None else float(bonus),
+                top_k=8 if decoding.ctc_top_k is None else decoding.ctc_top_k,
             )
         self._data = np.zeros((self.n_channels, self.max_samples), np.float32)
         self.reset()

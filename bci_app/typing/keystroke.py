@@ -44,6 +44,7 @@ from bci_app.typing.common import (
     SentenceDecoding,
     beam_candidates,
     best_path,
+    bundle_window,
     check_typing_bundle,
     key_class,
     log_softmax,
@@ -105,8 +106,7 @@ class KeystrokeDecoder(SentenceDecoderBase):
                 f"Invalid bundle: '{self.bundle.name}' is a {self.arch} decoder; KeystrokeDecoder "
                 "runs keystroke windows (brain2qwerty_v1). Use CTCDecoder or open_decoder()."
             )
-        window = self.bundle.manifest["window"]
-        self.n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
+        self.n_times = bundle_window(self.bundle).n_times
         self._keystroke = self._graph("keystroke")
         self.embedding_dim = int(self._keystroke.run(self._zero_window())["embedding"].shape[-1])
         self._sentence = self._graph(
@@ -118,7 +118,7 @@ class KeystrokeDecoder(SentenceDecoderBase):
             self._beam = KeystrokeBeamDecoder(
                 self.lm,
                 top_k=self.top_k,
-                beam_width=int(self.decoding.get("beam_width", 30)),
+                beam_width=30 if self.decoding.beam_width is None else self.decoding.beam_width,
                 lm_weight=self.lm_weight,
             )
         self._embeddings = np.zeros((64, self.embedding_dim), np.float32)

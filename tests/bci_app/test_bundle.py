@@ -308,24 +308,12 @@ def test_a_bundle_reads_all_the_manifest_variants_of_its_writers(tmp_path):
     assert json.dumps(manifest.to_dict(), sort_keys=True) == json.dumps(variant, sort_keys=True)
 
 
-def test_the_dict_shim_returns_plain_json_copies():
-    """Temporary: remove with Manifest.__getitem__/get/keys/__contains__."""
+def test_a_dict_given_to_bundle_is_validated_into_a_manifest():
     manifest = load_bundle(TYPING_BUNDLE).manifest
-    window = manifest["window"]
-    assert window == {"tmin": -0.2, "tmax": 0.3, "sfreq": 50.0, "baseline": [None, 0.0], "clamp": 5}
-    window["tmax"] = 9.0  # a copy: the manifest does not change
-    assert manifest.window.tmax == 0.3 and manifest["window"]["tmax"] == 0.3
-    assert isinstance(manifest.get("demo", {}), dict) and manifest.get("ctc") is None
-    assert manifest.get("provenance", {}).get("recordings")[0]["simulator"]["task"] == "typing"
-    assert "lm" in manifest and "ctc" not in manifest
-    with pytest.raises(KeyError):
-        manifest["ctc"]
-    assert dict(manifest) == manifest.to_dict() == {**manifest}
-    # a dict given to Bundle is validated into a Manifest
-    bundle = Bundle(TYPING_BUNDLE, {**manifest, "name": "renamed"})
+    bundle = Bundle(TYPING_BUNDLE, {**manifest.to_dict(), "name": "renamed"})
     assert isinstance(bundle.manifest, Manifest) and bundle.name == "renamed"
     with pytest.raises(ManifestError, match=r"typing-meg-small/manifest.json: 'name' must be"):
-        Bundle(TYPING_BUNDLE, {**manifest, "name": None})
+        Bundle(TYPING_BUNDLE, {**manifest.to_dict(), "name": None})
 
 
 # ------------------------------------------------------------------- graphs against manifest

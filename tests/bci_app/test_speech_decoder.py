@@ -101,7 +101,7 @@ def trained_bundle(tmp_path_factory):
 @pytest.mark.slow
 def test_trained_decoder_retrieves_heard_segments_above_chance(trained_bundle):
     bundle, metrics = trained_bundle
-    assert bundle.task == "speech" and set(bundle.manifest["graphs"]) == {"brain", "audio"}
+    assert bundle.task == "speech" and set(bundle.manifest.graphs) == {"brain", "audio"}
     assert (Path(metrics["paths"]["report"]).parent / "rank_histogram.png").is_file()
     # held-out sentences of the session (split by sentence): their own audio segment ranks in
     # the top 10 among all held-out segments far more often than chance

@@ -18,6 +18,7 @@ from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
 from acquisition.xdf import read_xdf
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.manifest import thaw
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
 from bci_app.live.session import DecodingSession
 from bci_app.live.speech import SpeechStrategy, SpeechWindower
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.skipif(not SPEECH_BUNDLE.is_dir(), reason="speech bundl
 
 
 def _demo_params() -> dict:
-    demo = load_bundle(SPEECH_BUNDLE).manifest["demo"]["simulator"]
+    demo = thaw(load_bundle(SPEECH_BUNDLE).manifest.demo.simulator)
     return {k: v for k, v in demo.items() if k not in ("modality", "task")}
 
 
@@ -227,7 +228,7 @@ def test_the_built_in_stream_follows_the_modality_the_bundle_was_trained_on():
         # a bundle trained from recorded files: no simulator settings, only its sensors
         channels = Simulator(modality, "listening", seed=1).generate(1.0).channels
         manifest = {
-            **speech.manifest,
+            **speech.manifest.to_dict(),
             "demo": {},
             "provenance": {"recordings": [{"file": "s.xdf"}]},
             "stream": {"sfreq": 500.0, "channels": channels.to_dict()},

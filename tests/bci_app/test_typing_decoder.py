@@ -191,7 +191,7 @@ def test_bad_bundles(tmp_path, noisy):
     with pytest.raises(ValueError, match=r"is a 'speech' decoder, but typing decoding needs"):
         KeystrokeDecoder(speech, provider="cpu")
     good = tb.template_bundle(tmp_path / "good", noisy.channels, pre)
-    swapped = dict(good.manifest, name="swapped")
+    swapped = {**good.manifest.to_dict(), "name": "swapped"}
     graphs = {"keystroke": good.graph_path("sentence"), "sentence": good.graph_path("keystroke")}
     (tmp_path / "swapped").mkdir()
     (tmp_path / "swapped" / "lm.npz").write_bytes((good.path / "lm.npz").read_bytes())

@@ -13,6 +13,7 @@ from PyQt6.QtCore import Qt
 from acquisition.recording import parse_marker
 from bci_app.decoders.bundle import load_bundle
 from bci_app.decoders.events import EventQueue, TextEvent
+from bci_app.decoders.manifest import thaw
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
 from bci_app.live.builtin import simulator_params
 from bci_app.live.factory import check_bundle_task
@@ -167,7 +168,7 @@ def test_listening_choices_keys_bundles_and_simulator_settings():
     assert bundle_for("", "meg") == TYPING_BUNDLE and bundle_for("", "eeg-listening") is None
     # The speech bundle's simulator: its subject, SNR and the sentences its candidates come from.
     speech = load_bundle(SPEECH_BUNDLE)
-    demo = speech.manifest["demo"]["simulator"]
+    demo = thaw(speech.manifest.demo.simulator)
     params = simulator_params(speech, "meg", "listening")
     assert params["sentences"] == demo["sentences"] and params["snr"] == demo["snr"]
     assert "task" not in params and "modality" not in params
