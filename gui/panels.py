@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 _LOW_CONFIDENCE = QColor("#ff9800")  # background of a character decoded with confidence 0
 _MISMATCH = "#c62828"
 _MAX_EVENTS_PER_POLL = 1000
+#: A target row and its decoded row, set apart from the next pair.
+_ROW_PAIR = '<p style="margin-top:0; margin-bottom:8px; line-height:125%">{}</p>'
 
 
 def confidence_color(confidence: float) -> str:
@@ -206,33 +208,57 @@ class TextPanel(QWidget):
         self.stats.setText(self.words.stats_text())
 
     def _live_html(self) -> str:
+        """Target and decoded text in pairs of rows that wrap together, aligned character by
+        character (monospace): each target row is followed by the decoded characters under it."""
         hypothesis = self.hypothesis_text
         target = normalize_text(self.target_text) if self.target_text else None
-        width = QFontMetrics(self._font).horizontalAdvance("M") or 8
-        per_line = max(12, (self.live.width() - 16) // width - 9)
         matched = _matched_positions(hypothesis, target) if target is not None else None
-        lines = []
         length = max(len(hypothesis), len(target or ""), 1)
-        for start in range(0, length, per_line):
+        pairs = []
+        for start, stop in _wrapped(target or hypothesis, length, self._chars_per_line()):
+            rows = []
             if target is not None:
-                chunk = html.escape(target[start : start + per_line]).replace(" ", "&nbsp;")
-                lines.append(f'<span style="color:#607d8b">Target&nbsp;&nbsp;</span>{chunk}')
+                chunk = html.escape(target[start:stop]).replace(" ", "&nbsp;")
+                rows.append(f'<span style="color:#607d8b">Target&nbsp;&nbsp;</span>{chunk}')
             cells = []
-            for i in range(start, min(start + per_line, len(hypothesis))):
+            for i in range(start, min(stop, len(hypothesis))):
                 conf = self.confidence[i] if i < len(self.confidence) else float("nan")
                 color = _MISMATCH if matched is not None and i not in matched else "#000000"
                 char = html.escape(hypothesis[i]).replace(" ", "&nbsp;")
                 cells.append(
                     f'<span style="background:{confidence_color(conf)};color:{color}">{char}</span>'
                 )
-            if cells or start == 0:
-                lines.append('<span style="color:#607d8b">Decoded&nbsp;</span>' + "".join(cells))
-        return '<div style="line-height:140%">' + "<br>".join(lines) + "</div>"
+            rows.append('<span style="color:#607d8b">Decoded&nbsp;</span>' + "".join(cells))
+            pairs.append("<br>".join(rows))
+        return "".join(_ROW_PAIR.format(pair) for pair in pairs)
+
+    def _chars_per_line(self) -> int:
+        """Characters of text that fit on one row of the box, after the 8-character row name."""
+        char_width = QFontMetrics(self._font).horizontalAdvance("M") or 8
+        return max(12, self.live.contentsRect().width() // char_width - 9)
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if not self.listening:
             self.live.setText(self._live_html())
+
+
+def _wrapped(text: str, length: int, per_line: int) -> list[tuple[int, int]]:
+    """Split positions ``0..length`` into rows of at most ``per_line``: ``[(start, stop), ...]``.
+
+    A row ends after the last space of ``text`` that fits (a word longer than a row is cut), so
+    words stay whole; the target and the decoded text share these rows.
+    """
+    rows, start = [], 0
+    while start < length:
+        stop = min(start + per_line, length)
+        if stop < length:
+            space = text.rfind(" ", start, stop)
+            if space > start:
+                stop = space + 1
+        rows.append((start, stop))
+        start = stop
+    return rows
 
 
 def _matched_positions(hypothesis: str, target: str) -> set[int]:

@@ -1,9 +1,16 @@
-"""Live scope: every channel of a stream stacked, with markers, at the screen's pixel width.
+"""Live scope: a page of channels grouped by type, or a butterfly per type, with markers.
 
 A QTimer reads what is new in the stream's ring buffer (``read_since``: a copy of a few dozen
 samples per frame), folds it into per-pixel min/max columns and redraws the traces as one image
 (:mod:`gui.trace_raster`). The scope never waits for the stream: a frozen or vanished stream only
 stops the traces and raises a "no new data" banner.
+
+As in MNE's raw browser, the channels are grouped by sensor type and shown a page at a time (25
+rows by default), named on the left; the scroll bar, PageUp/PageDown, the arrow keys and the
+mouse wheel move the page. The butterfly view (button, or B) overlays every channel of a type in
+one row per type (:mod:`gui.scope_rows`). A click on a channel's name marks it bad (grey trace,
+red name) or good again, and ``bads_changed`` tells the window, which excludes bad channels from
+decoding, writes them into the recording and keeps them in its settings for that stream.
 """
 
 from __future__ import annotations
@@ -15,14 +22,14 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtCore import QRectF, Qt, QTimer
-from PyQt6.QtGui import QKeySequence
+from PyQt6.QtCore import QEvent, QObject, QRectF, Qt, QTimer, pyqtSignal
+from PyQt6.QtGui import QKeyEvent, QWheelEvent
 from PyQt6.QtWidgets import (
-    QComboBox,
+    QApplication,
     QGraphicsItem,
     QHBoxLayout,
     QLabel,
-    QPushButton,
+    QScrollBar,
     QVBoxLayout,
     QWidget,
 )
@@ -31,17 +38,20 @@ from acquisition.recording import Marker
 from acquisition.stream import StreamSource
 from gui import style
 from gui.channel_picker import ChannelPicker
+from gui.scope_controls import CUSTOM, SPANS_S, ScopeControls
 from gui.scope_markers import MarkerLines
-from gui.trace_raster import ColumnDecimator, TraceImage
+from gui.scope_rows import ChannelAxis, ChannelRows, color_table
+from gui.trace_raster import ColumnDecimator, TraceImage, typical_ranges
 
-SPANS_S = (1.0, 2.0, 5.0, 10.0, 20.0)
 _PAD_PX = 9  # free pixels above the first and below the last row (tick labels)
-_ROW_FILL = 0.7  # fraction of a row that a typical channel's envelope spans at gain 1
-_CUSTOM = "custom"
+#: Fraction of a row that a typical channel's envelope spans at gain 1, per view (a butterfly
+#: row overlays a whole type).
+_ROW_FILL = {"channels": 0.7, "butterfly": 0.15}
+_CLIP_ROWS = {"channels": 2.0, "butterfly": 0.5}  # a butterfly type stays in its row
 
 
 class ScopeWidget(QWidget):
-    """Stacked live traces of a :class:`~acquisition.stream.StreamSource` with marker lines.
+    """Live traces of a :class:`~acquisition.stream.StreamSource`, a page at a time, with markers.
 
     Parameters
     ----------
@@ -49,7 +59,22 @@ class ScopeWidget(QWidget):
         Frames per second the timer asks for.
     span : float
         Seconds shown.
+
+    Attributes
+    ----------
+    controls : ScopeControls
+        The tool bar above the traces.
+    channels : ChannelRows
+        The chosen channels, the view, the page (``channels.first``), what is on screen
+        (``channels.shown``) and the bad channels.
+
+    Signals
+    -------
+    bads_changed(list) : the names of the bad channels, in stream order, after a click on a
+        channel's name or :meth:`set_bads`.
     """
+
+    bads_changed = pyqtSignal(list)
 
     def __init__(self, parent: QWidget | None = None, *, fps: float = 30.0, span: float = 10.0):
         super().__init__(parent)
@@ -58,7 +83,9 @@ class ScopeWidget(QWidget):
         self._counter = 0
         self._span = float(span)
         self._gain = 1.0
-        self._picks = np.zeros(0, dtype=np.int64)
+        self.channels = ChannelRows()
+        self._color_labels = np.zeros(0, dtype=np.uint8)
+        self._wheel_rest = 0.0
         self._type_range: dict[str, float] = {}
         self._trace = TraceImage()
         self._last_data = time.monotonic()
@@ -66,50 +93,37 @@ class ScopeWidget(QWidget):
         self.frame_times: collections.deque[float] = collections.deque(maxlen=300)
         self._frame_stamps: collections.deque[float] = collections.deque(maxlen=120)
         self.image = np.zeros((0, 0), dtype=np.uint8)
-        self._build_controls()
+        self.controls = self._build_controls()
         self._build_plot()
+        plot_row = QHBoxLayout()
+        plot_row.setSpacing(0)
+        plot_row.addWidget(self.plot, stretch=1)
+        plot_row.addWidget(self.scrollbar)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(self._controls)
-        layout.addWidget(self.plot, stretch=1)
+        layout.addWidget(self.controls)
+        layout.addLayout(plot_row, stretch=1)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
         self._timer = QTimer(self, timerType=Qt.TimerType.PreciseTimer)
         self._timer.setInterval(max(1, round(1000.0 / fps)))
         self._timer.timeout.connect(self.refresh)
 
     # ----------------------------------------------------------------- construction
-    def _build_controls(self) -> None:
-        self.channel_combo = QComboBox(minimumContentsLength=16)
-        self.channel_combo.activated.connect(self._on_channel_choice)
-        self.span_combo = QComboBox()
-        for span in SPANS_S:
-            self.span_combo.addItem(f"{span:g} s", span)
-        self.span_combo.setCurrentIndex(self.span_combo.findData(self._span))
-        self.span_combo.activated.connect(lambda _i: self.set_span(self.span_combo.currentData()))
-        smaller = QPushButton("−", toolTip="Smaller traces (-)")
-        larger = QPushButton("+", toolTip="Larger traces (+)")
-        for button, key in ((smaller, "-"), (larger, "+")):
-            button.setFixedWidth(30)
-            button.setShortcut(QKeySequence(key))
-        smaller.clicked.connect(lambda: self.set_gain(self._gain / math.sqrt(2)))
-        larger.clicked.connect(lambda: self.set_gain(self._gain * math.sqrt(2)))
-        auto = QPushButton("Auto", toolTip="Fit the trace size to the data shown")
-        auto.clicked.connect(self.auto_scale)
-        self.gain_label = QLabel(minimumWidth=44, alignment=Qt.AlignmentFlag.AlignCenter)
-        self.scale_label = QLabel(objectName="muted")
-        self.fps_label = QLabel(objectName="muted")
-        row = QHBoxLayout()
-        for widget in (QLabel("Channels"), self.channel_combo, QLabel("  Span"), self.span_combo):
-            row.addWidget(widget)
-        row.addWidget(QLabel("  Scale"))
-        for widget in (smaller, self.gain_label, larger, auto, self.scale_label):
-            row.addWidget(widget)
-        row.addStretch(1)
-        row.addWidget(self.fps_label)
-        self._controls = row
-        self._update_gain_label()
+    def _build_controls(self) -> ScopeControls:
+        controls = ScopeControls()
+        controls.picks_chosen.connect(self._on_channel_choice)
+        controls.view_chosen.connect(self.set_view)
+        controls.rows_chosen.connect(lambda rows: self.set_rows_per_page(rows or None))
+        controls.span_chosen.connect(self.set_span)
+        controls.gain_stepped.connect(lambda factor: self.set_gain(self._gain * factor))
+        controls.auto_requested.connect(self.auto_scale)
+        controls.show_span(self._span)
+        return controls
 
     def _build_plot(self) -> None:
-        self.plot = pg.PlotWidget(background="w")
+        self._left_axis = ChannelAxis(self._on_row_clicked)
+        self._left_axis.setWidth(80)
+        self.plot = pg.PlotWidget(background="w", axisItems={"left": self._left_axis})
         item = self.plot.getPlotItem()
         item.hideButtons()
         item.setMenuEnabled(False)
@@ -122,13 +136,8 @@ class ScopeWidget(QWidget):
             item.getAxis(axis).setPen("#90a4ae")
             # Axes change only with the channels or the size: repaint them from a cache.
             item.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self._left_axis = item.getAxis("left")
-        self._left_axis.setWidth(72)
         self._image_item = pg.ImageItem(axisOrder="row-major")
-        lut = np.zeros((256, 4), dtype=np.uint8)
-        for label, rgb in enumerate([*style.TYPE_COLORS.values(), style.OTHER_TRACE], start=1):
-            lut[label] = (*rgb, 255)
-        self._image_item.setLookupTable(lut)
+        self._image_item.setLookupTable(color_table())
         self._image_item.setLevels((0, 255))
         item.addItem(self._image_item)
         item.getViewBox().sigResized.connect(self._on_resize)
@@ -137,6 +146,14 @@ class ScopeWidget(QWidget):
         self.no_data.setStyleSheet(style.badge_css(style.BAD))
         self.no_data.move(90, 8)
         self.no_data.hide()
+        self.fps_label = QLabel(self.plot)  # in the plot: the controls need the width
+        self.fps_label.setStyleSheet("color: #9e9e9e; background: transparent;")
+        # Keys and the wheel page through the channels, wherever the focus is in the scope.
+        self.plot.installEventFilter(self)
+        self.plot.viewport().installEventFilter(self)
+        self.scrollbar = QScrollBar(Qt.Orientation.Vertical, toolTip="Scroll through the channels")
+        self.scrollbar.valueChanged.connect(self.scroll_to)
+        self.scrollbar.hide()
 
     # ----------------------------------------------------------------- public API
     @property
@@ -146,8 +163,23 @@ class ScopeWidget(QWidget):
 
     @property
     def picks(self) -> list[int]:
-        """Indices of the channels shown, top to bottom."""
-        return self._picks.tolist()
+        """Indices of the chosen channels, grouped by type: every page, top to bottom."""
+        return self.channels.order.tolist()
+
+    @property
+    def view(self) -> str:
+        """``"channels"`` (a page of channels) or ``"butterfly"`` (a row per type)."""
+        return self.channels.view
+
+    @property
+    def rows_per_page(self) -> int | None:
+        """Channels per page (None: all the chosen channels)."""
+        return self.channels.rows_per_page
+
+    @property
+    def bads(self) -> list[str]:
+        """Names of the bad channels, in stream order."""
+        return self.channels.bad_names
 
     @property
     def span(self) -> float:
@@ -168,48 +200,74 @@ class ScopeWidget(QWidget):
         self._timer.stop()
 
     def set_source(self, source: StreamSource | None) -> None:
-        """Show ``source`` (a connected StreamSource) from its recent history, or nothing."""
+        """Show ``source`` (a connected StreamSource) from its recent history, or nothing.
+
+        Every channel is chosen and none is bad (no ``bads_changed``: set the bad channels of
+        this stream with :meth:`set_bads`).
+        """
         self._source = source
         self.markers.clear()
         self._type_range = {}
         self._decimator = None
         self._reconfigure = True
         self._last_data = time.monotonic()
-        self.channel_combo.clear()
+        old = self.channels
+        names, types = (source.channels.names, source.channels.types) if source else ((), ())
+        self.channels = ChannelRows(names, types, old.rows_per_page)
+        self.channels.set_view(old.view)
+        self._color_labels = self.channels.color_labels
+        self.controls.set_types(types)
         if source is None:
-            self._picks = np.zeros(0, dtype=np.int64)
+            self._channels_changed()
             self._draw(np.zeros((1, 1), np.uint8), 0.0, 0, 0.0)
             self.no_data.hide()
             return
-        types = source.channels.types
-        self.channel_combo.addItem(f"All ({len(types)})", "all")
-        for ch_type in dict.fromkeys(types):
-            self.channel_combo.addItem(f"{ch_type} ({types.count(ch_type)})", ch_type)
-        self.channel_combo.addItem("Choose…", _CUSTOM)
         self.set_picks("all")
 
     def set_picks(self, picks: str | Sequence[int]) -> None:
-        """Show ``"all"`` channels, those of one type (``"mag"``), or the given indices."""
+        """Show ``"all"`` channels, those of one type (``"mag"``), or the given indices.
+
+        They are grouped by type (:data:`gui.style.TYPE_ORDER`); the page goes back to the top.
+        """
         if self._source is None:
             raise RuntimeError("Set a source with set_source() before choosing its channels.")
-        names, types = self._source.channels.names, self._source.channels.types
-        if isinstance(picks, str):
-            chosen = [i for i, t in enumerate(types) if picks in ("all", t)]
-            label = picks
-        else:
-            chosen = [int(i) for i in picks]
-            label = _CUSTOM
-        if not chosen or any(not 0 <= i < len(names) for i in chosen):
-            raise ValueError(
-                f"Invalid value for 'picks': {picks!r}; give 'all', a channel type of this stream "
-                f"({', '.join(dict.fromkeys(types))}) or indices 0..{len(names) - 1}."
-            )
-        self._picks = np.asarray(chosen, dtype=np.int64)
-        self._pick_types = [types[i] for i in chosen]
-        self._pick_labels = np.array([_type_label(t) for t in self._pick_types], dtype=np.uint8)
-        self._trace.invalidate()
-        self.channel_combo.setCurrentIndex(max(0, self.channel_combo.findData(label)))
-        self._set_channel_ticks()
+        self.channels.choose(picks)
+        self.controls.show_picks(picks if isinstance(picks, str) else CUSTOM)
+        self._channels_changed()
+
+    def set_view(self, view: str) -> None:
+        """Show a page of channels (``"channels"``) or a butterfly row per type."""
+        self.channels.set_view(view)
+        self.controls.show_view(view)
+        self._channels_changed()
+        self._update_gain_label()
+
+    def set_rows_per_page(self, rows: int | None) -> None:
+        """Show ``rows`` channels per page (None: all the chosen channels)."""
+        self.channels.set_rows_per_page(rows)
+        self.controls.show_rows(rows)
+        self._channels_changed()
+
+    def scroll_to(self, first: int) -> None:
+        """Put the chosen channel at position ``first`` at the top of the page."""
+        if self.channels.scroll_to(first):
+            self._channels_changed()
+
+    def scroll_by(self, n_rows: int) -> None:
+        """Move the page ``n_rows`` channels down (negative: up)."""
+        self.scroll_to(self.channels.first + int(n_rows))
+
+    def set_bads(self, names: Iterable[str]) -> None:
+        """Mark these channels bad (names not in the stream are ignored); emit ``bads_changed``."""
+        if self._source is None:
+            raise RuntimeError("Set a source with set_source() before marking bad channels.")
+        self.channels.set_bads(set(names))
+        self._bads_changed()
+
+    def toggle_bad(self, channel: int) -> None:
+        """Mark channel index ``channel`` bad, or good again if it was; emit ``bads_changed``."""
+        self.channels.toggle_bad(channel)
+        self._bads_changed()
 
     def set_span(self, seconds: float) -> None:
         """Show the last ``seconds`` of data (redraws from the buffer's history)."""
@@ -218,7 +276,7 @@ class ScopeWidget(QWidget):
                 f"Invalid value for 'span': {seconds!r}; give seconds in (0, {max(SPANS_S):g}]."
             )
         self._span = float(seconds)
-        self.span_combo.setCurrentIndex(self.span_combo.findData(self._span))
+        self.controls.show_span(self._span)
         self._reconfigure = True
 
     def set_gain(self, factor: float) -> None:
@@ -272,30 +330,36 @@ class ScopeWidget(QWidget):
         self._trace.invalidate()
 
     def _render(self) -> None:
-        dec, picks = self._decimator, self._picks
+        dec, shown, view = self._decimator, self.channels.shown, self.channels.view
         dpr = self.devicePixelRatioF()
         height = max(1, int((self.plot.getViewBox().height() - 2 * _PAD_PX) * dpr))
-        pad_rows = _PAD_PX * dpr * picks.size / height
-        if dec.n_kept == 0:
-            self._draw(np.zeros((height, 1), np.uint8), 0.0, picks.size, pad_rows)
+        n_rows = max(shown.n_rows, 1)
+        pad_rows = _PAD_PX * dpr * n_rows / height
+        if dec.n_kept == 0 or shown.channels.size == 0:
+            self._draw(np.zeros((height, 1), np.uint8), 0.0, n_rows, pad_rows)
             return
-        if not self._type_range:
+        if not self._type_range:  # measured on the good chosen channels: pages share a scale
+            good = self.channels.good_chosen()
             mins, maxs, _ = dec.columns()
-            self._fit_ranges(mins[:, picks], maxs[:, picks])
+            types = [self.channels.types[i] for i in good]
+            self._type_range = typical_ranges(mins[:, good], maxs[:, good], types)
+            self._update_gain_label()
             self._trace.invalidate()
-        pick_types = self._pick_types
-        ranges = np.array([self._type_range.get(t, 1.0) for t in pick_types])
-        row_px = height / picks.size
+        types = self.channels.types
+        ranges = np.array([self._type_range.get(types[i], 1.0) for i in shown.channels])
+        row_px = height / n_rows
         self.image = self._trace.update(
             dec,
-            picks,
-            gain=row_px * _ROW_FILL * self._gain / ranges,
+            shown.channels,
+            gain=row_px * _ROW_FILL[view] * self._gain / ranges,
             row_px=row_px,
             height=height,
-            labels=self._pick_labels,
+            labels=self._color_labels[shown.channels],
+            rows=shown.rows,
+            clip_rows=_CLIP_ROWS[view],
         )
         column_s = dec.samples_per_column / self._source.sfreq
-        self._draw(self.image, column_s * dec.n_kept, picks.size, pad_rows)
+        self._draw(self.image, column_s * dec.n_kept, n_rows, pad_rows)
         self.markers.place(dec.times(), column_s)
 
     def _draw(self, image: np.ndarray, width_s: float, n_rows: int, pad_rows: float) -> None:
@@ -305,26 +369,76 @@ class ScopeWidget(QWidget):
         view.setXRange(-self._span, 0.0, padding=0)
         view.setYRange(-pad_rows, max(n_rows, 1) + pad_rows, padding=0)
 
-    def _fit_ranges(self, mins: np.ndarray, maxs: np.ndarray) -> None:
-        """Typical envelope (10th percentile of minima to 90th of maxima) of each channel type."""
-        finite = np.isfinite(mins).all(axis=1) & np.isfinite(maxs).all(axis=1)
-        if finite.sum() < 10:
+    # ----------------------------------------------------------------- channels and bads
+    def _channels_changed(self) -> None:
+        """Redraw, and update the scroll bar and the names, after the channels or page moved."""
+        rows, size, n = self.channels, self.channels.page_size, self.channels.order.size
+        self._trace.invalidate()
+        bar = self.scrollbar
+        bar.blockSignals(True)
+        bar.setRange(0, n - size)
+        bar.setPageStep(max(1, size))
+        bar.setValue(rows.first)
+        bar.blockSignals(False)
+        bar.setVisible(rows.view == "channels" and size < n)
+        self._set_channel_ticks()
+
+    def _bads_changed(self) -> None:
+        self._color_labels = self.channels.color_labels
+        self._trace.invalidate()
+        self._set_channel_ticks()
+        self.bads_changed.emit(self.bads)
+
+    def _on_row_clicked(self, row: int) -> None:
+        channel = self.channels.channel_at(row)
+        if channel is not None:
+            self.toggle_bad(channel)
+
+    # ----------------------------------------------------------------- keys and wheel
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Page with the keys and the wheel over the plot (before pyqtgraph sees them)."""
+        if watched is self.plot and event.type() == QEvent.Type.KeyPress:
+            return self._handle_key(event)
+        if watched is self.plot.viewport() and event.type() == QEvent.Type.Wheel:
+            self._on_wheel(event)
+            return True
+        return super().eventFilter(watched, event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        """PageUp/PageDown, arrows, Home/End move the page; B switches the butterfly view."""
+        if not self._handle_key(event):
+            super().keyPressEvent(event)
+
+    def _handle_key(self, event: QKeyEvent) -> bool:
+        key, page = event.key(), max(1, self.channels.page_size)
+        steps = {Qt.Key.Key_PageDown: page, Qt.Key.Key_PageUp: -page}
+        steps.update({Qt.Key.Key_Down: 1, Qt.Key.Key_Up: -1})
+        if key in steps:
+            self.scroll_by(steps[key])
+        elif key in (Qt.Key.Key_Home, Qt.Key.Key_End):
+            self.scroll_to(0 if key == Qt.Key.Key_Home else self.channels.order.size)
+        elif key == Qt.Key.Key_B and event.modifiers() == Qt.KeyboardModifier.NoModifier:
+            self.set_view("channels" if self.view == "butterfly" else "butterfly")
+        else:
+            return False
+        return True
+
+    def _on_wheel(self, event: QWheelEvent) -> None:
+        """One wheel notch scrolls the system's lines per notch (3 channels by default)."""
+        if self.view != "channels":
             return
-        spread = np.percentile(maxs[finite], 90, axis=0) - np.percentile(mins[finite], 10, axis=0)
-        types = self._source.channels.types
-        pick_types = np.array([types[i] for i in self._picks])
-        for ch_type in np.unique(pick_types):
-            typical = float(np.median(spread[pick_types == ch_type]))
-            self._type_range[str(ch_type)] = typical if typical > 0 else 1.0
-        self._update_gain_label()
+        self._wheel_rest += event.angleDelta().y() / 120 * QApplication.wheelScrollLines()
+        steps = int(self._wheel_rest)
+        self._wheel_rest -= steps
+        self.scroll_by(-steps)
 
     # ----------------------------------------------------------------- decorations
     def _set_channel_ticks(self) -> None:
-        names = self._source.channels.names
+        shown = self.channels.shown
         height = max(1.0, self.plot.getViewBox().height())
-        stride = max(1, math.ceil(14.0 * self._picks.size / height))
-        ticks = [(k + 0.5, names[i]) for k, i in enumerate(self._picks) if k % stride == 0]
-        self._left_axis.setTicks([ticks, []])
+        stride = max(1, math.ceil(14.0 * shown.n_rows / height))
+        self._left_axis.set_rows(shown.labels, self.channels.bads, stride)
+        self.controls.page_label.setText(self.channels.page_text())
 
     def _update_no_data(self) -> None:
         silent = time.monotonic() - self._last_data
@@ -337,17 +451,11 @@ class ScopeWidget(QWidget):
             self.no_data.hide()
 
     def _update_gain_label(self) -> None:
-        self.gain_label.setText(f"×{self._gain:.2g}")
-        if self._source is None or not self._type_range:
-            self.scale_label.setText("")
-            return
-        units = dict(zip(self._source.channels.types, self._source.channels.units))
-        parts = [
-            pg.siFormat(value / (_ROW_FILL * self._gain), suffix=_unit(units.get(ch_type, "")))
-            + f" {ch_type}"
-            for ch_type, value in self._type_range.items()
-        ]
-        self.scale_label.setText("row height: " + ", ".join(parts))
+        channels = () if self._source is None else self._source.channels
+        units = dict(zip(channels.types, channels.units)) if channels else {}
+        per_row = _ROW_FILL[self.channels.view] * self._gain
+        heights = {t: (value / per_row, units.get(t, "")) for t, value in self._type_range.items()}
+        self.controls.show_scale(self._gain, heights)
 
     def _update_fps_label(self) -> None:
         stamps = self._frame_stamps
@@ -356,10 +464,12 @@ class ScopeWidget(QWidget):
         fps = (len(stamps) - 1) / (stamps[-1] - stamps[0])
         median_ms = float(np.median(self.frame_times)) * 1e3
         self.fps_label.setText(f"{fps:.0f} fps · {median_ms:.1f} ms/frame")
+        self.fps_label.adjustSize()
+        label = self.fps_label  # bottom right, beside the time axis's title
+        label.move(self.plot.width() - label.width() - 6, self.plot.height() - label.height() - 2)
 
-    def _on_channel_choice(self, index: int) -> None:
-        choice = self.channel_combo.itemData(index)
-        if choice != _CUSTOM:
+    def _on_channel_choice(self, choice: str) -> None:
+        if choice != CUSTOM:
             self.set_picks(choice)
             return
         channels = self._source.channels
@@ -371,14 +481,4 @@ class ScopeWidget(QWidget):
     def _on_resize(self) -> None:
         self._reconfigure = True
         self._trace.invalidate()
-        if self._source is not None:
-            self._set_channel_ticks()
-
-
-def _type_label(ch_type: str) -> int:
-    keys = list(style.TYPE_COLORS)
-    return keys.index(ch_type) + 1 if ch_type in keys else len(keys) + 1
-
-
-def _unit(unit: str) -> str:
-    return "" if unit in ("n/a", "") else unit
+        self._set_channel_ticks()

@@ -24,6 +24,10 @@ TYPE_COLORS = {
     "ref_meg": (120, 144, 156),
 }
 OTHER_TRACE = (117, 117, 117)
+#: Trace colour of a bad channel (drawn beneath the others).
+BAD_TRACE = (198, 198, 198)
+#: Order of the channel-type groups in the scope (types not listed follow, in stream order).
+TYPE_ORDER = tuple(TYPE_COLORS)
 
 #: Marker line colour by marker kind (others: OTHER_MARKER).
 MARKER_COLORS = {

@@ -1,15 +1,17 @@
 """Display decimation for the scope: min/max columns and their rasterisation to a pixel image.
 
-The scope shows every channel stacked, at the pixel width of the screen. Drawing 306 polylines of
-a few thousand points each through QPainter takes longer than a frame, so the traces are drawn
-here with numpy instead: each channel's samples are reduced to one (min, max) pair per pixel
-column (:class:`ColumnDecimator`, updated incrementally as samples arrive), and each pair becomes a
-vertical run of pixels joined to the neighbouring column (:func:`rasterize_traces`). The cost
-depends on the number of pixels, not on the sampling rate. This is display code only: nothing
-here filters or alters the signal.
+The scope shows a page of channels stacked (or every channel of a type overlaid in one row), at
+the pixel width of the screen. Drawing 306 polylines of a few thousand points each through
+QPainter takes longer than a frame, so the traces are drawn here with numpy instead: each
+channel's samples are reduced to one (min, max) pair per pixel column (:class:`ColumnDecimator`,
+updated incrementally as samples arrive), and each pair becomes a vertical run of pixels joined to
+the neighbouring column (:func:`rasterize_traces`). The cost depends on the number of pixels, not
+on the sampling rate. This is display code only: nothing here filters or alters the signal.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -211,16 +213,21 @@ class TraceImage:
         row_px: float,
         height: int,
         labels: np.ndarray,
+        rows: np.ndarray | None = None,
+        clip_rows: float = 2.0,
     ) -> np.ndarray:
         """Draw what is new and return the image of the kept columns, oldest first.
 
-        ``picks`` are the channels shown top to bottom, ``gain`` their pixels per unit,
-        ``row_px`` the height of one channel's row and ``labels`` their colour labels.
+        ``picks`` are the channels drawn, ``gain`` their pixels per unit, ``row_px`` the height
+        of a row, ``labels`` their colour labels and ``rows`` the row of each (0 at the top;
+        None: one row each, top to bottom). Channels sharing a row are overlaid (butterfly).
+        Excursions are clipped at ``clip_rows`` rows from a channel's centre line.
         """
+        rows = np.arange(picks.size) if rows is None else rows
         args = {
             "gain": gain,
-            "centers": (np.arange(picks.size) + 0.5) * row_px,
-            "clip": max(2.0 * row_px, 3.0),
+            "centers": (rows + 0.5) * row_px,
+            "clip": max(clip_rows * row_px, 3.0),
             "height": height,
             "labels": labels,
         }
@@ -268,6 +275,25 @@ class TraceImage:
         recent = _finite_mean((mins[:, picks] + maxs[:, picks]) / 2)
         if (np.abs(recent - self.baseline) * gain > 0.5 * row_px).any():
             self._stale = True
+
+
+def typical_ranges(mins: np.ndarray, maxs: np.ndarray, types: Sequence[str]) -> dict[str, float]:
+    """Typical envelope of each channel type: the median over its channels of the span from
+    the 10th percentile of their column minima to the 90th of their maxima.
+
+    ``mins`` and ``maxs`` are ``(n_columns, n_channels)``, ``types`` the type of each channel.
+    Empty when fewer than 10 columns are complete (finite for every channel).
+    """
+    finite = np.isfinite(mins).all(axis=1) & np.isfinite(maxs).all(axis=1)
+    if finite.sum() < 10:
+        return {}
+    spread = np.percentile(maxs[finite], 90, axis=0) - np.percentile(mins[finite], 10, axis=0)
+    types = np.asarray(types)
+    ranges = {}
+    for ch_type in np.unique(types):
+        typical = float(np.median(spread[types == ch_type]))
+        ranges[str(ch_type)] = typical if typical > 0 else 1.0
+    return ranges
 
 
 def _finite_mean(values: np.ndarray) -> np.ndarray:

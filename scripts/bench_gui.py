@@ -1,16 +1,20 @@
 """Benchmark the live scope: frame time at 64 and 306 channels while acquisition runs.
 
-For each montage, a simulated typing stream (64-channel EEG or 306-channel MEG, both at 1 kHz)
-runs in another process, as an amplifier would. This process acquires it with a StreamSource
-(and its markers with a MarkerSource) and draws it in a full-size ScopeWidget (Qt offscreen)
-paced by the scope's own 30 fps timer. One frame is what the timer does (read what is new in the
-ring buffer, min/max decimation, rasterisation of the new columns) plus painting the plot
-(``grab()``, since the offscreen platform does not paint on its own); full redraws (first frame,
-auto scale, a drifting channel) are counted. Printed per montage: frame time p50/p99 (ms), the
-frame rate that cost allows, the frames drawn per second, and acquisition with and without the
-scope running: chunk latency (sample -> ring buffer) p50/p99, effective rate and dropped samples.
+For each montage and view, a simulated typing stream (64-channel EEG or 306-channel MEG, both at
+1 kHz) runs in another process, as an amplifier would. This process acquires it with a
+StreamSource (and its markers with a MarkerSource) and draws it in a full-size ScopeWidget (Qt
+offscreen) paced by the scope's own 30 fps timer. Views: ``channels`` (the default page of 25
+channels grouped by type), ``butterfly`` (every channel of a type overlaid in one row per type)
+and ``all`` (every channel on one page, the scope's only view before paging). One frame is what
+the timer does (read what is new in the ring buffer, min/max decimation of every channel,
+rasterisation of the new columns) plus painting the plot (``grab()``, since the offscreen
+platform does not paint on its own); full redraws (first frame, auto scale, a drifting channel)
+are counted. Printed per montage and view: frame time p50/p99 (ms), the frame rate that cost
+allows, the frames drawn per second, and acquisition with and without the scope running: chunk
+latency (sample -> ring buffer) p50/p99, effective rate and dropped samples.
 
-Usage: ``python scripts/bench_gui.py [--seconds 10] [--channels 64 306] [--json]``.
+Usage: ``python scripts/bench_gui.py [--seconds 10] [--channels 64 306]
+[--views channels butterfly all] [--json]``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 
 MODALITY = {64: "eeg", 306: "meg"}
 SFREQ = 1000.0
+VIEWS = ("channels", "butterfly", "all")
 
 
 def _start_outlet(modality: str, source_id: str) -> subprocess.Popen:
@@ -66,8 +71,8 @@ def _acquisition(source, since: int, seconds_before) -> tuple[dict, int]:
     }, n_chunks
 
 
-def bench(n_channels: int, seconds: float, app) -> dict:
-    """Run one montage; return the measurements."""
+def bench(n_channels: int, seconds: float, app, view: str = "channels") -> dict:
+    """Run one montage in one view; return the measurements."""
     from acquisition.markers import MarkerSource
     from acquisition.stream import StreamSource
     from gui.scope import ScopeWidget
@@ -88,6 +93,10 @@ def bench(n_channels: int, seconds: float, app) -> dict:
             scope.resize(1600, 900)
             scope.show()
             scope.set_source(source)
+            if view == "all":
+                scope.set_rows_per_page(None)
+            else:
+                scope.set_view(view)
             frame_ms, paced_until = [], time.perf_counter()
             start, first = source.health(), time.perf_counter()
             while time.perf_counter() - first < seconds:
@@ -113,6 +122,7 @@ def bench(n_channels: int, seconds: float, app) -> dict:
     p50, p99 = np.percentile(frames, [50, 99])
     return {
         "channels": n_channels,
+        "view": view,
         "sfreq_hz": SFREQ,
         "frame_p50_ms": float(p50),
         "frame_p99_ms": float(p99),
@@ -129,19 +139,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase")
     parser.add_argument("--channels", type=int, nargs="+", default=[64, 306], choices=[64, 306])
-    parser.add_argument("--json", action="store_true", help="print one JSON object per montage")
+    parser.add_argument(
+        "--views", nargs="+", default=["channels", "butterfly"], choices=VIEWS, help="scope views"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per run")
     args = parser.parse_args(argv)
     from PyQt6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    for n_channels in args.channels:
-        result = bench(n_channels, args.seconds, app)
+    for n_channels, view in [(n, v) for n in args.channels for v in args.views]:
+        result = bench(n_channels, args.seconds, app, view)
         if args.json:
             print(json.dumps(result), flush=True)
             continue
         a, b = result["acquisition_alone"], result["acquisition_with_scope"]
         print(
-            f"{n_channels:3d} channels @ {SFREQ:g} Hz: frame p50 {result['frame_p50_ms']:.1f} ms, "
+            f"{n_channels:3d} channels @ {SFREQ:g} Hz, {view} view: "
+            f"frame p50 {result['frame_p50_ms']:.1f} ms, "
             f"p99 {result['frame_p99_ms']:.1f} ms (p50 allows {result['max_fps_at_p50']:.0f} "
             f"fps; drew {result['drawn_fps']:.1f} fps at the 30 fps timer; "
             f"{result['full_redraws']} full redraws, the rest column by column)\n"

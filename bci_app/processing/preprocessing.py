@@ -4,7 +4,7 @@ A :class:`Preprocessor` chains the stages of :mod:`bci_app.processing.stages` an
 :mod:`bci_app.processing.resampling`::
 
     pick channels -> guard (timestamps, NaN/Inf, gaps) -> band-pass + notch (IIR)
-                  -> resample (polyphase FIR) -> robust scaling -> clamp
+                  -> resample (polyphase FIR) -> robust scaling -> clamp -> zero bad channels
 
 (robust scaling with fixed statistics, or re-centred ones when ``PreprocessConfig.recenter`` is
 set: :mod:`bci_app.processing.recentering`)
@@ -319,6 +319,25 @@ class Preprocessor:
         self.stages = [stage for stage in self.stages if stage is not None]
         self.resampler = resampler
         self.iir = iir
+        self._bad_columns = np.zeros(0, dtype=np.int64)
+
+    @property
+    def bad_channels(self) -> tuple[str, ...]:
+        """Picked channels whose output is set to zero (:meth:`set_bad_channels`)."""
+        return tuple(self.ch_names[i] for i in self._bad_columns)
+
+    def set_bad_channels(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Output zeros for these channels from the next chunk on; return those that apply.
+
+        A bad channel keeps its column, so a decoder keeps its channel count, and zero is its
+        neutral value after robust scaling. Names that are not among the picked channels are
+        ignored. Safe to call from another thread than :meth:`process`'s.
+        """
+        bad = set(names)
+        self._bad_columns = np.array(
+            [i for i, name in enumerate(self.ch_names) if name in bad], dtype=np.int64
+        )
+        return self.bad_channels
 
     def _make_scaler(self) -> RobustScaler | RecenteringScaler:
         center, scale = np.array(self.config.scaler_center), np.array(self.config.scaler_scale)
@@ -361,12 +380,23 @@ class Preprocessor:
         """Push one chunk ``(n_times, n_channels)``; return the samples it completes.
 
         Returns ``Chunk(data float32 (n_out, n_picked), timestamps float64, valid bool)``;
-        with resampling, ``n_out`` differs from ``n_times`` (and may be 0).
+        with resampling, ``n_out`` differs from ``n_times`` (and may be 0). Bad channels
+        (:meth:`set_bad_channels`) come out as zeros; they are zeroed on input too, so their
+        NaN or garbage never marks a sample invalid.
         """
-        chunk = check_chunk(data, timestamps, valid)
-        for stage in self.stages:
+        bad = self._bad_columns
+        picker, *stages = self.stages
+        chunk = picker._apply(check_chunk(data, timestamps, valid))
+        if bad.size:
+            picked = chunk.data.copy()
+            picked[:, bad] = 0.0
+            chunk = chunk._replace(data=picked)
+        for stage in stages:
             chunk = stage._apply(chunk)
-        return Chunk(chunk.data.astype(np.float32), chunk.timestamps, chunk.valid)
+        out = chunk.data.astype(np.float32)
+        if bad.size:
+            out[:, bad] = 0.0
+        return Chunk(out, chunk.timestamps, chunk.valid)
 
     def reset(self) -> None:
         """Reset every stage: the next chunk starts a new stream."""

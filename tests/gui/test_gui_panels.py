@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import queue
 
+import numpy as np
 import pytest
+from PyQt6.QtGui import QFontMetrics, QImage, QTextDocument
 from PyQt6.QtWidgets import QSplitter
 
 from bci_app.decoders.events import TextEvent
@@ -108,3 +110,67 @@ def test_candidates_panel_keeps_the_order_and_draws(panels, screenshot):
     row_y = 6 + 21 // 2
     colours = {image.pixelColor(x, row_y).name() for x in range(image.width())}
     assert "#1e88e5" in colours
+
+
+LONG_TARGET = "the north koreans struck repeatedly at the defense line."
+
+
+def _text_panel(qtbot, width: int, hypothesis: str, confidence: float) -> TextPanel:
+    text = TextPanel()
+    qtbot.addWidget(text)
+    text.resize(width, 420)
+    text.show()
+    qtbot.waitExposed(text)
+    confidences = (confidence,) * len(hypothesis)
+    text.add_event(TextEvent("keystroke", "", hypothesis, confidences, (), LONG_TARGET))
+    text.render()
+    qtbot.waitUntil(lambda: text.live.height() >= text.live.sizeHint().height())  # laid out
+    return text
+
+
+def _shown_rows(text: TextPanel) -> list[str]:
+    """The rows of the "Current sentence" box as plain text (no wrapping beyond them)."""
+    document = QTextDocument()
+    document.setHtml(text.live.text())
+    return [row.rstrip() for row in document.toPlainText().splitlines() if row.strip()]
+
+
+def test_a_long_target_wraps_with_its_decoded_row_under_each_target_row(qtbot, screenshot):
+    text = _text_panel(qtbot, 330, "the no", 0.9)
+    rows = _shown_rows(text)
+    # Each target row is followed by its decoded row, even where nothing is decoded yet.
+    assert [row.split()[0] for row in rows] == ["Target", "Decoded"] * (len(rows) // 2)
+    assert len(rows) >= 6
+    targets = [row[len("Target  ") :] for row in rows[::2]]
+    assert " ".join(targets) == LONG_TARGET
+    assert all(not t.startswith(" ") for t in targets)  # rows break between words
+    assert rows[1] == "Decoded the no"
+    # No row is wider than the box: the box never wraps a row by itself.
+    metrics = QFontMetrics(text.live.font())
+    assert max(metrics.horizontalAdvance(row) for row in rows) <= text.live.contentsRect().width()
+    screenshot(text, "current_sentence_long_target_narrow")
+
+
+def test_target_and_decoded_rows_align_character_by_character(qtbot, screenshot):
+    text = _text_panel(qtbot, 330, LONG_TARGET, 1.0)  # typed without error, white background
+    image = text.live.grab().toImage().convertToFormat(QImage.Format.Format_Grayscale8)
+    stride = image.bytesPerLine()
+    pixels = np.frombuffer(image.constBits().asstring(stride * image.height()), np.uint8)
+    pixels = pixels.reshape(image.height(), stride)[:, : image.width()]
+    start = text.live.contentsRect().left() + QFontMetrics(text.live.font()).horizontalAdvance(
+        "Decoded "
+    )
+    ink = pixels[:, start:] < 110  # the black text after the grey row names
+    lines, row = [], 0
+    inked = ink.any(axis=1)
+    while row < len(inked):  # bands of consecutive inked pixel rows: the text rows
+        if inked[row]:
+            end = row + np.argmin(inked[row:]) if not inked[row:].all() else len(inked)
+            lines.append(ink[row:end].any(axis=0))
+            row = end
+        else:
+            row += 1
+    assert len(lines) == len(_shown_rows(text)) >= 6
+    for target_row, decoded_row in zip(lines[::2], lines[1::2]):
+        np.testing.assert_array_equal(target_row, decoded_row)  # the same glyphs, same columns
+    screenshot(text, "current_sentence_aligned")

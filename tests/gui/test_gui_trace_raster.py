@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gui.trace_raster import ColumnDecimator, TraceImage, rasterize_traces
+from gui.trace_raster import ColumnDecimator, TraceImage, rasterize_traces, typical_ranges
 
 
 def _direct_columns(data: np.ndarray, per_column: int):
@@ -157,3 +157,29 @@ def test_a_drifting_channel_triggers_a_full_redraw():
     trace.update(dec, picks, **args)
     assert trace.n_full_redraws == 2
     assert trace.baseline[1] > 0
+
+
+def test_channels_on_the_same_row_are_overlaid():
+    dec = ColumnDecimator(3, 50, 4)
+    dec.push(np.zeros((200, 3), np.float32), np.arange(200.0))
+    trace = TraceImage()
+    image = trace.update(
+        dec,
+        np.array([0, 1, 2]),
+        gain=np.full(3, 8.0),
+        row_px=40.0,
+        height=80,
+        labels=np.array([1, 2, 3], dtype=np.uint8),
+        rows=np.array([0, 0, 1]),  # a butterfly: channels 0 and 1 share row 0
+    )
+    # Flat channels: one line per row; the higher label is drawn over the lower one.
+    np.testing.assert_array_equal(np.flatnonzero(image[:, 0]), [20, 60])
+    assert (image[20] == 2).all() and (image[60] == 3).all()
+
+
+def test_typical_ranges_per_type():
+    mins = np.tile(np.array([-1.0, -2.0, -10.0], np.float32), (20, 1))
+    maxs = -mins
+    ranges = typical_ranges(mins, maxs, ["mag", "mag", "grad"])
+    assert ranges == {"grad": 20.0, "mag": 3.0}  # the median spread of each type's channels
+    assert typical_ranges(mins[:5], maxs[:5], ["mag", "mag", "grad"]) == {}  # too few columns
