@@ -9,6 +9,7 @@ decoder's queue can also use.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sys
@@ -181,6 +182,10 @@ class MainWindow(QMainWindow):
         self.session.stopped.connect(self._on_stopped)
         self.session.failed.connect(self._on_session_failed)
         self.session.recording_changed.connect(self._on_recording_changed)
+        self.session.report_written.connect(
+            lambda path: self.statusBar().showMessage(f"Session report written to {path}", 15_000)
+        )
+        self.scope.bads_changed.connect(self._on_bads_changed)
         self.calibration.marker_pushed.connect(lambda marker: self.scope.add_markers([marker]))
         self.calibration.failed.connect(self.show_error)
         self.calibration.train_requested.connect(self._on_train_requested)
@@ -283,6 +288,12 @@ class MainWindow(QMainWindow):
     def _on_started(self) -> None:
         source, markers = self.session.source, self.session.markers
         self.scope.set_source(source)
+        key = f"scope/bads/{self.session.data_choice.key}"
+        try:  # this stream's bad channels, as the last session on it left them
+            bads = json.loads(self.settings.value(key, "[]", str))
+        except ValueError:
+            bads = []
+        self.scope.set_bads(bads if isinstance(bads, list) else [])
         self.health.set_source(source, markers)
         self.latency.set_source(source)
         info = source.info
@@ -353,6 +364,14 @@ class MainWindow(QMainWindow):
         lines = [line for line in text.splitlines() if "error" in line.lower()] or text.splitlines()
         self.show_error("Training failed: " + (lines[-1] if lines else f"exit status {code}"))
 
+    def _on_bads_changed(self, names: list[str]) -> None:
+        """Keep the stream's bad channels in the settings; exclude them from decoding."""
+        choice = self.session.data_choice
+        if self.session.state != "running" or choice is None:
+            return
+        self.settings.setValue(f"scope/bads/{choice.key}", json.dumps(names))
+        self.session.set_bad_channels(names)
+
     def _pull_markers(self) -> None:
         markers = self.session.markers
         if markers is None:
@@ -399,6 +418,8 @@ class MainWindow(QMainWindow):
             self.bar.record_dir = Path(folder)
         self.scope.set_span(float(s.value("scope/span", 10.0, float)))
         self.scope.set_gain(float(s.value("scope/gain", 1.0, float)))
+        self.scope.set_view(s.value("scope/view", "channels", str))
+        self.scope.set_rows_per_page(s.value("scope/rows", 25, int) or None)
         geometry = s.value("window/geometry", QByteArray(), QByteArray)
         if geometry.isEmpty() or not self.restoreGeometry(geometry):
             self.resize(1600, 1000)
@@ -415,6 +436,8 @@ class MainWindow(QMainWindow):
         s.setValue("session/record_dir", str(self.bar.record_dir))
         s.setValue("scope/span", self.scope.span)
         s.setValue("scope/gain", self.scope.gain)
+        s.setValue("scope/view", self.scope.view)
+        s.setValue("scope/rows", self.scope.rows_per_page or 0)
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.sync()

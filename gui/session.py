@@ -6,14 +6,18 @@ built-in simulator (typing or listening, :data:`gui.decoding.SIMULATORS`) when n
 is chosen, and, with a decoder bundle, the live
 :class:`~bci_app.live.session.DecodingSession` on those streams (started on the connecting
 thread; it stops before the streams close). It also owns the
-:class:`~acquisition.markers.MarkerSource` whose markers the scope draws and the
-:class:`~acquisition.recorder.Recorder`. Every blocking step (resolving, connecting, starting and
-stopping) runs in :func:`gui.tasks.run_in_background`; results come back as Qt signals.
+:class:`~acquisition.markers.MarkerSource` whose markers the scope draws, the
+:class:`~acquisition.recorder.Recorder`, and the bad channels: excluded from decoding and
+written into the recording as ``bads:[...]`` markers on a marker outlet of its own. Every blocking
+step (resolving, connecting, starting and stopping) runs in :func:`gui.tasks.run_in_background`;
+results come back as Qt signals.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +25,12 @@ import pylsl
 from PyQt6.QtCore import QObject, pyqtSignal
 
 from acquisition.markers import MarkerSource
+from acquisition.outlets import MarkerOutlet
 from acquisition.recorder import Recorder
 from acquisition.stream import StreamSource
 from bci_app.live.factory import OpenedSession, StreamQuery, open_session
-from bci_app.live.session import DecodingSession
+from bci_app.live.session import DecodingSession, bads_marker
+from bci_app.report import SessionCollector, write_report
 from gui.decoding import SIMULATORS, simulator_key
 from gui.tasks import run_in_background
 
@@ -130,6 +136,7 @@ def discover_streams(wait_time: float = 1.0) -> tuple[list[StreamChoice], list[S
 class _Opened:
     streams: OpenedSession
     markers: MarkerSource | None  # what the scope draws
+    collector: SessionCollector | None = None  # the session report's, when decoding
 
     @property
     def source(self) -> StreamSource:
@@ -147,12 +154,14 @@ class StreamSession(QObject):
     failed(str) : a readable message; the session is idle again (or keeps running if only the
         recording failed).
     recording_changed(str) : the file being recorded, or "" when recording stopped.
+    report_written(str) : the session report written at stop beside the session's last recording.
     """
 
     started = pyqtSignal()
     stopped = pyqtSignal()
     failed = pyqtSignal(str)
     recording_changed = pyqtSignal(str)
+    report_written = pyqtSignal(str)
 
     def __init__(self, parent: QObject | None = None, *, resolve_timeout: float = 3.0) -> None:
         super().__init__(parent)
@@ -162,6 +171,9 @@ class StreamSession(QObject):
         self.markers: MarkerSource | None = None
         self.data_choice: StreamChoice | None = None
         self.recorder: Recorder | None = None
+        self._recorded: Path | None = None  # the last recording: the report goes beside it
+        self.bads: tuple[str, ...] = ()
+        self._bads_outlet: MarkerOutlet | None = None  # recorded: the bads:[...] markers
         self._opened: _Opened | None = None
         self._just_opened: _Opened | None = None  # set by the worker, taken by the GUI
 
@@ -216,17 +228,30 @@ class StreamSession(QObject):
         if self.state != "running":
             return
         self.state = "stopping"
-        opened, recorder = self._opened, self.recorder
-        self.source = self.markers = self.recorder = self._opened = None
+        opened, recorder, recorded = self._opened, self.recorder, self._recorded
+        self.source = self.markers = self.recorder = self._opened = self._recorded = None
         if recorder is not None:
             self.recording_changed.emit("")
         run_in_background(
-            lambda: _close(opened, recorder),
+            lambda: _close(opened, recorder, recorded),
             name="disconnect",
             owner=self,
-            on_done=lambda _r: self._on_closed(),
+            on_done=self._on_closed,
             on_error=lambda exc: (self._on_closed(), self.failed.emit(_readable(exc, "Stop"))),
         )
+
+    def set_bad_channels(self, names: Sequence[str]) -> None:
+        """Exclude these channels from decoding and write them into the recording being made.
+
+        The recording gets a ``bads:[...]`` marker now and at its start
+        (:func:`~bci_app.live.session.read_bads` reads it back).
+        """
+        self.bads = tuple(names)
+        if self.decoding is not None:
+            self.decoding.set_bad_channels(self.bads)
+        outlet = self._bads_outlet
+        if outlet is not None and self.recorder is not None and self.recorder.running:
+            outlet.push(bads_marker(self.bads))
 
     def start_recording(self, path: str | Path) -> None:
         """Record the data and marker streams to the XDF file ``path`` (in the background)."""
@@ -234,10 +259,20 @@ class StreamSession(QObject):
             raise RuntimeError("Start a session before recording it.")
         if self.recorder is not None:
             raise RuntimeError(f"Already recording to '{self.recorder.path}'; stop that first.")
-        # data, markers and the decoded text, as `bci-app run` records them
+        # data, markers and the decoded text, as `bci-app run` records them, and the bad channels
         ids = self._opened.streams.record_ids()
+        if self._bads_outlet is None:
+            source_id = f"bci-app-session-{uuid.uuid4().hex[:8]}"
+            self._bads_outlet = MarkerOutlet("bci-app-session", source_id)
+        outlet = self._bads_outlet
+        ids.append(outlet.info.source_id())
         recorder = Recorder(path, ids, resolve_timeout=self.resolve_timeout)
         self.recorder = recorder
+        self._recorded = Path(path)
+
+        def start() -> None:
+            recorder.start()
+            outlet.push(bads_marker(self.bads))  # the inlet is open: the file gets it
 
         def failed(exc: BaseException) -> None:
             if self.recorder is recorder:
@@ -246,7 +281,7 @@ class StreamSession(QObject):
             self.failed.emit(_readable(exc, "Could not record"))
 
         run_in_background(
-            recorder.start,
+            start,
             name="record",
             owner=self,
             on_done=lambda _r: self.recording_changed.emit(str(recorder.path)),
@@ -269,14 +304,14 @@ class StreamSession(QObject):
     def close_now(self) -> None:
         """Close whatever is open or being opened, now (the window is closing; this blocks)."""
         opened = self._opened or self._just_opened
-        recorder = self.recorder
-        self._opened = self._just_opened = self.recorder = None
+        recorder, recorded = self.recorder, self._recorded
+        self._opened = self._just_opened = self.recorder = self._recorded = None
         self.source = self.markers = None
         self.state = "idle"
         if opened is None and recorder is None:
             return
         try:
-            _close(opened, recorder)
+            _close(opened, recorder, recorded)
         except Exception as exc:
             logger.warning("Closing the session at exit: %s", exc)
 
@@ -294,9 +329,11 @@ class StreamSession(QObject):
         self.state = "idle"
         self.failed.emit(_readable(exc, what))
 
-    def _on_closed(self) -> None:
+    def _on_closed(self, report: Path | None = None) -> None:
         self.state = "idle"
         self.stopped.emit()
+        if report is not None:
+            self.report_written.emit(str(report))
 
 
 def _open(
@@ -330,14 +367,35 @@ def _open(
     except BaseException:
         streams.close()
         raise
-    return _Opened(streams, scope_markers)
+    collector = None if streams.session is None else SessionCollector(streams.session).start()
+    return _Opened(streams, scope_markers, collector)
 
 
-def _close(opened: _Opened | None, recorder: Recorder | None) -> None:
-    """Stop the recorder, then decoding, the streams and the simulator (errors re-raised last)."""
-    errors = []
-    steps = [recorder.stop] if recorder is not None else []
+def _close(
+    opened: _Opened | None, recorder: Recorder | None, recorded: Path | None = None
+) -> Path | None:
+    """Stop decoding, the recorder, the streams and the simulator (errors re-raised last).
+
+    Decoding stops first, so a recording ends with the sentence committed at stop and the session
+    summary. When the session decoded and ``recorded`` (its last recording) exists, its report is
+    written beside it (``S.xdf`` -> ``S.html``); returns the report's path (None: none).
+    """
+    errors, done = [], {}
+    collector = None if opened is None else opened.collector
+
+    def stop_decoding() -> None:
+        opened.streams.session.stop()
+        collector.stop()
+        done["record"] = collector.record()
+
+    def write() -> None:
+        if "record" in done and recorded.is_file():
+            done["report"] = write_report(done["record"], recorded.with_suffix(".html"))
+
+    steps = [stop_decoding] if collector is not None else []
+    steps += [recorder.stop] if recorder is not None else []
     steps += [opened.streams.close] if opened is not None else []
+    steps += [write] if recorded is not None else []
     for step in steps:
         try:
             step()
@@ -346,6 +404,7 @@ def _close(opened: _Opened | None, recorder: Recorder | None) -> None:
             errors.append(exc)
     if errors:
         raise errors[0]
+    return done.get("report")
 
 
 def _readable(exc: BaseException, what: str) -> str:

@@ -7,6 +7,9 @@ listening``), with a session seed it never saw, on its own LSL outlets, and it i
 any amplifier stream. This module parses nothing but its arguments and prints what the session
 emits. With ``--no-decoder`` the stream is only preprocessed and windowed (scaler fitted on the
 first seconds), to check a new set-up before a decoder exists.
+
+When the session ends, its report (:mod:`bci_app.report`) is written to ``--report``, else next to
+the recording (``--record S.xdf``: ``S.html``), else next to the log; without any of them, none.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +35,7 @@ from bci_app.live.pipeline import LivePipeline, WindowEvent, window_summary
 from bci_app.live.session import DecodingSession
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.processing.windowing import EventWindower
+from bci_app.report import SessionCollector, check_report_path, write_report
 from bci_app.speech.decoder import DEFAULT_HOP_S
 from bci_app.speech.scoring import heard_rank
 from bci_app.typing.alphabet import cer
@@ -41,7 +46,13 @@ logger = logging.getLogger(__name__)
 def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
     """Entry point of ``bci-app run``."""
     if getattr(args, "no_decoder", False):
+        if getattr(args, "report", None):
+            raise ValueError(
+                "Invalid option '--report' with '--no-decoder': a session report shows decoded "
+                "text. Drop one of the two."
+            )
         return _run_monitor(args, stop)
+    report_path = report_path_of(args)
     task = getattr(args, "task", None)
     bundle = load_bundle(args.bundle or shipped_bundle(task or "typing"))
     speech = bundle.task == "speech"
@@ -60,22 +71,35 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
         )
         _print_builtin(opened)
         session = opened.session
+        collector = SessionCollector(session)
         if args.record:
             from acquisition.recorder import Recorder
 
             stack.enter_context(Recorder(args.record, opened.record_ids()))
         _print_start(args, session)
         printed = {"sentences": 0}
-        with session:
+        with collector, session:
             if speech:
                 _print_candidates(args, stop, session)
             else:
                 _print_events(args, stop, session, printed)
         summary = session.stop()
+        record = collector.record()
     if not speech:  # events emitted while stopping (the open sentence is committed)
         _print_events(args, threading.Event(), session, printed, drain=True)
     _print_summary(args, summary, session)
+    if report_path is not None:
+        print(f"Wrote the session report to {write_report(record, report_path)}", flush=True)
     return 0
+
+
+def report_path_of(args: argparse.Namespace) -> Path | None:
+    """Where the session report goes: ``--report``, else beside ``--record``, else ``--log``."""
+    chosen = getattr(args, "report", None) or args.record or args.log
+    if chosen is None:
+        return None
+    path = Path(chosen) if getattr(args, "report", None) else Path(chosen).with_suffix(".html")
+    return check_report_path(path)
 
 
 def _print_builtin(opened: OpenedSession) -> None:

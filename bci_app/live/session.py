@@ -14,8 +14,12 @@ Threads: the stream source's acquisition worker fills its ring buffer; one pipel
 preprocesses, cuts windows and decodes them on the spot (a keystroke costs well under a
 millisecond of inference, so a hand-off queue would only add latency); text events go out through
 bounded queues to the GUI and the session log writer, and to the LSL text outlet (recorded with
-the session when a recorder runs). Without a source, nothing runs on its own: tests feed
-``session.pipeline.step(data, timestamps, markers=...)`` and read ``session.events``.
+the session when a recorder runs), and to the listeners added with
+:meth:`DecodingSession.add_listener` (the session report's collector). At stop, the summary goes
+out as a last JSON line ``{"event": "summary", ...}`` on the text outlet and in the log, so a
+recording holds the bundle, the provider and the counts. Without a source, nothing runs on its
+own: tests feed ``session.pipeline.step(data, timestamps, markers=...)`` and read
+``session.events``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import json
 import logging
 import queue
 import threading
+import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,8 +51,31 @@ from bci_app.processing.recentering import RecenterConfig
 
 logger = logging.getLogger(__name__)
 
-#: Stage stamps carried by every text event, in order.
-STAGES = ("pulled", "preprocessed", "windowed", "inferred", "decoded", "emitted")
+#: Stage stamps carried by every text event, in order. ``sample`` is the stream time (local
+#: clock) of the newest sample the event was decoded from (absent for boundaries and flushes).
+STAGES = ("sample", "pulled", "preprocessed", "windowed", "inferred", "decoded", "emitted")
+
+#: Seconds the text outlet stays open after the last line when it has consumers (a recorder):
+#: liblsl drops the samples it has not sent yet when an outlet closes.
+TEXT_LINGER_S = 0.2
+
+#: Kind of the marker that says which channels are bad from its time on: ``bads:["MEG 0113"]``.
+BADS_MARKER = "bads"
+
+
+def bads_marker(names: Sequence[str]) -> str:
+    """The marker string that records the bad channels ``names`` (a JSON list)."""
+    return f"{BADS_MARKER}:{json.dumps(list(names))}"
+
+
+def read_bads(markers: Sequence[Marker]) -> tuple[str, ...]:
+    """The bad channels of the last ``bads:`` marker among ``markers`` (none: empty)."""
+    for marker in sorted(markers, key=lambda m: m.timestamp, reverse=True):
+        kind, _, payload = marker.value.partition(":")
+        if kind == BADS_MARKER:
+            return tuple(str(name) for name in json.loads(payload or "[]"))
+    return ()
+
 
 #: How a strategy hands a text event to its session: ``emit(event, origin)``, where ``origin`` is
 #: the window or chunk the event was decoded from (for latency), or None (a boundary, a flush).
@@ -187,6 +215,7 @@ class DecodingSession:
             )
         self._log_path = None if log_path is None else Path(log_path)
         self._log_thread: threading.Thread | None = None
+        self._listeners: tuple[Callable[[TextEvent], None], ...] = ()
 
     @property
     def bundle(self) -> Bundle:
@@ -203,10 +232,28 @@ class DecodingSession:
         """onnxruntime provider really in use."""
         return self.strategy.decoder.active_provider
 
+    def set_bad_channels(self, names: Sequence[str]) -> tuple[str, ...]:
+        """Decode with these channels set to zero from now on; return those the decoder reads.
+
+        The decoder keeps its channel count: a bad channel's preprocessed data are zeros
+        (:meth:`~bci_app.processing.preprocessing.Preprocessor.set_bad_channels`).
+        """
+        applied = self.pipeline.preprocessor.set_bad_channels(names)
+        logger.info("bad channels excluded from decoding: %s", list(applied) or "none")
+        return applied
+
     @property
     def text_outlet_info(self) -> pylsl.StreamInfo | None:
         """StreamInfo of the text outlet (to record it with the session)."""
         return None if self._outlet is None else self._outlet.info
+
+    def add_listener(self, listener: Callable[[TextEvent], None]) -> None:
+        """Call ``listener(event)`` with every text event emitted from now on.
+
+        It runs on the decoding thread, after the queue, the outlet and the log had the event:
+        keep it short. An exception in it is logged and never stops decoding.
+        """
+        self._listeners = (*self._listeners, listener)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> DecodingSession:
@@ -242,6 +289,9 @@ class DecodingSession:
                 self._log_file.close()
                 self._log_thread = None
             if self._outlet is not None:
+                self._outlet.push(json.dumps({"event": "summary", **summary}))
+                if self._outlet.have_consumers():  # liblsl drops what it has not sent at close
+                    time.sleep(TEXT_LINGER_S)
                 self._outlet.close()
         return summary
 
@@ -264,6 +314,8 @@ class DecodingSession:
             "inference_errors": self.n_inference_errors,
             "gaps": 0 if health is None else health.n_gaps,
             "dropped_samples": 0 if health is None else health.dropped_samples,
+            "invalid_samples": 0 if health is None else health.n_invalid_samples,
+            "reconnections": 0 if health is None else health.reconnections,
             "recentering_updates": 0 if recentering is None else recentering.n_updates,
             "events_dropped_gui": self.events.n_dropped,
             "events_dropped_log": self.n_log_dropped,
@@ -317,6 +369,7 @@ class DecodingSession:
         now = pylsl.local_clock()
         text_event.stages["emitted"] = now
         if isinstance(origin, WindowEvent):
+            text_event.stages["sample"] = origin.window.t_complete
             st = text_event.stages
             self.latency.add("sample->emitted", now - origin.window.t_complete)
             self.latency.add("pulled->emitted", now - st["pulled"])
@@ -324,6 +377,7 @@ class DecodingSession:
             if "inferred" in st:
                 self.latency.add("windowed->inferred", st["inferred"] - st["windowed"])
         elif isinstance(origin, ChunkEvent):
+            text_event.stages["sample"] = float(origin.chunk.timestamps[-1])
             self.latency.add("pulled->emitted", now - origin.t_pulled)
             self.latency.add("sample->emitted", now - float(origin.chunk.timestamps[-1]))
         self.events.put(text_event)
@@ -335,6 +389,11 @@ class DecodingSession:
                 self._log_queue.put_nowait(line)
             except queue.Full:
                 self.n_log_dropped += 1
+        for listener in self._listeners:
+            try:
+                listener(text_event)
+            except Exception:  # a report collector never ends the session
+                logger.exception("a text event listener failed")
 
     def _write_log(self) -> None:
         while True:

@@ -168,5 +168,9 @@ class SpeechStrategy:
         """Nothing is held back: every window was decoded when it completed."""
 
     def summary(self) -> dict:
-        """Word-locked windows decoded, and whether windows are locked to word onsets."""
-        return {"words": self.n_words, "word_locked": self.word_locked}
+        """Word-locked windows decoded, whether windows are locked to word onsets, candidates."""
+        return {
+            "words": self.n_words,
+            "word_locked": self.word_locked,
+            "candidates": self.decoder.n_candidates,
+        }
