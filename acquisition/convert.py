@@ -59,8 +59,17 @@ _TRUNCATION_WARNINGS = (
     "possibly corrupted",
     "Invalid tag with only",
 )
-# MNE warnings about file names only, harmless for reading.
-_IGNORED_WARNINGS = ("does not conform to MNE naming conventions",)
+# MNE warnings about file names only, harmless for reading; mne-bids reading the iEEG positions
+# write_bids stores in space "Other" (the frame is still unknown, as written).
+_IGNORED_WARNINGS = (
+    "does not conform to MNE naming conventions",
+    "is not an MNE-Python coordinate frame",
+)
+#: How write_bids describes iEEG positions that no anatomical registration placed.
+_IEEG_SPACE_DESCRIPTION = (
+    "Electrode positions as the recorded stream declared them, in metres; not registered to an "
+    "anatomical image or template."
+)
 
 _UNITS = {
     FIFF.FIFF_UNIT_V: "V",
@@ -366,7 +375,9 @@ def write_bids(
     """Write a recording into a BIDS dataset with mne-bids; returns the data file's BIDSPath.
 
     MEG goes to FIF, EEG/iEEG to BrainVision (float32); markers become events.tsv rows whose
-    ``trial_type`` is the marker string.
+    ``trial_type`` is the marker string. iEEG electrode positions go to space ``Other`` (BIDS
+    iEEG admits no head frame, and nothing registered them to an anatomical space), which names
+    the iEEG files too (``..._space-Other_ieeg.vhdr``).
     """
     import mne_bids
 
@@ -376,12 +387,17 @@ def write_bids(
     if recording.meta.get("line_freq"):
         raw.info["line_freq"] = float(recording.meta["line_freq"])
     datatype = _bids_datatype(raw.get_channel_types())
+    space = None
+    if datatype == "ieeg" and raw.info["dig"]:
+        _unregistered_positions(raw)
+        space = "Other"
     bids_path = mne_bids.BIDSPath(
         subject=str(subject),
         session=session,
         task=task,
         run=run,
         datatype=datatype,
+        space=space,
         root=Path(bids_root),
     )
     file_format = "FIF" if datatype == "meg" else "BrainVision"
@@ -389,7 +405,7 @@ def write_bids(
         # pybv notes that BrainVision only names volts; unitless channels (misc, stim) are
         # still written unscaled with unit "n/a", which is what we want.
         warnings.filterwarnings("ignore", message=".*unsupported non-voltage units.*")
-        return mne_bids.write_raw_bids(
+        written = mne_bids.write_raw_bids(
             raw,
             bids_path,
             format=file_format,
@@ -397,3 +413,23 @@ def write_bids(
             overwrite=overwrite,
             verbose=False,
         )
+    if space is not None:
+        coordsystem = written.copy().update(
+            task=None, run=None, suffix="coordsystem", extension=".json", check=False
+        )
+        description = {"iEEGCoordinateSystemDescription": _IEEG_SPACE_DESCRIPTION}
+        mne_bids.update_sidecar_json(coordsystem, description, verbose=False)
+    return written
+
+
+def _unregistered_positions(raw: mne.io.BaseRaw) -> None:
+    """Mark the positions as in MNE's ``mri`` frame, which mne-bids writes to a given space.
+
+    Their head frame (:func:`_set_positions`) would become BIDS ``CapTrak``, which BIDS iEEG does
+    not admit; the numbers stay as they are.
+    """
+    for ch in raw.info["chs"]:
+        if ch["coord_frame"] == FIFF.FIFFV_COORD_HEAD:
+            ch["coord_frame"] = FIFF.FIFFV_COORD_MRI
+    for point in raw.info["dig"]:
+        point["coord_frame"] = FIFF.FIFFV_COORD_MRI

@@ -1,4 +1,9 @@
-"""``bci-app gui``: open the main window (PyQt6), optionally on the built-in simulator."""
+"""``bci-app gui``: open the main window (PyQt6), optionally on the built-in simulator.
+
+Where Qt cannot open a window (system libraries missing, no display), :func:`main` raises
+:class:`WindowUnavailable` before Qt would abort the process: it says why, gives the apt line
+that fixes it, and names the terminal session (``bci-app run``) that plays the same session.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,82 @@ import argparse
 import logging
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from bci_app._argparse import RawDescriptionDefaultsHelpFormatter
 from bci_app._optional import import_optional
 from bci_app.decoders.bundle import load_bundle
-from gui.decoding import SIMULATORS
+from bci_app.live.builtin import plan_builtin, start_builtin
+from gui.decoding import SIMULATORS, BuiltinSimulator
+from gui.qt_platform import PlatformProblem, needs_display, probe_platform
 
 logger = logging.getLogger(__name__)
+
+
+def terminal_session(args: argparse.Namespace) -> tuple[list[str] | None, BuiltinSimulator | None]:
+    """``bci-app run`` arguments of the session the window was asked for.
+
+    Returns
+    -------
+    run_args : list of str | None
+        Arguments of ``bci-app`` (None: the window was asked for no session).
+    simulator : BuiltinSimulator | None
+        A built-in simulator that ``bci-app run`` cannot start itself (one without a shipped
+        bundle); the caller streams it and adds ``--stream``/``--markers``.
+    """
+    duration = ["--duration", f"{args.exit_after:g}"] if args.exit_after else []
+    bundle = ["--bundle", args.bundle] if args.bundle else []
+    if args.simulate:
+        sim = SIMULATORS[args.simulate]
+        if bundle or sim.bundle is not None:
+            return ["run", "--task", sim.task, *bundle, *duration], None
+        return ["run", "--no-decoder", *duration], sim
+    if args.stream:
+        markers = ["--markers", args.markers] if args.markers else []
+        decoder = bundle or ["--no-decoder"]
+        return ["run", "--stream", args.stream, *markers, *decoder, *duration], None
+    return None, None
+
+
+class WindowUnavailable(RuntimeError):
+    """The window cannot open here: why, the fix, and the terminal session that replaces it.
+
+    Parameters
+    ----------
+    problem : PlatformProblem
+        What the platform probe found.
+    args : argparse.Namespace
+        The window's options, turned into ``bci-app run`` arguments (:func:`terminal_session`).
+    """
+
+    def __init__(self, problem: PlatformProblem, args: argparse.Namespace) -> None:
+        self.problem = problem
+        self.run_args, self.simulator = terminal_session(args)
+        if self.run_args is None:
+            then = "Start a session in the terminal instead: 'bci-app run' (see its --help)."
+        else:
+            then = "Running the same session in the terminal instead: bci-app " + " ".join(
+                self.run_args
+            )
+            if self.simulator is not None:
+                then += f" on the built-in {self.simulator.description} simulator"
+            then += " (Ctrl-C stops)."
+        super().__init__(f"{problem.message()}\n{then}")
+
+    @contextmanager
+    def terminal_session(self) -> Iterator[list[str] | None]:
+        """``bci-app`` arguments of the terminal session, its simulator streaming meanwhile."""
+        if self.run_args is None or self.simulator is None:
+            yield self.run_args
+            return
+        plan = plan_builtin(None, self.simulator.task, self.simulator.modality)
+        stream = start_builtin(plan)
+        try:
+            yield [*self.run_args, "--stream", plan.source_id, "--markers", plan.marker_source_id]
+        finally:
+            stream.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bci-app gui",
         description="Live scope, decoded text, stream health, calibration and replay.",
         epilog=f"built-in simulators (--simulate SIM):\n{simulators}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=RawDescriptionDefaultsHelpFormatter,
     )
     start = parser.add_mutually_exclusive_group()
     start.add_argument(
@@ -57,7 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Launch the window; return the exit code."""
+    """Launch the window; return the exit code.
+
+    Raises
+    ------
+    WindowUnavailable
+        Qt cannot open a window here (checked in a subprocess first, since Qt aborts).
+    """
     args = build_parser().parse_args(argv)
     if args.exit_after is not None and not args.exit_after > 0:
         print(f"Invalid value for '--exit-after': {args.exit_after}; give seconds > 0.")
@@ -68,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as err:
             print(f"Invalid value for '--bundle': {err}")
             return 2
+    widgets = sys.modules.get("PyQt6.QtWidgets")
+    running = widgets is not None and widgets.QApplication.instance() is not None
+    if not running and needs_display():
+        # Qt aborts the process when its platform plugin cannot load: try it in a subprocess
+        problem = probe_platform()
+        if problem is not None:
+            raise WindowUnavailable(problem, args)
     import_optional("PyQt6.QtWidgets")
     from PyQt6.QtCore import QEventLoop, QSettings, QTimer
     from PyQt6.QtWidgets import QApplication

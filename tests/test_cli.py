@@ -90,6 +90,13 @@ def test_replay_then_streams_lists_it_and_data_arrives(simulated_xdf, source_id)
             chunk, _ = inlet.pull_chunk(timeout=0.5)
             got += len(chunk)
         assert got >= 500
+        # it said it waits for a reader (and how to start one), then that one came
+        said = [player.stdout.readline() for _ in range(3)]
+        assert said[1].startswith(
+            "Waiting for a reader of 'cli-replay' before playing: start "
+            "`bci-app run --stream cli-replay` (or any LSL consumer), or pass --no-wait."
+        ), said
+        assert said[2] == "A reader connected: playing.\n", said
     finally:
         player.terminate()
         player.wait(timeout=20)

@@ -27,17 +27,19 @@ import pylsl
 from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
 from bci_app.decoders.bundle import Bundle
+from bci_app.decoders.manifest import thaw
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.live.factory import make_strategy
 from bci_app.live.session import DecodingSession
+from bci_app.typing.common import bundle_window
 
 
 def _session_file(directory: Path, seconds: float, bundle: Bundle) -> Path:
     from acquisition.io import write_recording
     from acquisition.simulator import Simulator
 
-    recs = bundle.manifest.get("provenance", {}).get("recordings", [])
-    sim = recs[0].get("simulator", {}) if recs else {}
+    provenance = bundle.manifest.provenance
+    sim = (provenance and provenance.first_simulator) or {}
     rec = Simulator(
         "meg", "typing", snr=sim.get("snr", 2.0), subject=sim.get("subject", 0), seed=555
     ).generate(seconds)
@@ -114,8 +116,7 @@ def _lag_slope(lags: np.ndarray) -> float:
 def _inference(bundle: Bundle, provider: str, n: int) -> dict:
     """Per-window inference: ORT (bundle graph) vs torch eager on a same-shaped model."""
     n_ch = bundle.channels.n_channels
-    window = bundle.manifest["window"]
-    n_times = round((window["tmax"] - window["tmin"]) * window["sfreq"])
+    n_times = bundle_window(bundle).n_times
     x = np.random.default_rng(0).standard_normal((1, n_ch, n_times)).astype(np.float32)
     subject = np.zeros(1, dtype=np.int64)
     out: dict = {}
@@ -134,8 +135,9 @@ def _inference(bundle: Bundle, provider: str, n: int) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     positions = bundle.channels.positions
-    n_subjects = int(bundle.manifest.get("subject", {}).get("n_subjects", 1))
-    arch, config = bundle.manifest["arch"], bundle.manifest["model_config"]
+    manifest = bundle.manifest
+    n_subjects = 1 if manifest.subject is None else manifest.subject.n_subjects
+    arch, config = manifest.arch, thaw(manifest.model_config)
     model = build_model(arch, config, n_ch, positions, n_subjects).eval()
     with tempfile.TemporaryDirectory() as tmp:
         export_model(model, tmp)

@@ -65,7 +65,7 @@ def add_evaluate_command(subparsers: Any) -> argparse.ArgumentParser:
         "--provider",
         choices=["auto", "cpu", "cuda", "tensorrt"],
         default="auto",
-        help="onnxruntime provider (default auto)",
+        help="onnxruntime provider (auto: CUDA where there is a GPU)",
     )
     parser.add_argument(
         "--no-lm", action="store_true", help="typing bundles: decode without the language model"

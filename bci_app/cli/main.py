@@ -12,11 +12,23 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from bci_app._argparse import ArgumentParser, RawDescriptionDefaultsHelpFormatter
 from bci_app.cli.evaluate import add_evaluate_command
+from bci_app.cli.report import add_report_command
 from bci_app.cli.speech import add_candidates_command
 from bci_app.cli.train import add_train_export_commands
 
 logger = logging.getLogger("bci_app")
+
+#: How a trained language model reaches the decoder (``bci-app lm train --help``, README).
+LM_USE = """\
+using the model: a typing bundle decodes with the LM its manifest.json names ("lm"). Put yours
+into a copy of a bundle, then decode or score with that bundle:
+  cp -r BUNDLE my-bundle && cp LM.npz my-bundle/lm.npz
+  in my-bundle/manifest.json: "lm": {"file": "lm.npz", "order": N, "weight": 0.5}
+  bci-app run --bundle my-bundle        (or: bci-app gui --bundle my-bundle)
+  bci-app evaluate my-bundle REC.xdf    (its "+ LM" row uses it; --no-lm leaves it out)
+The shipped bundles are in bci_app/data/bundles/; 'weight' is the LM weight of the beam search."""
 
 
 class CLIError(Exception):
@@ -191,7 +203,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
             f"(+ '{player.name}-markers'); Ctrl-C to stop.",
             flush=True,
         )
-        _wait(stop, args.duration, done=player.done.is_set)
+        waiting = not args.no_wait or args.speed == "max"
+        if waiting:
+            print(
+                f"Waiting for a reader of '{player.name}' before playing: start "
+                f"`bci-app run --stream {player.name}` (or any LSL consumer), or pass --no-wait.",
+                flush=True,
+            )
+
+        def finished() -> bool:
+            nonlocal waiting
+            if waiting and player.n_samples_sent > 0:
+                waiting = False
+                print("A reader connected: playing.", flush=True)
+            return player.done.is_set()
+
+        _wait(stop, args.duration, done=finished)
         if player.done.is_set() and args.linger > 0:
             # LSL delivers what is queued only while the outlet lives: give consumers the tail
             print(f"End of recording; outlets stay open {args.linger:g} s.", flush=True)
@@ -219,9 +246,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_gui(args: argparse.Namespace) -> int:
     """Open the window (PyQt6); its own options follow ``gui``."""
+    from gui.app import WindowUnavailable
     from gui.app import main as gui_main
 
-    return gui_main(args.gui_args)
+    try:
+        return gui_main(args.gui_args)
+    except WindowUnavailable as err:  # no Qt abort: say why, then the same session in the terminal
+        print(f"bci-app gui: {err}", file=sys.stderr, flush=True)
+        with err.terminal_session() as run_args:
+            return main(run_args) if run_args is not None else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -262,27 +295,36 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``bci-app``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="bci-app",
         description="Real-time BCI: MEG/EEG/iEEG from LSL to decoded text.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="more log messages (debug, the XDF reader's)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("streams", help="list LSL streams")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look (default 2)")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_streams)
 
     p = sub.add_parser("simulate", help="stream a simulated session, or write it to a file")
-    p.add_argument("--modality", choices=["eeg", "meg", "ieeg"], default="meg")
-    p.add_argument("--task", choices=["typing", "listening"], default="typing")
+    p.add_argument(
+        "--modality", choices=["eeg", "meg", "ieeg"], default="meg", help="simulated sensors"
+    )
+    p.add_argument(
+        "--task",
+        choices=["typing", "listening"],
+        default="typing",
+        help="what the simulated participant does",
+    )
     p.add_argument("--snr", type=float, default=1.0, help="evoked/background RMS ratio")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulated session")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     p.add_argument("--out", help="write a recording (.xdf or .fif) instead of streaming")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--name", help="LSL stream name (default bci-app-sim-MODALITY)")
+    p.add_argument("--name", help="LSL stream name (default: bci-app-sim-MODALITY)")
     p.add_argument("--source-id", help="LSL source_id (default: the name)")
     p.set_defaults(func=cmd_simulate)
 
@@ -298,27 +340,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("replay", help="stream a recording (XDF, FIF, EDF, BDF, ...) to LSL")
-    p.add_argument("file")
+    p.add_argument("file", help="recording (XDF, FIF, EDF, BDF, BrainVision, BIDS, ...)")
     p.add_argument("--speed", type=_speed, default=1.0, help="1 (real time), N, or max")
     p.add_argument("--name", help="LSL stream name (default: from the file)")
     p.add_argument("--source-id", help="LSL source_id (default: derived from the name)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
-    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="stop after S seconds (default: at the end of the recording)",
+    )
     p.add_argument(
         "--linger", type=float, default=5.0, help="seconds the outlets stay open after the end"
     )
     p.add_argument(
         "--no-wait",
         action="store_true",
-        help="start at once instead of holding the first sample until a consumer connects",
+        help="start at once instead of holding the first sample until a reader (e.g. 'bci-app "
+        "run --stream NAME') connects; --speed max always waits",
     )
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("convert", help="convert a recording (XDF) to FIF or BIDS")
-    p.add_argument("input")
+    p.add_argument("input", help="XDF recording")
     p.add_argument("output", help="OUT.fif, or a directory for BIDS")
-    p.add_argument("--subject", default="01", help="BIDS subject label (default 01)")
-    p.add_argument("--task", default="typing", help="BIDS task label (default typing)")
+    p.add_argument("--subject", default="01", help="BIDS subject label")
+    p.add_argument("--task", default="typing", help="BIDS task label")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="decode live (default: simulated MEG typing + shipped decoder)")
@@ -339,9 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument(
+        "--provider",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="onnxruntime provider (auto: CUDA where there is a GPU)",
+    )
     p.add_argument("--record", metavar="OUT.xdf", help="record data, markers and text to XDF")
     p.add_argument("--log", metavar="LOG.jsonl", help="append every text event to a JSONL log")
+    p.add_argument(
+        "--report",
+        metavar="REPORT.html",
+        help="session report to write at the end (default: beside --record, else --log)",
+    )
     p.add_argument("--seed", type=int, default=1000, help="seed of the built-in simulator")
     p.add_argument(
         "--no-decoder", action="store_true", help="only preprocess and window (no bundle)"
@@ -359,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         prefix_chars="+",
     )
-    p.add_argument("gui_args", nargs=argparse.REMAINDER)
+    p.add_argument("gui_args", nargs=argparse.REMAINDER, help="the window's options (gui --help)")
     p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("bench", help="latency certification on a simulated 306-ch MEG session")
@@ -368,25 +426,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--realtime-seconds", type=float, default=60.0, help="part replayed at 1x (0: skip)"
     )
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda", "tensorrt"])
+    p.add_argument(
+        "--provider",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "tensorrt"],
+        help="onnxruntime provider (auto: CUDA where there is a GPU)",
+    )
     p.add_argument(
         "--max-seconds", type=float, default=300.0, help="part replayed at max speed (<= 360)"
     )
     p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
 
     add_train_export_commands(sub)
     add_evaluate_command(sub)
     add_candidates_command(sub)
+    add_report_command(sub)
 
     lm = sub.add_parser("lm", help="character language model")
     lm_sub = lm.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
-    p = lm_sub.add_parser("train", help="train a character n-gram LM from a text corpus")
-    p.add_argument("corpus")
-    p.add_argument("--order", type=int, default=6)
-    p.add_argument("--out", required=True, help="output LM file")
-    p.add_argument("--json", action="store_true")
+    p = lm_sub.add_parser(
+        "train",
+        help="train a character n-gram LM from a text corpus",
+        description="Train a character n-gram language model (modified Kneser-Ney) on a text "
+        "file and save it (.npz).",
+        epilog=LM_USE,
+        formatter_class=RawDescriptionDefaultsHelpFormatter,
+    )
+    p.add_argument("corpus", help="UTF-8 text file, one sentence per line")
+    p.add_argument("--order", type=int, default=6, help="n-gram order (characters)")
+    p.add_argument("--out", required=True, help="output LM file (.npz)")
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_lm_train)
     return parser
 
@@ -399,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # pyxdf logs every file it opens at INFO: only with -v
+    logging.getLogger("pyxdf").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2

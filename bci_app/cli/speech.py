@@ -129,7 +129,9 @@ def add_candidates_command(subparsers: Any) -> None:
     actions = candidates.add_subparsers(dest="candidates_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="add words (synthesized with espeak-ng) or WAV files")
     add.add_argument("bundle", help="speech decoder bundle")
-    add.add_argument("items", nargs="+", metavar="WORD_OR_WAV")
+    add.add_argument(
+        "items", nargs="+", metavar="WORD_OR_WAV", help="words to synthesize, or WAV files"
+    )
     add.add_argument(
         "--audio-model",
         metavar="DIR",

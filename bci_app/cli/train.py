@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from bci_app._argparse import ArgumentParser
 from bci_app._optional import import_optional
 
 _PROG = "python -m bci_app.cli.train"
@@ -36,10 +37,20 @@ def _positive_int(value: str) -> int:
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """Options every training command has: settings, resume, device, output switches."""
-    parser.add_argument("--lr", type=float, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    parser.add_argument("--patience", type=_positive_int, help="early-stopping patience (epochs)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate of the one-cycle schedule (default: by --config)",
+    )
+    parser.add_argument(
+        "--weight-decay", type=float, help="AdamW weight decay (default: by --config)"
+    )
+    parser.add_argument(
+        "--patience",
+        type=_positive_int,
+        help="early-stopping patience in epochs (default: by --config)",
+    )
+    parser.add_argument("--seed", type=int, help="random seed (default: 0)")
     parser.add_argument("--resume", help="checkpoint (or output folder) to continue from")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--picks", nargs="+", help="channel types or names (default: all brain)")
@@ -55,14 +66,19 @@ def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recordings", nargs="+", metavar="RECORDING", help="XDF/FIF/EDF/BIDS files")
     parser.add_argument("--out", required=True, help="output folder: the decoder bundle")
     parser.add_argument(
-        "--config", choices=["small", "paper"], default=None, help="model size (default small)"
+        "--config", choices=["small", "paper"], default=None, help="model size (default: small)"
     )
     parser.add_argument(
-        "--arch", choices=["v1", "v2"], default=None, help="v1 keystroke-locked (default), v2 CTC"
+        "--arch",
+        choices=["v1", "v2"],
+        default=None,
+        help="v1 keystroke-locked, v2 CTC (default: v1)",
     )
-    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 40)")
-    parser.add_argument("--batch-size", type=_positive_int, help="sentences per step (default 4)")
-    parser.add_argument("--crop", type=float, help="v1: probability of cropping a sentence")
+    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default: 40)")
+    parser.add_argument("--batch-size", type=_positive_int, help="sentences per step (default: 4)")
+    parser.add_argument(
+        "--crop", type=float, help="v1: probability of cropping a sentence (default: by --config)"
+    )
     _add_run_arguments(parser)
 
 
@@ -76,9 +92,11 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
         help="stimulus folder(s), one per recording (default: <name>_stimuli beside each file)",
     )
     parser.add_argument("--out", required=True, help="output folder: the decoder bundle")
-    parser.add_argument("--config", choices=["small", "paper"], default=None)
-    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default 30)")
-    parser.add_argument("--batch-size", type=_positive_int, help="windows per step (default 32)")
+    parser.add_argument(
+        "--config", choices=["small", "paper"], default=None, help="model size (default: small)"
+    )
+    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default: 30)")
+    parser.add_argument("--batch-size", type=_positive_int, help="windows per step (default: 32)")
     parser.add_argument(
         "--audio-model",
         metavar="DIR",
@@ -257,7 +275,7 @@ def add_train_export_commands(subparsers: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m bci_app.cli.train`` (what ``torchrun`` launches)."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=_PROG, description="Train a decoder (one process of a torchrun job, or alone)."
     )
     _add_train_tasks(parser)
