@@ -40,8 +40,9 @@ def _open_binary(path: Path):
 
 
 def _scan_chunks(path: Path) -> tuple[int, str | None, int]:
-    """Walk the chunk headers: where the complete chunks end, what cut the file short, and how
-    many ClockOffset chunks the complete part holds.
+    """Walk the chunk headers: where the complete chunks end, what cut the file short.
+
+    Also how many ClockOffset chunks the complete part holds.
 
     Raises ValueError for a file that is not XDF or whose chunk structure is corrupt.
     """
@@ -189,8 +190,10 @@ def _load(path: Path, end: int, sync: bool, dejitter: bool) -> tuple[list[dict],
 
 
 def _gap_markers(timestamps: np.ndarray, sfreq: float) -> list[Marker]:
-    """``gap:<seconds>`` markers where samples are missing (a pause longer than 2 samples and
-    50 ms), placed where the missing data would have started."""
+    """``gap:<seconds>`` markers where samples are missing.
+
+    (a pause longer than 2 samples and 50 ms), placed where the missing data would have started.
+    """
     if sfreq <= 0 or timestamps.size < 2:
         return []
     missing = np.diff(timestamps) - 1.0 / sfreq

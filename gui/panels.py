@@ -208,8 +208,11 @@ class TextPanel(QWidget):
         self.stats.setText(self.words.stats_text())
 
     def _live_html(self) -> str:
-        """Target and decoded text in pairs of rows that wrap together, aligned character by
-        character (monospace): each target row is followed by the decoded characters under it."""
+        """Target and decoded text in pairs of rows that wrap together.
+
+        Aligned character by character (monospace): each target row is followed by the
+        decoded characters under it.
+        """
         hypothesis = self.hypothesis_text
         target = normalize_text(self.target_text) if self.target_text else None
         matched = _matched_positions(hypothesis, target) if target is not None else None
@@ -238,6 +241,7 @@ class TextPanel(QWidget):
         return max(12, self.live.contentsRect().width() // char_width - 9)
 
     def resizeEvent(self, event) -> None:
+        """Re-wrap the sentence rows to the new width."""
         super().resizeEvent(event)
         if not self.listening:
             self.live.setText(self._live_html())
@@ -311,6 +315,7 @@ class CandidatesPanel(QWidget):
         return heard_rank(self.candidates, self.heard)
 
     def paintEvent(self, event) -> None:
+        """Draw the widget."""
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#ffffff"))
         painter.setFont(self._font)

@@ -278,8 +278,10 @@ class TraceImage:
 
 
 def typical_ranges(mins: np.ndarray, maxs: np.ndarray, types: Sequence[str]) -> dict[str, float]:
-    """Typical envelope of each channel type: the median over its channels of the span from
-    the 10th percentile of their column minima to the 90th of their maxima.
+    """Typical envelope of each channel type.
+
+    The median over its channels of the span from the 10th percentile of their column minima to
+    the 90th of their maxima.
 
     ``mins`` and ``maxs`` are ``(n_columns, n_channels)``, ``types`` the type of each channel.
     Empty when fewer than 10 columns are complete (finite for every channel).

@@ -22,6 +22,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="recording length")
     parser.add_argument("--speed", default="max", help="player speed: max or a number")

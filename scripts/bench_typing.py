@@ -111,7 +111,7 @@ def _percentiles(run, repeats: int) -> dict:
 
 
 def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
-    """onnxruntime vs torch eager on the same trained model and the same inputs."""
+    """The onnxruntime vs torch eager comparison on the same trained model and the same inputs."""
     import torch
 
     from bci_app.decoders.bundle import load_bundle

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bci_app._argparse import ArgumentParser, RawDescriptionDefaultsHelpFormatter
+from bci_app.cli._checks import positive_seconds, speed
 from bci_app.cli.evaluate import add_evaluate_command
 from bci_app.cli.report import add_report_command
 from bci_app.cli.speech import add_candidates_command
@@ -56,20 +57,6 @@ def _wait(stop: threading.Event, duration: float | None, done: Callable[[], bool
         if done is not None and done():
             return
         stop.wait(0.1)
-
-
-def _speed(value: str) -> float | str:
-    if value == "max":
-        return "max"
-    try:
-        speed = float(value.rstrip("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid speed {value!r}: use a positive number (1, 10, 2.5) or 'max'"
-        ) from None
-    if speed <= 0:
-        raise argparse.ArgumentTypeError(f"invalid speed {value!r}: it must be > 0 or 'max'")
-    return speed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("streams", help="list LSL streams")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0, help="seconds to look")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_streams)
 
@@ -321,7 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--snr", type=float, default=1.0, help="evoked/background RMS ratio")
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulated session")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument(
+        "--duration", type=positive_seconds, default=None, help="seconds (default: until Ctrl-C)"
+    )
     p.add_argument("--out", help="write a recording (.xdf or .fif) instead of streaming")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--name", help="LSL stream name (default: bci-app-sim-MODALITY)")
@@ -335,19 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="name, type or source_id (repeatable; default: every visible stream)",
     )
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to look for streams")
+    p.add_argument(
+        "--duration", type=positive_seconds, default=None, help="seconds (default: until Ctrl-C)"
+    )
+    p.add_argument(
+        "--timeout", type=positive_seconds, default=2.0, help="seconds to look for streams"
+    )
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("replay", help="stream a recording (XDF, FIF, EDF, BDF, ...) to LSL")
     p.add_argument("file", help="recording (XDF, FIF, EDF, BDF, BrainVision, BIDS, ...)")
-    p.add_argument("--speed", type=_speed, default=1.0, help="1 (real time), N, or max")
+    p.add_argument("--speed", type=speed, default=1.0, help="1 (real time), N, or max")
     p.add_argument("--name", help="LSL stream name (default: from the file)")
     p.add_argument("--source-id", help="LSL source_id (default: derived from the name)")
     p.add_argument("--loop", action="store_true", help="start over at the end")
     p.add_argument(
         "--duration",
-        type=float,
+        type=positive_seconds,
         default=None,
         help="stop after S seconds (default: at the end of the recording)",
     )
@@ -385,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stream", help="data stream name or source_id (default: start a simulator)")
     p.add_argument("--markers", help="keystroke/sentence marker stream name or source_id")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument(
+        "--duration", type=positive_seconds, default=None, help="seconds (default: until Ctrl-C)"
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per event")
     p.add_argument(
         "--provider",

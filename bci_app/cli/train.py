@@ -21,18 +21,9 @@ from typing import Any
 
 from bci_app._argparse import ArgumentParser
 from bci_app._optional import import_optional
+from bci_app.cli._checks import positive_int
 
 _PROG = "python -m bci_app.cli.train"
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {value!r}: use an integer >= 1") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value!r}: use an integer >= 1")
-    return number
 
 
 def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +38,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--patience",
-        type=_positive_int,
+        type=positive_int,
         help="early-stopping patience in epochs (default: by --config)",
     )
     parser.add_argument("--seed", type=int, help="random seed (default: 0)")
@@ -74,8 +65,8 @@ def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="v1 keystroke-locked, v2 CTC (default: v1)",
     )
-    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default: 40)")
-    parser.add_argument("--batch-size", type=_positive_int, help="sentences per step (default: 4)")
+    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (default: 40)")
+    parser.add_argument("--batch-size", type=positive_int, help="sentences per step (default: 4)")
     parser.add_argument(
         "--crop", type=float, help="v1: probability of cropping a sentence (default: by --config)"
     )
@@ -95,8 +86,8 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", choices=["small", "paper"], default=None, help="model size (default: small)"
     )
-    parser.add_argument("--epochs", type=_positive_int, help="maximum epochs (default: 30)")
-    parser.add_argument("--batch-size", type=_positive_int, help="windows per step (default: 32)")
+    parser.add_argument("--epochs", type=positive_int, help="maximum epochs (default: 30)")
+    parser.add_argument("--batch-size", type=positive_int, help="windows per step (default: 32)")
     parser.add_argument(
         "--audio-model",
         metavar="DIR",

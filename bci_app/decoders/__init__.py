@@ -1,3 +1,4 @@
-"""Decoder bundles (ONNX graphs + typed manifest), the onnxruntime runtime, text events and the
-shipped bundles' paths.
+"""Decoder bundles (ONNX graphs + typed manifest), the onnxruntime runtime.
+
+Text events and the shipped bundles' paths.
 """

@@ -1,3 +1,5 @@
-"""Live decoding: the pipeline worker, the decoding session with its per-task strategies,
-latency metrics, and :func:`open_session`, the one place that connects streams to a decoder.
+"""Live decoding: the pipeline worker, the decoding session with its per-task strategies.
+
+It also holds latency metrics and :func:`open_session`, the one place that connects streams
+to a decoder.
 """

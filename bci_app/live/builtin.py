@@ -1,5 +1,6 @@
-"""The built-in simulated session a live session plays when no stream is given, and the shipped
-bundles that decode it.
+"""The built-in simulated session a live session plays when no stream is given.
+
+The shipped bundles decode it.
 
 The simulator plays the task, modality and simulated subject a bundle was made for: its
 ``demo.simulator`` settings (a speech bundle: the closed set of sentences its candidates come

@@ -229,7 +229,7 @@ class DecodingSession:
 
     @property
     def provider(self) -> str:
-        """onnxruntime provider really in use."""
+        """The onnxruntime provider really in use."""
         return self.strategy.decoder.active_provider
 
     def set_bad_channels(self, names: Sequence[str]) -> tuple[str, ...]:

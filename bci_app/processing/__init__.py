@@ -1,3 +1,4 @@
-"""Signal processing of the live and offline paths: causal stages, streaming resampler,
-the :class:`Preprocessor` that chains them, drift re-centering and windowers.
+"""Signal processing of the live and offline paths: causal stages, streaming resampler.
+
+The :class:`Preprocessor` that chains them, drift re-centering and windowers.
 """

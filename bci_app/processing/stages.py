@@ -1,5 +1,6 @@
-"""Stateful, causal processing stages that the
-:class:`~bci_app.processing.preprocessing.Preprocessor` chains.
+"""Stateful, causal processing stages, chained by the Preprocessor.
+
+The :class:`~bci_app.processing.preprocessing.Preprocessor` chains them.
 
 Every stage is a plain object with ``process(data, timestamps, valid=None) -> Chunk`` and
 ``reset()``. ``data`` is ``(n_times, n_channels)``; ``valid`` is a boolean mask of the samples

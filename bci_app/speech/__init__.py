@@ -1,3 +1,4 @@
-"""Speech decoding: audio features and extractors, the heard audio of a recording,
-candidates, the decoder, scoring and offline evaluation.
+"""Speech decoding: audio features and extractors, the heard audio of a recording, candidates.
+
+The decoder, scoring and offline evaluation.
 """

@@ -59,6 +59,7 @@ def _topk(ranks: np.ndarray, n: int) -> dict[str, Any]:
 
 
 def word_windows(bundle: Bundle, recording: Recording, label: str):
+    """Windows of a recording locked to its ``word:`` markers, preprocessed as the bundle says."""
     bundle.check_stream(recording.channels, recording.sfreq, stream_name=f"'{label}'")
     if not recording.markers_of("word"):
         raise ValueError(

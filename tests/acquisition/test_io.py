@@ -1,5 +1,7 @@
-"""Reading and writing recordings by file type: every vendor file in tests/data/real, BIDS, XDF,
-broken files, and writing XDF or FIF by extension."""
+"""Reading and writing recordings by file type: every vendor file in tests/data/real, BIDS.
+
+XDF, broken files, and writing XDF or FIF by extension.
+"""
 
 from __future__ import annotations
 

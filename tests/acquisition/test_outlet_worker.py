@@ -24,8 +24,10 @@ SFREQ = 100.0
 
 
 class _Ramp(OutletWorker):
-    """Pushes ``n_chunks`` chunks whose channel 0 is the sample index, a marker on sample 0 of
-    each; raises after ``fail_after`` chunks (fault injection)."""
+    """Pushes ``n_chunks`` chunks whose channel 0 is the sample index.
+
+    A marker on sample 0 of each; raises after ``fail_after`` chunks (fault injection).
+    """
 
     _what = "Ramp"
 

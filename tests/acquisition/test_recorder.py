@@ -1,5 +1,7 @@
-"""The session recorder against real LSL outlets in other processes: data, markers, text, a
-SIGKILL, a write error, an unwritable path and a stream that vanishes and returns."""
+"""The session recorder against real LSL outlets in other processes: data, markers, text.
+
+A SIGKILL, a write error, an unwritable path and a stream that vanishes and returns.
+"""
 
 from __future__ import annotations
 
@@ -283,8 +285,10 @@ def _stamped_outlet(spawn_python, name, *, source_id="", n_total=200, start=0, l
 
 
 def test_timestamps_are_recorded_as_lsl_delivers_them(tmp_path, spawn_python, source_id):
-    """No clock correction and no dejitter: the file holds the sender's own timestamps, and the
-    clock offsets beside them for readers to apply."""
+    """No clock correction and no dejitter: the file holds the sender's own timestamps.
+
+    And the clock offsets beside them for readers to apply.
+    """
     proc = _stamped_outlet(spawn_python, "rec-stamped", source_id=source_id)
     with Recorder(tmp_path / "raw.xdf", [source_id], flush_interval=0.2) as recorder:
         assert proc.stdout.readline().strip() == "done"

@@ -1,5 +1,7 @@
-"""Simulator: montages, determinism, chunking, markers vs ground truth, SNR, decodable keys,
-listening responses, and live streaming to a real LSL inlet on loopback."""
+"""Simulator: montages, determinism, chunking, markers vs ground truth, SNR, decodable keys.
+
+Listening responses, and live streaming to a real LSL inlet on loopback.
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from acquisition.xdf import XdfWriter, read_xdf, write_xdf
 
 
 def _load_raw(path):
-    """pyxdf with no clock sync or dejitter, so values and timestamps come back as written."""
+    """Read with pyxdf, no clock sync or dejitter, so values and timestamps come back as written."""
     return pyxdf.load_xdf(path, synchronize_clocks=False, dejitter_timestamps=False)[0]
 
 

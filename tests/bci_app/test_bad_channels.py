@@ -1,5 +1,7 @@
-"""Bad channels: zeros in the preprocessed data, so garbage on them never reaches the decoder,
-and the ``bads:`` marker that records them with a session."""
+"""Bad channels: zeros in the preprocessed data, so garbage on them never reaches the decoder.
+
+And the ``bads:`` marker that records them with a session.
+"""
 
 from __future__ import annotations
 

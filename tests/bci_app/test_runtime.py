@@ -13,7 +13,7 @@ from bci_app.decoders.runtime import OnnxRuntime
 
 @pytest.fixture
 def linear_graph(tmp_path):
-    """y = relu(x @ W), x: (batch, 4) float32; a real graph saved to disk."""
+    """A graph y = relu(x @ W), x: (batch, 4) float32; a real graph saved to disk."""
     weight = np.arange(12, dtype=np.float32).reshape(4, 3) / 10 - 0.5
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],

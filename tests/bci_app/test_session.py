@@ -1,5 +1,8 @@
-"""Live keystroke decoding: the session fed chunk by chunk (no thread, no LSL) and on real LSL
-streams: online == offline, and the faults a lab will meet."""
+"""Live keystroke decoding, fed chunk by chunk and on real LSL streams.
+
+Chunk by chunk means no thread and no LSL; on real streams: online == offline, and the faults a
+lab will meet.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Live v2 (CTC) typing: the strategy fed chunk by chunk (no thread, no LSL), and a real
-exported model decoding a replayed stream."""
+"""Live v2 (CTC) typing: the strategy fed chunk by chunk (no thread, no LSL).
+
+And a real exported model decoding a replayed stream.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Live speech decoding, fed chunk by chunk (no thread, no LSL) and on real LSL streams:
-candidates per word, online == offline, sliding windows."""
+"""Live speech decoding, fed chunk by chunk (no thread, no LSL) and on real LSL streams.
+
+Candidates per word, online == offline, sliding windows.
+"""
 
 from __future__ import annotations
 

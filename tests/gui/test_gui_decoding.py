@@ -139,8 +139,10 @@ def test_bci_app_gui_help_lists_the_window_options():
 
 @pytest.mark.slow
 def test_a_speech_bundle_decodes_a_listening_stream_into_candidates(source_id, qtbot):
-    """A speech bundle gets the speech strategy (as the window opens it); candidates reach the
-    panels."""
+    """A speech bundle gets the speech strategy (as the window opens it).
+
+    Candidates reach the panels.
+    """
     import time
 
     from acquisition.simulator import Simulator, SimulatorStream

@@ -1,5 +1,7 @@
-"""Live scope on a real simulated LSL stream: pages of channels grouped by type, butterfly view,
-bad channels toggled by a click on their name, markers, controls, a frozen stream."""
+"""Live scope on a real simulated LSL stream: pages of channels grouped by type.
+
+Butterfly view, bad channels toggled by a click on their name, markers, controls, a frozen stream.
+"""
 
 from __future__ import annotations
 

@@ -42,7 +42,7 @@ def _save(nodes, name, inputs, outputs, initializers, path) -> Path:
 
 
 def keystroke_graph(path, weights: np.ndarray, subject_bias: np.ndarray, scale: float) -> Path:
-    """x (B, C, T), subject (B,) -> embedding = flat(x) @ W + bias[subject], conv_logits."""
+    """Graph: x (B, C, T), subject (B,) -> embedding = flat(x) @ W + bias[subject], conv_logits."""
     n_channels, n_times, dim = weights.shape
     f32 = TensorProto.FLOAT
     nodes = [
@@ -73,7 +73,7 @@ def keystroke_graph(path, weights: np.ndarray, subject_bias: np.ndarray, scale: 
 
 
 def sentence_graph(path, dim: int, context: float, scale: float) -> Path:
-    """embeddings (B, K, d), key_mask (B, K) -> logits = scale * (e + context * masked mean)."""
+    """Sentence graph: (B, K, d) embeddings -> scale * (e + context * masked mean) logits."""
     f32 = TensorProto.FLOAT
     nodes = [
         helper.make_node("Cast", ["key_mask"], ["mask_f"], to=f32),
@@ -107,7 +107,7 @@ def sentence_graph(path, dim: int, context: float, scale: float) -> Path:
 
 
 def ctc_graph(path, weights: np.ndarray, blank_bias: float) -> Path:
-    """x (B, C, T), subject (B,) -> log_probs (B, T, 30) = log_softmax(x^T @ W + bias[subject])."""
+    """CTC graph: x (B, C, T), subject (B,) -> log_softmax(x^T @ W + bias[subject]), (B, T, 30)."""
     n_channels = weights.shape[0]
     f32 = TensorProto.FLOAT
     bias = np.zeros((2, N_CLASSES + 1), np.float32)

@@ -1,5 +1,7 @@
-"""Session reports: gathered from a decoding session fed chunk by chunk, from text events, from
-files that are not a session's recording; written as one self-contained HTML file."""
+"""Session reports: gathered from a decoding session fed chunk by chunk, from text events.
+
+From files that are not a session's recording; written as one self-contained HTML file.
+"""
 
 from __future__ import annotations
 
