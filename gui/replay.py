@@ -50,6 +50,7 @@ FORMAT_NAMES = {
     "eximia": "eXimia",
 }
 
+
 class ReplayPanel(QWidget):
     """Replay a recording to LSL with speed, pause/resume and seek controls."""
 

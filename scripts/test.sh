@@ -7,4 +7,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export QT_QPA_PLATFORM=offscreen
 "$BCI_APP_VENV/bin/ruff" check acquisition bci_app models gui tests scripts
+"$BCI_APP_VENV/bin/ruff" format --check acquisition bci_app models gui tests scripts
 exec "$BCI_APP_VENV/bin/python" -m pytest "$@"
