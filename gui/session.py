@@ -28,7 +28,7 @@ from acquisition.markers import MarkerSource
 from acquisition.outlets import MarkerOutlet
 from acquisition.recorder import Recorder
 from acquisition.stream import StreamSource
-from bci_app.live.factory import OpenedSession, StreamQuery, open_session
+from bci_app.live.factory import OpenedSession, StreamQuery, close_all, open_session
 from bci_app.live.session import DecodingSession, bads_marker
 from bci_app.report import SessionCollector, write_report
 from gui.decoding import SIMULATORS, simulator_key
@@ -380,7 +380,7 @@ def _close(
     summary. When the session decoded and ``recorded`` (its last recording) exists, its report is
     written beside it (``S.xdf`` -> ``S.html``); returns the report's path (None: none).
     """
-    errors, done = [], {}
+    done = {}
     collector = None if opened is None else opened.collector
 
     def stop_decoding() -> None:
@@ -396,14 +396,7 @@ def _close(
     steps += [recorder.stop] if recorder is not None else []
     steps += [opened.streams.close] if opened is not None else []
     steps += [write] if recorded is not None else []
-    for step in steps:
-        try:
-            step()
-        except Exception as exc:
-            logger.warning("Closing the session: %s", exc, exc_info=exc)
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    close_all(steps)
     return done.get("report")
 
 

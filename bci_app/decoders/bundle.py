@@ -107,6 +107,19 @@ class Bundle:
         """Channels the decoder reads, in the order it reads them (positions read-only)."""
         return self.manifest.stream.channels
 
+    def require(self, key: str, purpose: str) -> Any:
+        """Return the manifest section ``key``, or raise ValueError naming it and the fix.
+
+        ``purpose`` says what needs it (``"typing decoding"``, ``"speech decoding"``).
+        """
+        value = getattr(self.manifest, key)
+        if value is None:
+            raise ValueError(
+                f"Invalid bundle: '{self.name}' ({self.path}) has no '{key}' in its manifest, "
+                f"which {purpose} needs. {REEXPORT}"
+            )
+        return value
+
     def graph_path(self, role: str) -> Path:
         """Path of the ONNX graph with this role (``"encoder"``, ``"sentence"``, ...)."""
         graphs = self.manifest.graphs

@@ -192,15 +192,7 @@ class OpenedSession:
         steps += [] if self.markers is None else [self.markers.disconnect]
         steps += [self.source.disconnect]
         steps += [] if self.simulator is None else [self.simulator.stop]
-        errors = []
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                logger.warning("Closing the session: %s", exc, exc_info=exc)
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        close_all(steps)
 
     def __enter__(self) -> OpenedSession:
         return self
@@ -350,3 +342,20 @@ def _open_decoding(
         log_path=log_path,
         text_outlet=text_outlet,
     )
+
+
+def close_all(steps: list) -> None:
+    """Run every closing step even when one fails; log each failure, then raise the first.
+
+    A session holds several resources (decoder, readers, streams, simulator, recorder): one that
+    fails to close must not leave the others open.
+    """
+    errors = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            logger.warning("Closing the session: %s", exc, exc_info=exc)
+            errors.append(exc)
+    if errors:
+        raise errors[0]

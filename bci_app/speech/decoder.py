@@ -106,25 +106,12 @@ def save_candidates(path: str | Path, texts: Sequence[str], embeddings: np.ndarr
 
 def preprocess_config(bundle: Bundle) -> PreprocessConfig:
     """The bundle's preprocessing (filters, 120 Hz, fitted scaler)."""
-    config = bundle.manifest.preprocessing
-    if config is None:
-        raise ValueError(_missing(bundle, "preprocessing"))
-    return config
+    return bundle.require("preprocessing", "speech decoding")
 
 
 def bundle_window(bundle: Bundle) -> BundleWindow:
     """The bundle's brain window (span, rate, baseline, clamp; the heard audio span)."""
-    window = bundle.manifest.window
-    if window is None:
-        raise ValueError(_missing(bundle, "window"))
-    return window
-
-
-def _missing(bundle: Bundle, key: str) -> str:
-    return (
-        f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no '{key}' in its manifest, which "
-        f"speech decoding needs. {REEXPORT}"
-    )
+    return bundle.require("window", "speech decoding")
 
 
 def make_windower(
@@ -133,7 +120,10 @@ def make_windower(
     """Windows of the bundle: locked to ``word:`` onsets, or sliding every ``hop_s`` seconds."""
     w = bundle_window(bundle)
     if w.baseline is None:
-        raise ValueError(_missing(bundle, "window.baseline"))
+        raise ValueError(
+            f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no 'window.baseline' in its "
+            f"manifest, which speech decoding needs. {REEXPORT}"
+        )
     if sliding:
         length = w.tmax - w.tmin
         return SlidingWindower(
@@ -185,10 +175,9 @@ class SpeechDecoder:
         if not (isinstance(top_k, int) and top_k >= 1):
             raise ValueError(f"Invalid value for 'top_k': {top_k!r}; use an integer >= 1.")
         self.top_k = top_k
-        if manifest.subject is None:
-            raise ValueError(_missing(self.bundle, "subject"))
-        n_subjects = manifest.subject.n_subjects
-        subject = manifest.subject.default if subject is None else int(subject)
+        subjects = self.bundle.require("subject", "speech decoding")
+        n_subjects = subjects.n_subjects
+        subject = subjects.default if subject is None else int(subject)
         if not 0 <= subject < n_subjects:
             raise ValueError(
                 f"Invalid value for 'subject': {subject}; the bundle has {n_subjects} subject(s)."

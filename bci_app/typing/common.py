@@ -23,7 +23,7 @@ import pylsl
 from acquisition.recording import parse_marker
 from bci_app.decoders.bundle import Bundle, load_bundle
 from bci_app.decoders.events import TextEvent
-from bci_app.decoders.manifest import REEXPORT, Decoding, Window
+from bci_app.decoders.manifest import Decoding, Window
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.lm.model import CharNgramLM
 from bci_app.processing.preprocessing import PreprocessConfig
@@ -71,25 +71,12 @@ def check_typing_bundle(bundle: Bundle) -> str:
 
 def preprocess_config(bundle: Bundle) -> PreprocessConfig:
     """Return the bundle's preprocessing (filters, rate, fitted scaler statistics)."""
-    config = bundle.manifest.preprocessing
-    if config is None:
-        raise ValueError(_missing(bundle, "preprocessing"))
-    return config
+    return bundle.require("preprocessing", "typing decoding")
 
 
 def bundle_window(bundle: Bundle) -> Window:
     """Return the bundle's keystroke window, or raise ValueError if the manifest has none."""
-    window = bundle.manifest.window
-    if window is None:
-        raise ValueError(_missing(bundle, "window"))
-    return window
-
-
-def _missing(bundle: Bundle, key: str) -> str:
-    return (
-        f"Invalid bundle: '{bundle.name}' ({bundle.path}) has no '{key}' in its manifest, which "
-        f"typing decoding needs. {REEXPORT}"
-    )
+    return bundle.require("window", "typing decoding")
 
 
 def make_windower(bundle: Bundle, **kwargs) -> EventWindower:
