@@ -41,8 +41,12 @@ def speed(value: str) -> float | str:
     """A replay speed: a positive multiple of real time (``10`` or ``10x``) or ``max``."""
     if value == "max":
         return "max"
-    rule = "a positive number (1, 10, 2.5) or 'max'"
-    number = _number(value.rstrip("x"), float, rule)
+    try:
+        number = _number(value.rstrip("x"), float, "")
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"invalid speed {value!r}: use a positive number (1, 10, 2.5) or 'max'"
+        ) from None
     if number <= 0:
         raise argparse.ArgumentTypeError(f"invalid speed {value!r}: it must be > 0 or 'max'")
     return number
