@@ -279,3 +279,23 @@ def export_model(
             atol=atol,
         )
     return reports
+
+
+def trained_sections(meta: dict, reports: dict) -> dict:
+    """Manifest sections every exported decoder has: subjects, provenance, metrics, ONNX check.
+
+    ``meta`` is a training checkpoint's metadata, ``reports`` the per-graph ONNX-vs-torch checks.
+    """
+    return {
+        "subject": {
+            "n_subjects": meta["n_subjects"],
+            "default": 0,
+            "labels": meta["subject_labels"],
+        },
+        "provenance": meta["provenance"],
+        "metrics": meta["metrics"],
+        "export": {
+            role: {"max_abs_diff": r["max_abs_diff"], "atol": r["atol"]}
+            for role, r in reports.items()
+        },
+    }

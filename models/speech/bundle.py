@@ -31,7 +31,7 @@ from bci_app.decoders.bundle import save_bundle
 from bci_app.speech.decoder import normalize, save_candidates
 from bci_app.speech.extractors import audio_features_spec
 from models.checkpoint import load_checkpoint
-from models.export import DEFAULT_ATOL, export_model, quiet_exporter
+from models.export import DEFAULT_ATOL, export_model, quiet_exporter, trained_sections
 from models.registry import model_from_checkpoint
 
 #: The architecture this module exports.
@@ -95,17 +95,7 @@ def export_speech_checkpoint(
             "audio_features": audio_features_spec(meta.get("audio_features"), meta.get("mel")),
             "logit_scale": float(model.logit_scale.detach().clamp(max=np.log(100.0)).exp()),
             "decoding": {"top_k": 10},
-            "subject": {
-                "n_subjects": meta["n_subjects"],
-                "default": 0,
-                "labels": meta["subject_labels"],
-            },
-            "provenance": meta["provenance"],
-            "metrics": meta["metrics"],
-            "export": {
-                r: {"max_abs_diff": v["max_abs_diff"], "atol": v["atol"]}
-                for r, v in reports.items()
-            },
+            **trained_sections(meta, reports),
         }
         out.mkdir(parents=True, exist_ok=True)
         bundle = save_bundle(out, manifest, {r: Path(v["path"]) for r, v in reports.items()})

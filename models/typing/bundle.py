@@ -36,7 +36,7 @@ from bci_app.decoders.bundle import save_bundle
 from bci_app.lm.beam import DEFAULT_LM_WEIGHT
 from bci_app.typing.alphabet import CLASSES
 from models.checkpoint import load_checkpoint
-from models.export import DEFAULT_ATOL, export_model, quiet_exporter
+from models.export import DEFAULT_ATOL, export_model, quiet_exporter, trained_sections
 from models.registry import model_from_checkpoint
 from models.typing.config import BLANK_INDEX
 
@@ -60,17 +60,7 @@ def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[s
         "classes": list(CLASSES),
         "lm": {"file": LM_FILE, "order": LM_ORDER, "weight": DEFAULT_LM_WEIGHT},
         "decoding": dict(DECODING),
-        "subject": {
-            "n_subjects": meta["n_subjects"],
-            "default": 0,
-            "labels": meta["subject_labels"],
-        },
-        "provenance": meta["provenance"],
-        "metrics": meta["metrics"],
-        "export": {
-            role: {"max_abs_diff": r["max_abs_diff"], "atol": r["atol"]}
-            for role, r in reports.items()
-        },
+        **trained_sections(meta, reports),
     }
     if meta["arch"] == "brain2qwerty_v1":
         manifest["window"] = dict(meta["window"])
