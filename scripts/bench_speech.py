@@ -10,6 +10,13 @@ through the torch model in eager mode, on the same input, and prints the ratio.
 Usage: ``python scripts/bench_speech.py --quick`` (2 SNRs, short sessions; ~10 min on 2 CPU
 cores), or without ``--quick`` for longer sessions; ``--audio-model DIR`` trains on a local
 wav2vec2-family model's features instead of log-mel (compare the two tables).
+
+``--compare BUNDLE [BUNDLE ...]`` trains nothing: it scores existing speech bundles on the same
+held-out simulated listening sessions (``--seeds``, default 2000-2007, which no training script
+uses; simulator settings from the first bundle's ``demo.simulator``, ``--test-seconds`` each,
+default 90) and prints per bundle the mean top-10 over the sessions with its 95 % t interval
+(candidate words, and each window's own audio segment among the session's), then the paired
+difference from the first bundle.
 """
 
 from __future__ import annotations
@@ -34,6 +41,55 @@ from models.registry import build_model
 from models.training import train_speech
 
 MODALITIES = ("eeg", "meg", "ieeg")
+COMPARE_SEEDS = tuple(range(2000, 2008))
+
+
+def compare_bundles(paths: list[Path], seeds, seconds: float) -> dict:
+    """Top-10 of each bundle on the same held-out simulated listening sessions."""
+    from bci_app.speech.evaluate import evaluate_speech_bundle
+
+    bundles = [load_bundle(p) for p in paths]
+    settings = dict(bundles[0].manifest.demo.simulator)
+    scores = {str(p): {"candidates": [], "segments": []} for p in paths}
+    for seed in seeds:
+        print(f"[compare] session seed {seed}", flush=True)
+        session = Simulator(seed=seed, **settings).generate(seconds)
+        for path, bundle in zip(paths, bundles):
+            overall = evaluate_speech_bundle(bundle, [session], provider="cpu")["overall"]
+            for kind in ("candidates", "segments"):
+                scores[str(path)][kind].append(overall[kind]["top10"])
+    settings.pop("sentences", None)
+    return {"simulator": settings, "seeds": list(seeds), "seconds": seconds, "top10": scores}
+
+
+def format_comparison(result: dict) -> str:
+    """Mean [95 % interval] per bundle, then the paired difference from the first bundle."""
+    from bench_typing import mean_interval  # the same interval as the typing comparison
+
+    sim = result["simulator"]
+    lines = [
+        f"Top-10 over {len(result['seeds'])} held-out simulated listening sessions "
+        f"({sim.get('modality')}, snr {sim.get('snr')}, seeds {result['seeds'][0]}-"
+        f"{result['seeds'][-1]}, {result['seconds']:g} s each): mean [95 % t interval]",
+        f"{'bundle':<40} {'candidate words':>22} {'own audio segment':>22}",
+    ]
+    items = list(result["top10"].items())
+    for i, (name, scores) in enumerate(items):
+        cells = []
+        for kind in ("candidates", "segments"):
+            mean, low, high = mean_interval(scores[kind])
+            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+        lines.append(f"{name[-40:]:<40} " + " ".join(f"{c:>22}" for c in cells))
+        if i:
+            cells = []
+            for kind in ("candidates", "segments"):
+                diff = np.subtract(scores[kind], items[0][1][kind])
+                mean, low, high = mean_interval(diff)
+                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+            lines.append(
+                f"{'  minus the first (paired)':<40} " + " ".join(f"{c:>22}" for c in cells)
+            )
+    return "\n".join(lines)
 
 
 def subset_top10(brain: np.ndarray, audio: np.ndarray, n: int, rng, repeats: int = 20) -> float:
@@ -136,7 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-seconds", type=float, help="training session (600 s; quick 150)")
     parser.add_argument("--test-seconds", type=float, help="held-out session (180 s; quick 75)")
     parser.add_argument("--epochs", type=int, help="maximum epochs (30; quick 12)")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="BUNDLE", help="score bundles")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(COMPARE_SEEDS))
     args = parser.parse_args(argv)
+    if args.compare:
+        result = compare_bundles(args.compare, args.seeds, args.test_seconds or 90.0)
+        print(format_comparison(result))
+        return
     args.snrs = args.snrs or ((1.0, 3.0) if args.quick else (0.5, 1.0, 3.0))
     args.train_s = args.train_seconds or (150.0 if args.quick else 600.0)
     args.test_s = args.test_seconds or (75.0 if args.quick else 180.0)

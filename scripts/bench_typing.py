@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_typing.py            # full grid (about an hour on 2 CPU cores)
     .venv/bin/python scripts/bench_typing.py --quick    # MEG and EEG, one short condition
     .venv/bin/python scripts/bench_typing.py --json
+    .venv/bin/python scripts/bench_typing.py --compare OLD_BUNDLE NEW_BUNDLE   # before/after
 
 For every condition (modality x calibration length x SNR) a calibration session is simulated
 (subject 0, seed 100), the ``small`` v1 decoder is trained on it with
@@ -18,6 +19,12 @@ precomputed, and, for reference, the training module, which recomputes it), and 
 step (both graphs + one LM beam step, as ``KeystrokeDecoder.add_window`` does live) over the
 held-out sessions. Numbers come from one run on a shared machine: compare ratios, not absolute
 times across runs.
+
+``--compare`` trains nothing: it scores existing typing bundles on the same held-out simulated
+sessions (``--seeds``, default 2000-2007, which no training script uses; the simulator settings
+come from the first bundle's training provenance) and prints, per bundle, the mean CER of each
+variant over the sessions with its 95 % t interval, then the paired difference of each bundle
+from the first (same sessions, so the noise of the sessions cancels).
 """
 
 from __future__ import annotations
@@ -34,6 +41,9 @@ import numpy as np
 
 TRAIN_SEED = 100
 TEST_SEEDS = (1000, 1001)
+#: Held-out sessions of ``--compare``: seeds no training script uses (they use 0, 1, 100, 555,
+#: 1000, 1001).
+COMPARE_SEEDS = tuple(range(2000, 2008))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=300, help="runs per latency measurement")
     p.add_argument("--quick", action="store_true", help="one short condition per modality")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--compare", nargs="+", type=Path, metavar="BUNDLE", help="score bundles")
+    p.add_argument("--seeds", nargs="+", type=int, default=list(COMPARE_SEEDS))
     args = p.parse_args(argv)
     if args.quick:
         args.durations, args.snrs, args.epochs = [240.0], [2.0], 8
@@ -167,6 +179,67 @@ def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
     return out
 
 
+def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-session values and its two-sided ``level`` t interval (low, high)."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * stats.sem(values)
+    return mean, mean - float(half), mean + float(half)
+
+
+def compare_bundles(paths: list[Path], seeds, seconds: float) -> dict:
+    """Per-session CER of each bundle on the same held-out simulated sessions."""
+    from acquisition.simulator import Simulator
+    from bci_app.decoders.bundle import load_bundle
+    from bci_app.typing.evaluate import evaluate_bundle
+
+    bundles = [load_bundle(p) for p in paths]
+    sim = bundles[0].manifest.provenance.first_simulator
+    settings = {k: sim[k] for k in ("modality", "snr", "subject")}
+    per_bundle = {str(p): {"conv": [], "transformer": [], "lm": []} for p in paths}
+    for seed in seeds:
+        print(f"[compare] session seed {seed}", file=sys.stderr, flush=True)
+        session = Simulator(task="typing", seed=seed, **settings).generate(seconds)
+        for path, bundle in zip(paths, bundles):
+            cer = evaluate_bundle(bundle, [session], provider="cpu")["overall"]["cer"]
+            for variant, values in per_bundle[str(path)].items():
+                values.append(cer[variant])
+    return {"simulator": settings, "seeds": list(seeds), "seconds": seconds, "cer": per_bundle}
+
+
+def format_comparison(result: dict) -> str:
+    """Mean [95 % interval] per bundle and variant, then the paired difference from the first."""
+    sim = result["simulator"]
+    lines = [
+        f"CER over {len(result['seeds'])} held-out simulated sessions ({sim['modality']}, snr "
+        f"{sim['snr']:g}, subject {sim['subject']}, seeds {result['seeds'][0]}-"
+        f"{result['seeds'][-1]}, {result['seconds']:g} s each): mean [95 % t interval]",
+        f"{'bundle':<40} {'conv only':>22} {'+ transformer':>22} {'+ LM':>22}",
+    ]
+    items = list(result["cer"].items())
+    first = items[0][1]
+    for i, (name, cer) in enumerate(items):
+        cells = []
+        for variant in ("conv", "transformer", "lm"):
+            mean, low, high = mean_interval(cer[variant])
+            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
+        lines.append(f"{name[-40:]:<40} " + " ".join(f"{c:>22}" for c in cells))
+        if i:
+            cells = []
+            for variant in ("conv", "transformer", "lm"):
+                diff = np.subtract(cer[variant], first[variant])
+                mean, low, high = mean_interval(diff)
+                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+            lines.append(
+                f"{'  minus the first (paired)':<40} " + " ".join(f"{c:>22}" for c in cells)
+            )
+    return "\n".join(lines)
+
+
 def format_results(rows: list[dict], lat: dict | None) -> str:
     """The ablation table per condition, then the latency lines."""
     head = (
@@ -210,6 +283,10 @@ def format_results(rows: list[dict], lat: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the grid, then the latency comparison; print a table or JSON."""
     args = parse_args(argv)
+    if args.compare:
+        result = compare_bundles(args.compare, args.seeds, args.test_duration)
+        print(json.dumps(result, indent=2) if args.json else format_comparison(result))
+        return 0
     rows = []
     with tempfile.TemporaryDirectory(prefix="bci-bench-typing-") as tmp:
         grid = itertools.product(args.modalities, args.durations, args.snrs)

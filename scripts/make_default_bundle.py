@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults make the shipped bundle)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle folder to (re)write")
+    p.add_argument("--modality", default="meg", choices=["meg", "eeg"], help="simulated sensors")
     p.add_argument("--snr", type=float, default=2.0, help="simulated SNR (bci-app run uses 2.0)")
     p.add_argument("--duration", type=float, default=900.0, help="calibration seconds")
     p.add_argument("--train-seed", type=int, default=100, help="calibration session seed")
@@ -58,7 +59,8 @@ def write_readme(args: argparse.Namespace, report: dict) -> None:
     (args.out / "README.md").write_text(
         f"# {NAME}\n\n"
         "Default typing decoder of `bci-app run`: the `small` Brain2Qwerty v1 trained on "
-        f"{args.duration:g} s of simulated 306-channel MEG typing (subject 0, snr {args.snr:g}, "
+        f"{args.duration:g} s of simulated {args.modality.upper()} typing (subject 0, snr "
+        f"{args.snr:g}, "
         f"session seed {args.train_seed}, training seed {args.seed}). Not a model of real "
         "brain data.\n\n"
         f"Regenerate with `.venv/bin/python {command}`.\n\n"
@@ -87,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.use_deterministic_algorithms(True)
     started = time.perf_counter()
     print(
-        f"Simulating {args.duration:g} s of MEG typing (snr={args.snr:g}, seed={args.train_seed})"
+        f"Simulating {args.duration:g} s of {args.modality.upper()} typing (snr={args.snr:g}, "
+        f"seed={args.train_seed})"
     )
-    calibration = Simulator("meg", "typing", snr=args.snr, seed=args.train_seed).generate(
+    calibration = Simulator(args.modality, "typing", snr=args.snr, seed=args.train_seed).generate(
         args.duration
     )
     with tempfile.TemporaryDirectory(prefix="bci-default-bundle-") as tmp:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         f"test CER {metrics['test_cer']:.3f} (conv only {metrics['test_cer_conv']:.3f})"
     )
     sessions = [
-        Simulator("meg", "typing", snr=args.snr, seed=seed).generate(args.test_duration)
+        Simulator(args.modality, "typing", snr=args.snr, seed=seed).generate(args.test_duration)
         for seed in args.test_seeds
     ]
     for seed, session in zip(args.test_seeds, sessions):
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = thaw(load_bundle(args.out).manifest.metrics or {})
     metrics["held_out"] = {
         "sessions": [
-            f"Simulator('meg', 'typing', snr={args.snr}, seed={s})" for s in args.test_seeds
+            f"Simulator('{args.modality}', 'typing', snr={args.snr}, seed={s})"
+            for s in args.test_seeds
         ],
         "seconds_each": args.test_duration,
         "cer": report["overall"]["cer"],

@@ -113,6 +113,20 @@ class _Windower(ABC):
         self.n_emitted = 0
         self.n_invalid = 0
 
+    def restart(self, reason: str) -> int:
+        """Start a new timeline (the stream's clock went back): forget the held samples.
+
+        Counters are kept; markers still waiting for data are dropped with ``reason`` (event
+        windows). Returns how many were dropped.
+        """
+        dropped = self.finish(reason)
+        self._history.reset()
+        return dropped
+
+    @abstractmethod
+    def finish(self, reason: str = "the data ended before the window was complete") -> int:
+        """Declare the stream ended; return the markers dropped."""
+
     def push_data(
         self, data: np.ndarray, timestamps: np.ndarray, valid: np.ndarray | None = None
     ) -> list[Window]:
@@ -244,11 +258,11 @@ class EventWindower(_Windower):
         self._pending = sorted(self._pending + wanted, key=lambda m: m.timestamp)
         return self._collect()
 
-    def finish(self) -> int:
+    def finish(self, reason: str = "the data ended before the window was complete") -> int:
         """Declare the stream ended: pending markers become dropped; return how many."""
         left = [m for m, _, _ in self._waiting] + self._pending
         for marker in sorted(left, key=lambda m: m.timestamp):
-            self.dropped.append((marker, "the data ended before the window was complete"))
+            self.dropped.append((marker, reason))
         self._pending, self._waiting = [], []
         return len(left)
 
@@ -340,8 +354,14 @@ class SlidingWindower(_Windower):
         """Sliding windows are not locked to markers: accept and ignore them."""
         return []
 
-    def finish(self) -> int:
+    def finish(self, reason: str = "") -> int:
         """Declare the stream ended (nothing is pending for sliding windows); return 0."""
+        return 0
+
+    def restart(self, reason: str) -> int:
+        """Start a new timeline: forget the held samples; windows restart at the next sample."""
+        super().restart(reason)
+        self._next_window = 0
         return 0
 
     def _collect(self) -> list[Window]:

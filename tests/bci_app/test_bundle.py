@@ -160,7 +160,7 @@ def test_typed_fields_of_the_shipped_bundles():
     speech = load_bundle(SPEECH_BUNDLE).manifest
     assert speech.task == "speech" and speech.lm is None and speech.logit_scale > 1
     assert speech.window.audio_n_times == 360 and speech.window.brain_shift == 0.15
-    assert speech.demo.simulator["task"] == "listening" and speech.mel["n_mels"] == 40
+    assert speech.demo.simulator["task"] == "listening" and speech.audio_features["n_mels"] == 40
     assert speech.files() == ("audio.onnx", "brain.onnx")
 
 

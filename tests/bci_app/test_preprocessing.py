@@ -155,9 +155,12 @@ def test_auto_plan_filters_after_resampling_only_where_equivalent():
     assert not Preprocessor(config).iir_after_resample  # 60 Hz sits at the output Nyquist
     with pytest.raises(ValueError, match="'iir_stage'.*'after_resample' needs"):
         Preprocessor(dataclasses.replace(config, iir_stage="after_resample"))
-    # Brain2Qwerty: 5 zero crossings of the anti-alias FIR, 0.1 s at 50 Hz (10 would be 0.2 s)
-    assert fast.latency_s == pytest.approx(0.1)
-    ten = Preprocessor(dataclasses.replace(b2q_config(1000.0), resample_zeros=10))
+    # Brain2Qwerty: 5 zero crossings of a minimum-phase FIR, which waits for no future sample;
+    # the linear-phase one waits 0.1 s at 50 Hz (10 zero crossings: 0.2 s).
+    assert fast.latency_s == 0.0
+    linear = dataclasses.replace(b2q_config(1000.0), anti_alias="linear")
+    assert Preprocessor(linear).latency_s == pytest.approx(0.1)
+    ten = Preprocessor(dataclasses.replace(linear, resample_zeros=10))
     assert ten.latency_s == pytest.approx(0.2) and ten.iir_after_resample
 
 
@@ -172,7 +175,8 @@ def test_nan_and_inf_are_marked_contained_and_never_output():
     out = pre.process(dirty, timestamps)
     assert np.isfinite(out.data).all()
     t = out.timestamps - timestamps[0]
-    memory_s = pre.iir.memory / pre.sfreq_out + pre.latency_s + 0.02
+    fir_s = pre.resampler.n_taps / pre.resampler.up / sfreq  # the anti-alias FIR's extent
+    memory_s = pre.iir.memory / pre.sfreq_out + fir_s + 0.02
     assert not out.valid[(t >= 8.0) & (t <= 8.5)].any()
     assert not out.valid[(t > 8.5) & (t < 8.5 + pre.iir.memory / pre.sfreq_out)].any()
     assert not out.valid[np.abs(t - 12.0) < 0.01].any()
@@ -246,7 +250,7 @@ def test_timestamp_jump_marks_the_following_samples_invalid():
     pre = Preprocessor(b2q_config(sfreq))
     out = pre.process(data, timestamps)
     before, after = timestamps[2999], timestamps[3000]
-    around = (out.timestamps > before - 0.1) & (out.timestamps < after + 0.5)
+    around = (out.timestamps > before - pre.latency_s) & (out.timestamps < after + 0.5)
     assert around.sum() > 10 and not out.valid[around].any()
     assert out.valid[out.timestamps < before - pre.latency_s - 0.02].all()
 
@@ -277,6 +281,7 @@ def test_string_and_misshaped_data_are_rejected():
         ({"sfreq_out": 50.0001234}, "Round 'sfreq_in'"),
         ({"ch_names": ("a", "a")}, "unique"),
         ({"max_gap_s": 0.0}, "'max_gap_s'"),
+        ({"anti_alias": "iir"}, "'anti_alias'.*'linear', 'minphase'"),
     ],
 )
 def test_config_rejects_bad_values(changes, match):
@@ -291,6 +296,32 @@ def test_config_round_trips_through_json():
     assert again == config and isinstance(again.scaler_center, tuple)
     with pytest.raises(ValueError, match=r"unknown keys \['lowpass'\]"):
         PreprocessConfig.from_dict({**config.to_dict(), "lowpass": 3})
+
+
+def test_config_without_anti_alias_keeps_the_linear_phase_filter():
+    """Bundles written before the option (no key) decode exactly as before; new ones don't wait."""
+    new = b2q_config(1000.0)
+    assert new.anti_alias == "minphase"
+    old_dict = new.to_dict()
+    del old_dict["anti_alias"]
+    old = PreprocessConfig.from_dict(old_dict)
+    assert old.anti_alias == "linear"
+    data, timestamps = signal(6000, len(NAMES), 1000.0)
+    outputs = {}
+    for label, config in (
+        ("old", old),
+        ("linear", dataclasses.replace(new, anti_alias="linear")),
+        ("new", new),
+    ):
+        pre = Preprocessor(config)
+        outputs[label] = pre.process(data, timestamps)
+        assert pre.resampler.anti_alias == config.anti_alias
+    assert Preprocessor(old).latency_s == pytest.approx(0.1)  # 5 zeros at 50 Hz
+    assert Preprocessor(new).latency_s == 0.0
+    np.testing.assert_array_equal(outputs["old"].data, outputs["linear"].data)
+    np.testing.assert_array_equal(outputs["old"].timestamps, outputs["linear"].timestamps)
+    # The causal filter emits the 0.1 s (5 output samples) the linear one still waits for.
+    assert outputs["new"].data.shape[0] == outputs["old"].data.shape[0] + 5
 
 
 def make_recording(sfreq, seconds, seed=5):

@@ -1,10 +1,10 @@
-"""Streaming polyphase resampler: equals scipy's resample_poly, chunk-invariant, exact times."""
+"""Streaming polyphase resampler: resample_poly or the causal minimum phase, exact times."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import resample_poly
+from scipy.signal import freqz, resample_poly, upfirdn
 
 from bci_app.processing.resampling import StreamingResampler, rational_ratio
 
@@ -106,3 +106,68 @@ def test_small_chunks_may_produce_nothing():
     resampler = StreamingResampler(1000.0, 50.0)
     out = resampler.process(np.ones((5, 4)), np.arange(5) / 1000.0)
     assert out.data.shape == (0, 4) and out.timestamps.shape == (0,) and out.valid.shape == (0,)
+
+
+@pytest.mark.parametrize(("sfreq_in", "sfreq_out"), RATIOS)
+def test_minphase_is_the_causal_filter_and_chunk_invariant(sfreq_in, sfreq_out):
+    """Output k is sum_n h[k * down + lead - n * up] x[n] with h minimum-phase, lead = up - 1."""
+    rng = np.random.default_rng(2)
+    n = 4000
+    data = rng.standard_normal((n, 3)).cumsum(axis=0)
+    timestamps = 100.0 + np.arange(n) / sfreq_in
+    valid = np.ones(n, dtype=bool)
+    resampler = StreamingResampler(sfreq_in, sfreq_out, anti_alias="minphase")
+    one_shot = resampler.process(data, timestamps, valid)
+    resampler.reset()
+    chunked = feed_in_chunks(resampler, data, timestamps, valid, rng)
+
+    up, down, lead = resampler.up, resampler.down, resampler.up - 1
+    scale = np.abs(one_shot.data).max()
+    assert chunked[0].shape == one_shot.data.shape
+    assert np.abs(chunked[0] - one_shot.data).max() <= 1e-6 * scale
+    np.testing.assert_array_equal(chunked[1], one_shot.timestamps)
+    # Reference: the whole filter at the upsampled rate (scipy's upfirdn), edge-padded start.
+    pad = resampler.n_taps // up + 1
+    padded = np.concatenate([np.repeat(data[:1], pad, axis=0), data])
+    full = upfirdn(resampler.taps, padded, up, 1, axis=0)
+    k = np.arange(one_shot.data.shape[0])
+    reference = full[pad * up + k * down + lead]
+    assert np.abs(one_shot.data - reference).max() <= 1e-9 * scale
+    # Every output whose newest input has arrived is emitted: nothing waits for the future.
+    assert resampler.delay_s == pytest.approx(lead / up / sfreq_in)
+    assert k.size == (n * up - 1 - lead) // down + 1
+    expected_t = 100.0 + k * down / up / sfreq_in
+    np.testing.assert_allclose(one_shot.timestamps, expected_t, rtol=0, atol=1e-9)
+
+
+def test_minphase_keeps_the_magnitude_and_reports_its_group_delay():
+    """Same magnitude response as the linear-phase sinc; an in-band sine lags by group_delay_s."""
+    linear = StreamingResampler(1000.0, 50.0, zeros=5)
+    minphase = StreamingResampler(1000.0, 50.0, zeros=5, anti_alias="minphase")
+    freqs = np.array([1.0, 10.0, 20.0, 25.0, 30.0, 35.0, 50.0])
+    _, h_lin = freqz(linear.taps, worN=freqs, fs=1000.0)
+    _, h_min = freqz(minphase.taps, worN=freqs, fs=1000.0)
+    np.testing.assert_allclose(np.abs(h_min), np.abs(h_lin), rtol=0, atol=2e-3)
+    assert minphase.delay_s == 0.0 and linear.delay_s == pytest.approx(0.1)
+    np.testing.assert_allclose(linear.group_delay_s(freqs[:3]), 0.0, atol=1e-9)
+    delays = minphase.group_delay_s(freqs[:3])
+    assert np.all((delays > 0.01) & (delays < linear.delay_s))
+
+    freq = 3.0
+    timestamps = 5.0 + np.arange(20_000) / 1000.0
+    out = minphase.process(np.sin(2 * np.pi * freq * timestamps)[:, None], timestamps)
+    lag = minphase.group_delay_s(freq)[0]
+    settled = out.timestamps > timestamps[0] + 2.0
+    expected = np.sin(2 * np.pi * freq * (out.timestamps - lag))
+    assert np.abs(out.data[settled, 0] - expected[settled]).max() < 1e-2
+    # Causal: changing the input after the last output's timestamp changes none of the outputs.
+    changed = np.sin(2 * np.pi * freq * timestamps)[:, None]
+    changed[timestamps > out.timestamps[-1]] += 100.0
+    minphase.reset()
+    again = minphase.process(changed, timestamps)
+    np.testing.assert_array_equal(again.data, out.data)
+
+
+def test_anti_alias_is_checked():
+    with pytest.raises(ValueError, match="'anti_alias'.*'linear', 'minphase'"):
+        StreamingResampler(1000.0, 50.0, anti_alias="iir")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -260,4 +262,6 @@ def test_epochs_from_recording_checks_the_rate():
     with pytest.raises(ValueError, match="cuts windows at 100.0 Hz .* outputs 50.0 Hz"):
         epochs_from_recording(recording, config, EventWindower(-0.2, 0.3, 100.0))
     sliding = epochs_from_recording(recording, config, SlidingWindower(1.0, 0.5, SFREQ))
-    assert len(sliding) == 6  # 3.8 s of output (the FIR holds back 0.2 s)
+    assert len(sliding) == 7  # 4 s of output: the minimum-phase anti-alias holds nothing back
+    linear = dataclasses.replace(config, anti_alias="linear")  # holds back its 0.1 s delay
+    assert len(epochs_from_recording(recording, linear, SlidingWindower(1.0, 0.5, SFREQ))) == 6

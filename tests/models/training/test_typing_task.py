@@ -155,7 +155,7 @@ def test_bundle_loads_and_its_graphs_match_the_trained_model(
 @pytest.mark.timeout(300)  # ~40 s on 2 idle cores; minutes when the cores are shared
 def test_small_decodes_simulated_meg_well_below_chance(tmp_path, quick_typing):
     recording = td.typing_session("meg", seed=3, duration=150.0, snr=3.0)
-    metrics = quick_typing([recording], tmp_path / "meg", epochs=20, batch_size=2, picks=["mag"])
+    metrics = quick_typing([recording], tmp_path / "meg", epochs=40, batch_size=2, picks=["mag"])
     print(
         f"\nsmall on 150 s of simulated MEG (102 magnetometers, snr 3): test CER "
         f"{metrics['test_cer']:.3f} "
