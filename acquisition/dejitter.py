@@ -310,3 +310,100 @@ class Dejitter:
         )
         self._y0 += dy
         self._a = 0.0
+
+
+#: Relative difference between a stream's effective and nominal rates above which the stream is
+#: said not to send at its declared rate (a crystal is off by ppm; 2 % is a wrong setting, a
+#: device dropping samples, or one sending twice).
+RATE_TOLERANCE = 0.02
+
+
+def rate_mismatch(rate: float, nominal: float, tolerance: float = RATE_TOLERANCE) -> str | None:
+    """Say ``"effective rate X Hz, nominal Y Hz"`` when ``rate`` is off ``nominal``, else None."""
+    if not (np.isfinite(rate) and rate > 0) or abs(rate / nominal - 1.0) <= tolerance:
+        return None
+    return f"effective rate {rate:.1f} Hz, nominal {nominal:g} Hz"
+
+
+class RateMonitor:
+    """Effective rate of a regular stream, and whether it is the rate the stream declares.
+
+    The rate is the number of samples received per second of the stream's own (clock-corrected,
+    not dejittered) timestamps, over windows of ``window_s``; ``confirm`` windows in a row off
+    by more than ``tolerance`` in the same direction make a mismatch, as many within it clear
+    it. Not the dejittered times: the fitted line follows whatever spacing the stamps have.
+    Not the arrival times: a replay at 4x speed arrives faster than its stamps, rightly. A
+    single forward or backward clock jump spoils one window only, so it is not a rate.
+
+    Parameters
+    ----------
+    nominal : float
+        The declared rate (Hz).
+    window_s : float
+        Seconds of timestamps per measurement.
+    confirm : int
+        Windows in a row that decide a mismatch (or its end).
+    tolerance : float
+        Relative difference allowed.
+    """
+
+    def __init__(
+        self,
+        nominal: float,
+        *,
+        window_s: float = 2.0,
+        confirm: int = 3,
+        tolerance: float = RATE_TOLERANCE,
+    ) -> None:
+        self.nominal, self.window_s = float(nominal), float(window_s)
+        self.confirm, self.tolerance = int(confirm), float(tolerance)
+        self.rate = float("nan")
+        self.mismatch: str | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Start measuring afresh (a new connection); the last verdict is forgotten."""
+        self._start: float | None = None
+        self._count = 0
+        self._streak = 0  # > 0: windows off upwards in a row, < 0: downwards
+        self._ok = 0
+        self.n_windows = 0
+        self.mismatch = None
+
+    @property
+    def known(self) -> bool:
+        """Whether enough windows were measured for a verdict."""
+        return self.n_windows >= self.confirm
+
+    def update(self, n: int, last: float) -> str | None:
+        """Count ``n`` samples whose newest is stamped ``last``; return what changed, if anything.
+
+        Returns ``"mismatch"`` when a mismatch is confirmed, ``"cleared"`` when it ends, else
+        None.
+        """
+        if self._start is None or last < self._start:  # first chunk, or the clock went back
+            self._start, self._count = last, 0
+            return None
+        self._count += n
+        span = last - self._start
+        if span < self.window_s:
+            return None
+        self.rate = self._count / span
+        self._start, self._count = last, 0
+        self.n_windows += 1
+        off = rate_mismatch(self.rate, self.nominal, self.tolerance)
+        if off is None:
+            self._streak, self._ok = 0, self._ok + 1
+            if self.mismatch is not None and self._ok >= self.confirm:
+                self.mismatch = None
+                return "cleared"
+            return None
+        up = self.rate > self.nominal
+        self._ok = 0
+        self._streak = (max(self._streak, 0) + 1) if up else (min(self._streak, 0) - 1)
+        if self.mismatch is None and abs(self._streak) >= self.confirm:
+            self.mismatch = off
+            return "mismatch"
+        if self.mismatch is not None:
+            self.mismatch = off  # keep the words up to date with the latest measurement
+        return None

@@ -127,8 +127,8 @@ class MarkerSource(InletWorker):
     def pull(self) -> list[Marker]:
         """Return the markers received since the last call, oldest first (never blocks long).
 
-        Without a background thread this reads the inlet now; after a loss it also looks for
-        the stream again, which blocks up to about a second on the call that reconnects.
+        Without a background thread this reads the inlet now; after a loss each call also asks
+        the network for the stream again, which blocks it for 0.2-0.5 s until it is back.
         """
         self._raise_pending()
         if self._state == "disconnected":

@@ -22,7 +22,7 @@ import pylsl
 from acquisition._inlet_worker import InletWorker
 from acquisition._lsl import NUMPY_DTYPES, StreamNotFoundError, describe, format_name, pull_into
 from acquisition.channels import ChannelSpec, channels_from_info
-from acquisition.dejitter import Dejitter, Gap
+from acquisition.dejitter import Dejitter, Gap, RateMonitor
 from acquisition.ringbuffer import RingBuffer
 
 __all__ = ["Gap", "StreamHealth", "StreamNotFoundError", "StreamSource"]
@@ -34,6 +34,10 @@ _N_LATENCIES = 8192
 _RATE_WINDOW_S = 2.0
 #: Held rows (see Dejitter.process) are written anyway after this long without new data.
 _HOLD_S = 0.5
+#: Gap warnings logged one by one per ``_GAP_LOG_PERIOD_S``; the rest are summed up in one line
+#: (a stream that breaks every chunk must not bury the log: health() counts every gap).
+_GAP_LOG_BURST = 5
+_GAP_LOG_PERIOD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,8 @@ class StreamHealth:
     sfreq : float
         Nominal sampling rate (Hz).
     effective_rate : float
-        Samples per second of stream time over the last couple of seconds (NaN before that).
+        Samples per second of the stream's own timestamps over the last couple of seconds (NaN
+        before that).
     n_samples : int
         Samples received since connect().
     dropped_samples : int
@@ -67,6 +72,13 @@ class StreamHealth:
         Times the stream came back after being lost.
     last_error : str | None
         The most recent error, if any.
+    rate_mismatch : str | None
+        ``"effective rate X Hz, nominal Y Hz"`` while the stream has been sending at another
+        rate than it declares for several seconds (:class:`~acquisition.dejitter.RateMonitor`),
+        else None. Data at a wrong rate is not decodable as it is: consumers act on this.
+    rate_known : bool
+        Whether enough of the stream was measured since it (re)connected for ``rate_mismatch``
+        to be meaningful.
     """
 
     connected: bool
@@ -81,6 +93,8 @@ class StreamHealth:
     n_invalid_samples: int
     reconnections: int
     last_error: str | None
+    rate_mismatch: str | None = None
+    rate_known: bool = False
 
 
 class StreamSource(InletWorker):
@@ -175,13 +189,20 @@ class StreamSource(InletWorker):
         """Nominal sampling rate of the stream (Hz)."""
         return self.info.nominal_srate()
 
+    @property
+    def rate_check_s(self) -> float:
+        """Seconds of stream time it takes to tell whether the stream keeps its declared rate."""
+        monitor = getattr(self, "_rate_monitor", None) or RateMonitor(1.0)
+        return monitor.window_s * monitor.confirm
+
     def health(self) -> StreamHealth:
         """Return a snapshot of the stream's health; re-raises a stored worker error."""
         self._raise_pending()
         if self._buffer is None:
             raise RuntimeError("connect() the stream before asking for its health.")
         with self._stats_lock:
-            rate = self._rate
+            monitor = self._rate_monitor
+            rate = monitor.rate if monitor.n_windows else self._rate
             if math.isnan(rate) and self._win_n and self._last_fit > self._win_start:
                 rate = self._win_n / (self._last_fit - self._win_start)
             return StreamHealth(
@@ -197,6 +218,8 @@ class StreamSource(InletWorker):
                 n_invalid_samples=self._n_invalid,
                 reconnections=self._reconnections,
                 last_error=self._last_error,
+                rate_mismatch=monitor.mismatch,
+                rate_known=monitor.known,
             )
 
     def chunk_latencies(self, since: int = 0) -> tuple[np.ndarray, int]:
@@ -306,6 +329,7 @@ class StreamSource(InletWorker):
                 self._flush_held()
             return 0
         raw += self._tc
+        self._watch_rate(n, float(raw[-1]))
         data = self._dest[:n]
         valid = np.isfinite(data).all(axis=1)
         n_invalid = n - int(np.count_nonzero(valid))
@@ -354,10 +378,32 @@ class StreamSource(InletWorker):
             self._outage_from: float | None = None
             self._rate = math.nan
             self._win_start, self._win_n = math.nan, 0
+            self._rate_monitor = RateMonitor(sfreq)
+            self._gap_log_at, self._gap_log_n, self._gap_log_skipped = -math.inf, 0, 0
 
     def _restart_rate_window(self) -> None:
         with self._stats_lock:
             self._win_start, self._win_n = math.nan, 0
+            self._rate_monitor.reset()
+
+    def _watch_rate(self, n: int, last_raw: float) -> None:
+        """Feed the rate monitor; say it once when the stream is found off its rate, or back."""
+        with self._stats_lock:
+            change = self._rate_monitor.update(n, last_raw)
+            words = self._rate_monitor.mismatch
+        if change == "mismatch":
+            self._last_error = (
+                f"The stream {self._info.name()!r} does not send at its declared rate: {words}. "
+                "Its data cannot be decoded as it is; set the device (or its LSL driver) to the "
+                "rate it declares."
+            )
+            logger.warning(self._last_error)
+        elif change == "cleared":
+            logger.warning(
+                "Stream %r: effective rate back to its nominal %g Hz.",
+                self._info.name(),
+                self._sfreq,
+            )
 
     def _outage_gap(self, first_raw: float) -> Gap:
         """Gap between the last sample before a loss and the first one after reconnecting."""
@@ -418,7 +464,32 @@ class StreamSource(InletWorker):
                 self._gaps.append(gap)
                 self._n_gaps += 1
                 self._dropped += gap.n_missing
+        self._log_gaps(gaps)
+        if first_invalid:
+            logger.warning(
+                "Stream %r: samples with NaN/Inf values arrived; they are flagged invalid in the "
+                "buffer and counted in health().n_invalid_samples.",
+                self._info.name(),
+            )
+
+    def _log_gaps(self, gaps: list[Gap]) -> None:
+        """Log gaps one by one, at most ``_GAP_LOG_BURST`` per period; sum up the rest."""
+        now = pylsl.local_clock()
+        if now - self._gap_log_at > _GAP_LOG_PERIOD_S:
+            if self._gap_log_skipped:
+                logger.warning(
+                    "Stream %r: %d more gaps in the last %.0f s (not logged one by one; "
+                    "health() counts every gap).",
+                    self._info.name(),
+                    self._gap_log_skipped,
+                    now - self._gap_log_at,
+                )
+            self._gap_log_at, self._gap_log_n, self._gap_log_skipped = now, 0, 0
         for gap in gaps:
+            if self._gap_log_n >= _GAP_LOG_BURST:
+                self._gap_log_skipped += 1
+                continue
+            self._gap_log_n += 1
             logger.warning(
                 "Stream %r: %s gap at t=%.3f s, %.4f s, %d samples missing.",
                 self._info.name(),
@@ -426,10 +497,4 @@ class StreamSource(InletWorker):
                 gap.start,
                 gap.duration,
                 gap.n_missing,
-            )
-        if first_invalid:
-            logger.warning(
-                "Stream %r: samples with NaN/Inf values arrived; they are flagged invalid in the "
-                "buffer and counted in health().n_invalid_samples.",
-                self._info.name(),
             )

@@ -2,7 +2,8 @@
 
 Both read snapshots (``StreamSource.health()``, ``chunk_latencies()``,
 ``LatencyStats.summary()``) from QTimers; nothing here waits on the stream. The health panel
-turns red while the stream is lost and says so in words.
+turns red while the stream is lost and says so in words, and says when the stream does not send
+at its declared rate (``effective rate X Hz, nominal Y Hz``: not decoded).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ _MAX_CHARS = 44
 ACQUISITION_STAGE = "sample -> buffer"
 SHOWN_STAGE = "emitted -> shown"
 TOTAL_STAGE = "sample -> shown"
+#: A sample's time to the end of painting the scope frame that first shows it (the scope's own).
+PAINTED_STAGE = "sample -> painted"
 _RIGHT = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
 
 
@@ -139,6 +142,13 @@ class HealthPanel(QFrame):
         _set_elided(self.values["Markers"], self._marker_text())
         self.error.setText(f"Last error: {health.last_error}" if health.last_error else "")
         self._show_state(health.state)
+        if health.rate_mismatch is not None and health.state == "connected":
+            self.message.setText(
+                f"Not at its declared rate: {health.rate_mismatch}. Its data is not decoded; "
+                "set the device (or its LSL driver) to the rate it declares."
+            )
+            self.message.show()
+            self.setStyleSheet("QFrame#healthPanel { border: 3px solid #f9a825; }")
 
     def _marker_text(self) -> str:
         if self.markers is None:
@@ -178,8 +188,9 @@ class LatencyPanel(QWidget):
     """Latency per stage (p50/p99) and a live histogram of one stage.
 
     Rows come from the engine's :class:`~bci_app.live.metrics.LatencyStats` (:meth:`set_stats`) and
-    from what the GUI measures itself: chunk arrival of the stream (``sample -> buffer``), and for
-    each TextEvent the time from emission to display and from its sample time to display.
+    from what the GUI measures itself: chunk arrival of the stream (``sample -> buffer``), the
+    scope's ``sample -> painted`` (:meth:`add_painted`), and for each TextEvent the time from
+    emission to display and from its sample time to display.
     """
 
     def __init__(self, parent: QWidget | None = None, *, interval_ms: int = 1000) -> None:
@@ -249,6 +260,10 @@ class LatencyPanel(QWidget):
             self._add(SHOWN_STAGE, shown_at - max(event.stages.values()))
         if math.isfinite(event.timestamp):
             self._add(TOTAL_STAGE, shown_at - event.timestamp)
+
+    def add_painted(self, seconds: float) -> None:
+        """Account one scope frame's ``sample -> painted`` latency (connect ``painted`` here)."""
+        self._add(PAINTED_STAGE, seconds)
 
     def _add(self, stage: str, seconds: float) -> None:
         self.own.add(stage, seconds)

@@ -7,12 +7,22 @@ windower, and each preprocessed chunk (``on_chunk``) and completed window (``on_
 on with its stage times. :meth:`LivePipeline.step` takes the raw samples and markers as arguments,
 so tests drive the whole chain, decoding included, by feeding chunks of a recording: no thread,
 no LSL.
+
+Timestamps that go back (the sender's clock stepped back, or a device sending faster than it
+declares, whose chunks then overlap in time) start a new timeline: the samples before and after
+such a break cannot be filtered or windowed together, so the pipeline restarts its preprocessor
+and windower there (:meth:`LivePipeline.step`), counts the restart, and goes on. The stream
+source reports the break as a ``backwards`` gap, which the decoding session marks in the text.
 """
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
+import math
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +40,10 @@ from bci_app.processing.stages import Chunk
 from bci_app.processing.windowing import EventWindower, SlidingWindower, Window
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two warnings about timeline restarts (a stream breaking every chunk would
+#: otherwise write a line every few milliseconds; ``n_restarts`` counts them all).
+_RESTART_LOG_PERIOD_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,10 @@ class LivePipeline:
         preprocessed sample, e.g. to close a sentence once its last window is complete.
     poll_s : float
         Sleep between polls when no new data has arrived.
+    max_markers_per_s : float
+        Markers accepted per second of marker time; more are dropped and counted
+        (``n_markers_dropped``). Nobody types or hears 50 events a second: a flood is a broken
+        sender, and decoding a window per flooded marker would leave the data behind.
     """
 
     def __init__(
@@ -93,6 +111,7 @@ class LivePipeline:
         on_chunk: Callable[[ChunkEvent], None] | None = None,
         on_step: Callable[[float], None] | None = None,
         poll_s: float = 0.005,
+        max_markers_per_s: float = 50.0,
     ) -> None:
         if source is not None and (
             abs(preprocessor.config.sfreq_in - source.sfreq) > 1e-6 * source.sfreq
@@ -109,7 +128,15 @@ class LivePipeline:
         self.n_windows = 0
         self.n_invalid_windows = 0
         self.n_lost_samples = 0
+        self.n_restarts = 0
+        self.n_markers_dropped = 0
+        self.max_markers_per_s = float(max_markers_per_s)
+        self._recent_markers: collections.deque[float] = collections.deque()
+        self._flood_logged_at = -math.inf
         self.error: BaseException | None = None
+        self._last_t = math.nan
+        self._restart_logged_at = -math.inf
+        self._restarts_unlogged = 0
         # Start from the oldest sample the buffer still holds, so data that arrived while the
         # decoder was loading is processed too (and markers already queued find their data).
         self._counter = 0
@@ -196,12 +223,95 @@ class LivePipeline:
         -------
         int
             The number of windows completed and handed to ``on_window``.
+
+        Notes
+        -----
+        Where a timestamp is earlier than the one before it (in this chunk or across chunks),
+        the preprocessor and the windower restart (module docstring): samples are never filtered
+        across the break, and markers still waiting for their data are dropped with the reason.
         """
         t_pulled = pylsl.local_clock() if t_pulled is None else t_pulled
-        markers = list(markers)
-        windows: list[Window] = []
+        markers = self._throttle(list(markers))
         if markers and self.on_markers is not None:
             self.on_markers(markers)
+        timestamps = np.asarray(timestamps, dtype=np.float64)
+        previous = np.concatenate([[self._last_t], timestamps[:-1]])
+        breaks = np.flatnonzero(timestamps < previous)  # NaN (no sample yet) compares False
+        if len(timestamps):
+            self._last_t = float(timestamps[-1])
+        if breaks.size == 0:
+            return self._step(data, timestamps, valid, markers, t_pulled)
+        edges = [0, *breaks.tolist(), len(timestamps)]
+        n_windows = 0
+        for k, (a, b) in enumerate(itertools.pairwise(edges)):
+            if k:
+                self._restart(float(previous[a]), float(timestamps[a]))
+            last = k == len(edges) - 2  # markers go with the newest data, after any restart
+            part_valid = None if valid is None else valid[a:b]
+            part_markers = markers if last else []
+            n_windows += self._step(data[a:b], timestamps[a:b], part_valid, part_markers, t_pulled)
+        return n_windows
+
+    def _throttle(self, markers: list[Marker]) -> list[Marker]:
+        """Keep at most ``max_markers_per_s`` markers in any second of marker time."""
+        if not markers:
+            return markers
+        recent, kept = self._recent_markers, []
+        for marker in markers:
+            while recent and recent[0] <= marker.timestamp - 1.0:
+                recent.popleft()
+            if len(recent) < self.max_markers_per_s:
+                recent.append(marker.timestamp)
+                kept.append(marker)
+        dropped = len(markers) - len(kept)
+        if dropped:
+            self.n_markers_dropped += dropped
+            now = pylsl.local_clock()
+            if now - self._flood_logged_at >= _RESTART_LOG_PERIOD_S:
+                self._flood_logged_at = now
+                logger.warning(
+                    "Marker flood: more than %g markers a second; the extra ones are dropped "
+                    "(%d so far). Check the marker sender.",
+                    self.max_markers_per_s,
+                    self.n_markers_dropped,
+                )
+        return kept
+
+    def _restart(self, before: float, after: float) -> None:
+        """Start a new timeline at a backwards step from ``before`` to ``after`` (seconds)."""
+        self.n_restarts += 1
+        self.preprocessor.reset()
+        dropped = 0
+        if self.windower is not None:
+            dropped = self.windower.restart(
+                "the stream's timestamps went back before its window was complete"
+            )
+        now = pylsl.local_clock()
+        if now - self._restart_logged_at < _RESTART_LOG_PERIOD_S:
+            self._restarts_unlogged += 1
+            return
+        more = self._restarts_unlogged
+        self._restart_logged_at, self._restarts_unlogged = now, 0
+        logger.warning(
+            "Stream timestamps went back by %.3f s (from %.3f to %.3f s): preprocessing and "
+            "windows restart there%s%s.",
+            before - after,
+            before,
+            after,
+            f", {dropped} marker(s) waiting for data dropped" if dropped else "",
+            f"; {more} more such restart(s) since the last message" if more else "",
+        )
+
+    def _step(
+        self,
+        data: np.ndarray,
+        timestamps: np.ndarray,
+        valid: np.ndarray | None,
+        markers: list[Marker],
+        t_pulled: float,
+    ) -> int:
+        """Preprocess, window and hand on samples whose timestamps do not go back."""
+        windows: list[Window] = []
         if self.windower is not None:
             windows += self.windower.push_markers(markers)
         if len(timestamps) == 0 and not windows:
@@ -247,3 +357,72 @@ def window_summary(window: Window) -> dict:
         "shape": list(window.data.shape),
         "rms": float(np.sqrt(np.mean(np.square(window.data, dtype=np.float64)))),
     }
+
+
+def wait_for_data(
+    source: StreamSource,
+    seconds: float,
+    stop: threading.Event,
+    timeout: float | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wait for the newest ``seconds`` of a stream on one timeline at its declared rate.
+
+    For fitting on live data (``bci-app run --no-decoder`` fits its scaler so): the samples
+    returned never span a backwards timestamp step, and the stream's rate was measured first
+    (:attr:`~acquisition.stream.StreamHealth.rate_known`), so data at the wrong rate is refused
+    with the reason instead of being fitted.
+
+    Parameters
+    ----------
+    source : StreamSource
+        The connected stream.
+    seconds : float
+        Seconds of data wanted.
+    stop : threading.Event
+        Set to give up (Ctrl-C): raises KeyboardInterrupt.
+    timeout : float | None
+        Seconds to wait beyond the time the data itself takes (None: until ``stop``), so a
+        stream that died never makes the wait endless.
+
+    Returns
+    -------
+    data, timestamps, valid : arrays
+        As :meth:`~acquisition.ringbuffer.RingBuffer.read_latest` returns them.
+
+    Raises
+    ------
+    ValueError
+        The stream does not send at its declared rate (the message names both rates).
+    RuntimeError
+        The data did not arrive within ``timeout`` (the message names the stream's state).
+    KeyboardInterrupt
+        ``stop`` was set.
+    """
+    need = max(1, int(seconds * source.sfreq))
+    name = source.info.name()
+    start = time.monotonic()
+    takes = max(seconds, source.rate_check_s)  # the rate verdict needs a few seconds too
+    deadline = math.inf if timeout is None else start + takes + timeout
+    while True:
+        health = source.health()
+        if health.rate_mismatch is not None:
+            raise ValueError(
+                f"Cannot calibrate on the stream {name!r}: {health.rate_mismatch}. Its samples "
+                "do not come at the rate it declares, so no filter or decoder can use them; set "
+                "the device (or its LSL driver) to the rate it declares, then run again."
+            )
+        if source.buffer.n_available >= need and health.rate_known:
+            data, timestamps, valid = source.buffer.read_latest(need)
+            if (np.diff(timestamps) >= 0).all():
+                return data, timestamps, valid
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if time.monotonic() >= deadline:
+            have = min(source.buffer.n_available, need) / source.sfreq
+            raise RuntimeError(
+                f"The stream {name!r} did not bring {seconds:g} s of data on one timeline "
+                f"within {time.monotonic() - start:.0f} s (it is {health.state}; "
+                f"{have:.1f} s arrived, {health.n_gaps} gap(s)). Check its outlet, or run "
+                "again with a longer --duration."
+            )
+        stop.wait(0.1)

@@ -17,7 +17,9 @@ bounded queues to the GUI and the session log writer, and to the LSL text outlet
 the session when a recorder runs), and to the listeners added with
 :meth:`DecodingSession.add_listener` (the session report's collector). At stop, the summary goes
 out as a last JSON line ``{"event": "summary", ...}`` on the text outlet and in the log, so a
-recording holds the bundle, the provider and the counts. Without a source, nothing runs on its
+recording holds the bundle, the provider and the counts. While the source reports that the stream
+does not send at its declared rate (``effective rate X Hz, nominal Y Hz``), nothing is decoded: it
+is said once and the windows left undecoded are counted. Without a source, nothing runs on its
 own: tests feed ``session.pipeline.step(data, timestamps, markers=...)`` and read
 ``session.events``.
 """
@@ -43,7 +45,7 @@ from acquisition.outlets import TextOutlet
 from acquisition.recording import Marker
 from acquisition.stream import StreamSource
 from bci_app.decoders.bundle import Bundle
-from bci_app.decoders.events import EventQueue, TextEvent
+from bci_app.decoders.events import EventQueue, TextEvent, strict_json
 from bci_app.live.metrics import LatencyStats
 from bci_app.live.pipeline import ChunkEvent, LivePipeline, WindowEvent
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor
@@ -58,6 +60,9 @@ STAGES = ("sample", "pulled", "preprocessed", "windowed", "inferred", "decoded",
 #: Seconds the text outlet stays open after the last line when it has consumers (a recorder):
 #: liblsl drops the samples it has not sent yet when an outlet closes.
 TEXT_LINGER_S = 0.2
+
+#: Seconds within which further data gaps are not marked again in the text (they are counted).
+GAP_MARK_S = 1.0
 
 #: Kind of the marker that says which channels are bad from its time on: ``bads:["MEG 0113"]``.
 BADS_MARKER = "bads"
@@ -191,6 +196,9 @@ class DecodingSession:
         self.n_log_dropped = 0
         self.n_inference_errors = 0
         self._n_gaps_seen = 0
+        self._last_gap_marked = -float("inf")
+        self.n_refused = 0
+        self.rate_mismatch: str | None = None
         self._lock = threading.Lock()
         self._stopped = False
         config = strategy.preprocess_config()
@@ -289,7 +297,7 @@ class DecodingSession:
                 self._log_file.close()
                 self._log_thread = None
             if self._outlet is not None:
-                self._outlet.push(json.dumps({"event": "summary", **summary}))
+                self._outlet.push(strict_json({"event": "summary", **summary}))
                 if self._outlet.have_consumers():  # liblsl drops what it has not sent at close
                     time.sleep(TEXT_LINGER_S)
                 self._outlet.close()
@@ -312,6 +320,10 @@ class DecodingSession:
             "windows": self.pipeline.n_windows,
             "invalid_windows": self.pipeline.n_invalid_windows,
             "inference_errors": self.n_inference_errors,
+            "refused": self.n_refused,
+            "rate_mismatch": None if health is None else health.rate_mismatch,
+            "timeline_restarts": self.pipeline.n_restarts,
+            "markers_dropped": self.pipeline.n_markers_dropped,
             "gaps": 0 if health is None else health.n_gaps,
             "dropped_samples": 0 if health is None else health.dropped_samples,
             "invalid_samples": 0 if health is None else health.n_invalid_samples,
@@ -330,6 +342,8 @@ class DecodingSession:
     def _on_window(self, event: WindowEvent) -> None:
         with self._lock:
             self._check_gaps()
+            if self._refuse():
+                return
             try:
                 self.strategy.on_window(event, self._emit)
             except Exception:  # a decoding error never ends the session
@@ -341,6 +355,8 @@ class DecodingSession:
     def _on_chunk(self, event: ChunkEvent) -> None:
         with self._lock:
             self._check_gaps()
+            if self._refuse():
+                return
             try:
                 self.strategy.on_chunk(event, self._emit)
             except Exception:  # a decoding error never ends the session
@@ -355,13 +371,49 @@ class DecodingSession:
         self.n_inference_errors += 1
         logger.error("inference failed on %s:\n%s", what, traceback.format_exc())
 
+    def _refuse(self) -> bool:
+        """Whether to leave this window or chunk undecoded: the stream is off its rate.
+
+        Data at another rate than the bundle was trained on is not decodable (the filters and
+        the windows assume the declared rate), so nothing is decoded while the source reports
+        a rate mismatch; it is said once (and once when it ends), and counted in the summary.
+        """
+        if self.source is None:
+            return False
+        mismatch = self.source.health().rate_mismatch
+        if mismatch is not None and self.rate_mismatch is None:
+            logger.error(
+                "Not decoding the stream %r: %s. The decoder '%s' needs data at the declared "
+                "rate; set the device (or its LSL driver) to it. Decoding resumes by itself once "
+                "the rate is back.",
+                self.source.info.name(),
+                mismatch,
+                self.bundle.name,
+            )
+        elif mismatch is None and self.rate_mismatch is not None:
+            logger.warning(
+                "Stream %r back at its declared rate: decoding again.", self.source.info.name()
+            )
+        if mismatch is not None:
+            self.rate_mismatch = mismatch
+            self.n_refused += 1
+            return True
+        self.rate_mismatch = None
+        return False
+
     def _check_gaps(self) -> None:
-        """Emit a ``gap`` event for every data gap the source found since the last check."""
+        """Emit a ``gap`` event for the data gaps the source found since the last check.
+
+        Gaps less than a second after the last one marked are counted by the source but not
+        marked again: a stream that breaks every chunk must not flood the text with gap events.
+        """
         if self.source is None:
             return
         health = self.source.health()
         for gap in health.gaps[len(health.gaps) - (health.n_gaps - self._n_gaps_seen) :]:
-            self._emit(self.strategy.decoder.mark_gap(gap.start), None)
+            if abs(gap.start - self._last_gap_marked) >= GAP_MARK_S:
+                self._last_gap_marked = gap.start
+                self._emit(self.strategy.decoder.mark_gap(gap.start), None)
         self._n_gaps_seen = health.n_gaps
 
     def _emit(self, text_event: TextEvent, origin: WindowEvent | ChunkEvent | None) -> None:
@@ -400,6 +452,6 @@ class DecodingSession:
             item = self._log_queue.get()
             if item is None:
                 return
-            self._log_file.write((item if isinstance(item, str) else json.dumps(item)) + "\n")
+            self._log_file.write((item if isinstance(item, str) else strict_json(item)) + "\n")
             if self._log_queue.empty():
                 self._log_file.flush()

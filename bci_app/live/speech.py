@@ -78,6 +78,14 @@ class SpeechWindower:
         """Declare the stream ended; return the word markers left without a window."""
         return 0 if self.words is None else self.words.finish()
 
+    def restart(self, reason: str) -> int:
+        """Start a new timeline (the clock went back); return the word markers dropped."""
+        dropped = 0
+        for windower in (self.words, self.sliding):
+            if windower is not None:
+                dropped += windower.restart(reason)
+        return dropped
+
     def reset(self) -> None:
         """Forget samples and pending markers."""
         for windower in (self.words, self.sliding):

@@ -122,3 +122,31 @@ def test_single_sample_chunks_and_reset():
 def test_bad_rate_is_rejected():
     with pytest.raises(ValueError, match="'sfreq'.*Irregular streams"):
         Dejitter(0.0)
+
+
+def test_rate_monitor_needs_a_sustained_difference_and_clears_it():
+    from acquisition.dejitter import RateMonitor
+
+    monitor = RateMonitor(500.0, window_s=1.0, confirm=3)
+    changes, t = [], 0.0
+
+    def feed(seconds: float, rate: float, jump: float = 0.0) -> None:
+        nonlocal t
+        t += jump
+        for _ in range(round(seconds * 20)):  # chunks of 50 ms
+            t += 0.05
+            changes.append(monitor.update(round(rate * 0.05), t))
+
+    feed(3.0, 500.0)
+    feed(2.0, 500.0, jump=0.5)  # a clock step spoils one window, not the verdict
+    feed(2.0, 500.0, jump=-3.0)
+    assert monitor.known and monitor.mismatch is None and set(changes) == {None}
+    feed(2.5, 480.0)  # two windows off (4 %): not yet
+    assert monitor.mismatch is None
+    feed(1.0, 480.0)
+    assert monitor.mismatch == "effective rate 480.0 Hz, nominal 500 Hz"
+    assert changes.count("mismatch") == 1
+    feed(5.0, 500.0)
+    assert monitor.mismatch is None and changes.count("cleared") == 1
+    monitor.reset()
+    assert not monitor.known and monitor.mismatch is None

@@ -295,3 +295,52 @@ def test_worker_error_without_raise_mode_recovers(spawn_python, source_id, monke
         _wait(lambda: src.health().n_samples > n + 50, what="data after recovery")
         health = src.health()
     assert health.connected and "injected failure" in health.last_error
+
+
+def _auto_stamped(n_chunks: int, chunk: int, sfreq: float, true_rate: float) -> np.ndarray:
+    """Stamp chunks as liblsl does when they are pushed without times, at ``true_rate``.
+
+    The last sample of a chunk is 'now', the others go back at the nominal rate, so chunks
+    pushed faster than the nominal rate overlap in time.
+    """
+    last = (np.arange(n_chunks) + 1) * chunk / true_rate
+    return (last[:, None] - np.arange(chunk - 1, -1, -1)[None, :] / sfreq).ravel()
+
+
+@pytest.mark.parametrize(
+    ("offsets", "words"),
+    [
+        (np.arange(4000) / 475.0, "effective rate 475.0 Hz, nominal 500 Hz"),  # 5 % slow
+        (_auto_stamped(320, 25, 500.0, 1000.0), "effective rate 1000.0 Hz, nominal 500 Hz"),
+    ],
+    ids=["5-percent-slow", "twice-the-rate"],
+)
+def test_a_stream_off_its_declared_rate_is_diagnosed_once(
+    spawn_python, source_id, caplog, offsets, words
+):
+    code = _SCRIPTED.format(offsets=offsets.tolist(), sfreq=500.0, sid=source_id)
+    proc = spawn_python(code)
+    with (
+        caplog.at_level(logging.WARNING, logger="acquisition.stream"),
+        StreamSource(source_id=source_id, resolve_timeout=30.0) as src,
+    ):
+        _wait(lambda: src.health().n_samples == offsets.size, what="all samples")
+        health = src.health()
+    assert proc.stdout.readline().strip() == "done"
+    assert health.rate_known and health.rate_mismatch == words
+    assert health.effective_rate == pytest.approx(float(words.split()[2]), abs=0.1)
+    said = [r for r in caplog.records if "does not send at its declared rate" in r.getMessage()]
+    assert len(said) == 1 and words in said[0].getMessage()
+    gap_lines = [r for r in caplog.records if "gap at t=" in r.getMessage()]
+    assert len(gap_lines) <= 5 < health.n_gaps or health.n_gaps <= 5  # counted, not all logged
+
+
+def test_a_stream_at_its_declared_rate_has_no_rate_mismatch(spawn_python, source_id):
+    offsets = _auto_stamped(160, 25, 500.0, 500.0)
+    proc = spawn_python(_SCRIPTED.format(offsets=offsets.tolist(), sfreq=500.0, sid=source_id))
+    with StreamSource(source_id=source_id, resolve_timeout=30.0) as src:
+        _wait(lambda: src.health().n_samples == offsets.size, what="all samples")
+        health = src.health()
+    assert proc.stdout.readline().strip() == "done"
+    assert health.rate_known and health.rate_mismatch is None and health.n_gaps == 0
+    assert health.effective_rate == pytest.approx(500.0, rel=1e-3)

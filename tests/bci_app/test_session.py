@@ -30,7 +30,7 @@ from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.decoders.shipped import TYPING_BUNDLE
 from bci_app.live.keystroke import KeystrokeStrategy
 from bci_app.live.session import DecodingSession
-from bci_app.processing.preprocessing import PreprocessConfig, fit_scaler
+from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.typing.evaluate import evaluate_bundle
 
 pytestmark = pytest.mark.skipif(not TYPING_BUNDLE.is_dir(), reason="default bundle missing")
@@ -138,8 +138,12 @@ def test_session_fed_chunk_by_chunk_gives_the_offline_text(eeg_bundle, simulated
     assert all(set(e.stages) >= {"pulled", "windowed", "inferred", "emitted"} for e in keystrokes)
     assert summary["sentences"] == 2 and summary["inference_errors"] == 0
     keys = simulated_eeg.markers_of("key")  # the last ones end after the data: no window
-    complete = [k for k in keys if k.timestamp + 0.3 + 0.1 < simulated_eeg.timestamps[-1]]
-    assert summary["windows"] == len(complete) >= len(keys) - 3  # tmax + the resampler delay
+    # A window's newest sample is at tmax - 1/50 s; it comes out once the resampler's wait (0
+    # for the minimum-phase anti-alias) has passed.
+    delay = Preprocessor(eeg_bundle.manifest.preprocessing).latency_s
+    last = simulated_eeg.timestamps[-1] - delay + 1e-9
+    complete = [k for k in keys if k.timestamp + 0.3 - 1 / 50 <= last]
+    assert summary["windows"] == len(complete) >= len(keys) - 3
     assert summary["gaps"] == 0 and summary["latency_ms"]["windowed->inferred"]["n"] > 0
 
 

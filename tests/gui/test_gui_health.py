@@ -50,3 +50,35 @@ def test_health_panel_without_source(qtbot):
     qtbot.addWidget(panel)
     assert panel.badge.text() == "NOT CONNECTED"
     assert panel.values["Rate"].text() == "—"
+
+
+@pytest.mark.slow
+def test_health_panel_says_when_a_stream_is_off_its_declared_rate(qtbot, source_id):
+    """A real outlet process sending at half its declared rate (its own timestamps)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from acquisition.stream import StreamSource
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "faults_streams.py"
+    outlet = subprocess.Popen(
+        [sys.executable, str(script), "outlet", "--sid", source_id, "--rate-factor", "0.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert outlet.stdout.readline().startswith("ready")
+        with StreamSource(source_id=source_id, resolve_timeout=30) as source:
+            panel = HealthPanel(interval_ms=100)
+            qtbot.addWidget(panel)
+            panel.show()
+            panel.set_source(source)
+            qtbot.waitUntil(lambda: panel.message.isVisible(), timeout=20000)
+            assert "effective rate 250.0 Hz, nominal 500 Hz" in panel.message.text()
+            assert "not decoded" in panel.message.text()
+            assert "#f9a825" in panel.styleSheet() and panel.state == "connected"
+    finally:
+        outlet.kill()
+        outlet.wait(timeout=10)
+        outlet.stdout.close()
