@@ -42,7 +42,7 @@ from acquisition.channels import (
     modality_of,
     si_unit,
 )
-from acquisition.recording import Marker, Recording, RecordingReader
+from acquisition.recording import Marker, Recording, RecordingReader, exists_error
 
 if TYPE_CHECKING:
     import mne_bids
@@ -334,6 +334,8 @@ def recording_to_raw(recording: Recording) -> mne.io.RawArray:
 def write_fif(recording: Recording, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write a recording to a FIF file (float32 data, or float64 when the recording is)."""
     path = Path(path)
+    if path.exists() and not overwrite:  # before MNE, whose message names its own option
+        raise exists_error(path)
     raw = recording_to_raw(recording)
     fmt = "double" if np.asarray(recording.data).dtype == np.float64 else "single"
     with warnings.catch_warnings():
@@ -401,6 +403,9 @@ def write_bids(
         root=Path(bids_root),
     )
     file_format = "FIF" if datatype == "meg" else "BrainVision"
+    existing = sorted(Path(bids_root).glob(f"sub-{subject}/**/{bids_path.basename}_*"))
+    if existing and not overwrite:  # before mne-bids, whose message names its own option
+        raise exists_error(existing[0], f"the BIDS recording {bids_path.basename}")
     with warnings.catch_warnings():
         # pybv notes that BrainVision only names volts; unitless channels (misc, stim) are
         # still written unscaled with unit "n/a", which is what we want.

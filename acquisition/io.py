@@ -216,14 +216,14 @@ def convert(
     if not in_path.name.lower().endswith((".xdf", ".xdfz", ".xdf.gz")):
         raise ValueError(
             f"Invalid value for 'in_path': '{in_path}' is not an XDF file (.xdf, .xdfz). "
-            "convert() turns XDF recordings into FIF or BIDS."
+            "Only XDF recordings are converted (to FIF or BIDS)."
         )
     to_bids = _is_bids_target(out) if bids is None else bids
     lower = os.fspath(out).lower()
     if not to_bids and not lower.endswith((".fif", ".fif.gz")):
         raise ValueError(
             f"Invalid value for 'out': '{out}' is neither a .fif file nor a BIDS folder. Give "
-            "a path ending in .fif, or a folder (ending in '/') or bids=True for BIDS."
+            "a path ending in .fif, or a folder (ending in '/') for BIDS."
         )
     recording = read_xdf(in_path, stream)
     if to_bids:

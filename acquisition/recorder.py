@@ -32,7 +32,8 @@ import pylsl
 from pylsl.util import LostError
 
 from acquisition._inlet_worker import InletWorker
-from acquisition._lsl import HAS_MIN_SAMPLES, NUMPY_DTYPES, pull_into
+from acquisition._lsl import HAS_MIN_SAMPLES, NUMPY_DTYPES, StreamNotFoundError, pull_into
+from acquisition.recording import exists_error
 from acquisition.xdf_writer import XdfWriter
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,24 @@ class _RecordedStream(InletWorker):
     def stop_soon(self) -> None:
         """Ask the worker to end at its next step; :meth:`disconnect` then joins it."""
         self._stop.set()
+
+    def wait_for_return(self) -> None:
+        """Start as a lost stream: write its header now, record it when it answers again.
+
+        For a stream that was resolved but vanished before its inlet opened. The header is the
+        resolved info's (no description); InletWorker's reconnection then opens it, as it would
+        after a loss, if it returns with the same channel count, rate and format.
+        """
+        info = self._resolved
+        self._info = info
+        self._regular = info.nominal_srate() > 0
+        self._on_open(info, first=True)
+        self._mark_lost()
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"bci-app-{self._what}-{info.name()}", daemon=True
+        )
+        self._thread.start()
 
     # ----------------------------------------------------------------- InletWorker hooks
     def _resolve(self) -> pylsl.StreamInfo:
@@ -177,6 +196,11 @@ class Recorder:
         Seconds to wait for each stream when starting.
     overwrite : bool
         Replace an existing file.
+    missing_ok : bool
+        A resolved stream that vanishes before its inlet opens does not fail :meth:`start`
+        (unless every stream does): its header is written, the others are recorded, and it is
+        recorded from when it returns (:attr:`waiting_for`), as LabRecorder waits for missing
+        streams.
 
     Examples
     --------
@@ -194,12 +218,13 @@ class Recorder:
         boundary_interval: float = 10.0,
         resolve_timeout: float = 5.0,
         overwrite: bool = False,
+        missing_ok: bool = False,
     ) -> None:
         self.path = Path(path)
         if self.path.suffix.lower() != ".xdf":
             raise ValueError(
                 f"Invalid value for 'path': '{self.path}' must end in .xdf (the recorder "
-                "writes XDF; convert afterwards with acquisition.convert)."
+                "writes XDF; convert it afterwards with 'bci-app convert')."
             )
         if not self.path.parent.is_dir():
             raise ValueError(
@@ -207,10 +232,7 @@ class Recorder:
                 "Create it first or record elsewhere."
             )
         if self.path.exists() and not overwrite:
-            raise FileExistsError(
-                f"Invalid value for 'path': '{self.path}' already exists. Pass overwrite=True "
-                "or choose another file name."
-            )
+            raise exists_error(self.path)
         if isinstance(streams, (str, pylsl.StreamInfo)) or not streams:
             raise ValueError(
                 f"Invalid value for 'streams': {streams!r}; give a non-empty list of "
@@ -232,6 +254,8 @@ class Recorder:
         self.flush_interval, self.clock_interval = float(flush_interval), float(clock_interval)
         self.boundary_interval, self.resolve_timeout = float(boundary_interval), resolve_timeout
         self._requested, self._overwrite = list(streams), overwrite
+        self._missing_ok = bool(missing_ok)
+        self._vanished: list[str] = []
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._streams: list[_RecordedStream] = []
@@ -249,6 +273,15 @@ class Recorder:
     def error(self) -> OSError | None:
         """The write error that stopped the recording early, if any."""
         return self._error
+
+    @property
+    def waiting_for(self) -> list[str]:
+        """Names of the streams lost while connecting and not recorded so far (``missing_ok``)."""
+        return [
+            s.stream_name
+            for s in self._streams
+            if s.stream_name in self._vanished and s.state == "lost"
+        ]
 
     @property
     def stream_names(self) -> list[str]:
@@ -277,7 +310,12 @@ class Recorder:
             _check_unique([info.source_id() or info.name() for info in infos])
             self._streams = [_RecordedStream(self, i, info) for i, info in enumerate(infos, 1)]
             for stream in self._streams:
-                stream.connect()  # writes the stream's header, then starts its worker
+                self._connect(stream)
+            if self._vanished and len(self._vanished) == len(self._streams):
+                raise StreamNotFoundError(
+                    f"Every stream to record vanished while connecting ({self._vanished}). "
+                    "Check that their outlets are running, then record again."
+                )
         except BaseException:
             self._stop_event.set()
             for stream in self._streams:
@@ -290,6 +328,22 @@ class Recorder:
         self._state = "running"
         logger.info("Recording %s to '%s'.", self.stream_names, self.path)
         return self
+
+    def _connect(self, stream: _RecordedStream) -> None:
+        """Connect one stream (header, worker); with ``missing_ok``, wait for one that vanished."""
+        try:
+            stream.connect()  # writes the stream's header, then starts its worker
+        except StreamNotFoundError as err:
+            if not self._missing_ok:
+                raise
+            logger.warning(
+                "Stream %r vanished while connecting (its outlet stopped answering); recording "
+                "the others, and this one when it returns.",
+                stream.stream_name,
+            )
+            logger.debug("Connecting %r failed: %s", stream.stream_name, err)
+            self._vanished.append(stream.stream_name)
+            stream.wait_for_return()
 
     def stop(self) -> None:
         """Flush the last samples, write the footers and close the file (safe to call twice).

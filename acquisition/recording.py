@@ -27,6 +27,14 @@ _NAMED_KEYS = {" ": "space", "\n": "enter", "\b": "backspace"}
 _KEY_NAMES = {v: k for k, v in _NAMED_KEYS.items()}
 
 
+def exists_error(path: str | Path, what: str = "the file") -> FileExistsError:
+    """The error for an output that exists and may not be replaced: name it, give both fixes."""
+    return FileExistsError(
+        f"Cannot write '{path}': {what} already exists. Choose another name, or allow replacing "
+        "it (--overwrite on the command line; overwrite=True in Python)."
+    )
+
+
 def key_marker(char: str) -> str:
     """Return the marker string for one key press of ``char`` (``"a"`` -> ``"key:a"``)."""
     return "key:" + _NAMED_KEYS.get(char, char)

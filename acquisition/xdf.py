@@ -87,6 +87,11 @@ def _scan_chunks(path: Path) -> tuple[int, str | None, int]:
     return pos, None, n_offsets
 
 
+def truncation(path: str | os.PathLike) -> str | None:
+    """Say where an XDF file was cut short (as a killed recorder leaves it), or None if whole."""
+    return _scan_chunks(Path(path))[1]
+
+
 class _PrefixReader(io.RawIOBase):
     """The first ``limit`` bytes of a binary file, so that pyxdf meets a clean end of file."""
 
@@ -156,6 +161,14 @@ def _describe(streams: list[dict]) -> str:
     )
 
 
+def _n_channels(stream: dict) -> int:
+    """Channels a stream declares (0 for a missing or unreadable count)."""
+    try:
+        return int(_first(stream["info"], "channel_count", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _pick_stream(streams: list[dict], wanted: str | None, path: Path) -> dict:
     numeric = [s for s in streams if _first(s["info"], "channel_format") != "string"]
     if wanted is None:
@@ -164,7 +177,8 @@ def _pick_stream(streams: list[dict], wanted: str | None, path: Path) -> dict:
                 f"'{path}' holds no numeric (signal) stream, only: {_describe(streams)}. "
                 "Record the amplifier's stream along with the markers."
             )
-        return max(numeric, key=lambda s: s["time_series"].size)
+        usable = [s for s in numeric if _n_channels(s) > 0] or numeric
+        return max(usable, key=lambda s: s["time_series"].size)
     found = [
         s for s in streams if wanted in (_first(s["info"], "name"), _first(s["info"], "source_id"))
     ]
@@ -239,6 +253,12 @@ def read_xdf(
     chosen = _pick_stream(streams, stream, path)
     info, data = chosen["info"], np.asarray(chosen["time_series"])
     name = _first(info, "name", "")
+    if _n_channels(chosen) < 1 or data.ndim != 2 or data.shape[1] == 0:
+        raise ValueError(
+            f"Cannot use stream {name!r} of '{path}': it declares "
+            f"{_first(info, 'channel_count', 'no')} channels. The outlet that was recorded is "
+            "broken; fix its channel count and record again."
+        )
     if data.shape[0] == 0:
         raise ValueError(f"Cannot use stream {name!r} of '{path}': it holds no samples.")
     channels, factors = _channel_spec(info, data.shape[1])
@@ -314,13 +334,10 @@ def write_xdf(recording: Recording, path: str | os.PathLike, *, overwrite: bool 
         recording.source_id,
         channel_format=_DTYPE_FORMATS[data.dtype.name],
     )
+    markers = sorted(recording.markers, key=lambda m: m.timestamp)
+    marker_times = np.array([m.timestamp for m in markers], dtype=np.float64)
     with XdfWriter(path, overwrite=overwrite) as writer:
         writer.add_stream(1, info)
-        step = max(1, round(recording.sfreq))  # one-second chunks, as the recorder writes
-        for start in range(0, recording.n_times, step):
-            writer.write_samples(
-                1, data[start : start + step], recording.timestamps[start : start + step]
-            )
         writer.add_stream(
             2,
             name=f"{recording.name}-markers",
@@ -328,7 +345,19 @@ def write_xdf(recording: Recording, path: str | os.PathLike, *, overwrite: bool 
             channel_format="string",
             source_id=f"{recording.source_id}-markers",
         )
-        writer.write_samples(
-            2, [[m.value] for m in recording.markers], [m.timestamp for m in recording.markers]
-        )
+        # one-second chunks, each followed by its markers, as the recorder writes them: a file
+        # cut short keeps the markers of the part before the cut
+        step = max(1, round(recording.sfreq))
+        done = 0
+        for start in range(0, recording.n_times, step):
+            stamps = recording.timestamps[start : start + step]
+            writer.write_samples(1, data[start : start + step], stamps)
+            upto = int(np.searchsorted(marker_times, stamps[-1], "right"))
+            if upto > done:
+                writer.write_samples(
+                    2, [[m.value] for m in markers[done:upto]], marker_times[done:upto]
+                )
+                done = upto
+        if done < len(markers):  # markers after the last sample
+            writer.write_samples(2, [[m.value] for m in markers[done:]], marker_times[done:])
     return path

@@ -24,6 +24,8 @@ from xml.etree import ElementTree
 import numpy as np
 import pylsl
 
+from acquisition.recording import exists_error
+
 logger = logging.getLogger(__name__)
 
 TAG_FILE_HEADER, TAG_STREAM_HEADER, TAG_SAMPLES = 1, 2, 3
@@ -93,10 +95,7 @@ class XdfWriter:
         try:
             self._fd: int | None = os.open(self.path, flags, 0o644)
         except FileExistsError:
-            raise FileExistsError(
-                f"Invalid value for 'path': '{self.path}' already exists. Pass overwrite=True "
-                "to replace it, or choose another file name."
-            ) from None
+            raise exists_error(self.path) from None
         except OSError as err:
             raise OSError(
                 err.errno,

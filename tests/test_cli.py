@@ -152,19 +152,42 @@ def test_convert_xdf_to_fif_and_bids(simulated_xdf, tmp_path):
     assert list(bids_root.glob("sub-07/**/*_events.tsv"))
 
 
-def test_run_no_decoder_preprocesses_and_windows_the_simulated_stream():
+def test_run_no_decoder_preprocesses_and_windows_the_simulated_stream(tmp_path):
+    record, log = tmp_path / "monitor.xdf", tmp_path / "monitor.jsonl"
     proc = bci(
-        "run", "--no-decoder", "--duration", "9", "--calibration", "3", "--json", timeout=120
+        "run",
+        "--no-decoder",
+        "--duration",
+        "9",
+        "--calibration",
+        "3",
+        "--json",
+        "--record",
+        str(record),
+        "--log",
+        str(log),
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    # --record and --log are written without a decoder too
+    recorded = read_xdf(record)
+    assert recorded.channels.n_channels == 306 and recorded.duration > 5
+    assert any(m.value.startswith("key:") for m in recorded.markers)
+    logged = [json.loads(line, parse_constant=_no_nan) for line in log.read_text().splitlines()]
+    assert {row["event"] for row in logged} == {"health", "window"}
+    # --json: stdout is strict JSON lines only (no NaN), messages go to stderr
+    events = [json.loads(line, parse_constant=_no_nan) for line in proc.stdout.splitlines()]
     health = [e for e in events if e["event"] == "health"]
     windows = [e for e in events if e["event"] == "window"]
     assert health and health[-1]["state"] == "connected"
     assert health[-1]["dropped"] == 0
     assert windows and all(w["marker"].startswith("key:") for w in windows)
     assert all(w["shape"] == [306, 25] for w in windows)
-    assert "window complete->windowed" in proc.stdout
+    assert "window complete->windowed" in proc.stderr
+
+
+def _no_nan(word: str):
+    raise ValueError(f"not strict JSON: {word}")
 
 
 @pytest.mark.parametrize(
@@ -185,7 +208,7 @@ def test_bad_input_gives_one_clear_line(args, message, tmp_path):
         timeout=60,
         cwd=tmp_path,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad input, not a failure of the app
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -195,7 +218,8 @@ def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_pa
     log = tmp_path / "session.jsonl"
     proc = bci("run", "--duration", "35", "--json", "--log", str(log), timeout=150)
     assert proc.returncode == 0, proc.stderr
-    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    # --json: every stdout line is strict JSON (no NaN timestamps), and so is the log
+    lines = [json.loads(line, parse_constant=_no_nan) for line in proc.stdout.splitlines()]
     keystrokes = [e for e in lines if e.get("kind") == "keystroke"]
     assert len(keystrokes) > 20
     assert all(0.0 <= c <= 1.0 for e in keystrokes for c in e["confidence"])
@@ -203,7 +227,7 @@ def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_pa
     assert summary["event"] == "summary" and summary["provider"] == "CPUExecutionProvider"
     assert summary["sentences"] >= 1 and summary["inference_errors"] == 0
     assert "pulled->emitted" in summary["latency_ms"]
-    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    logged = [json.loads(line, parse_constant=_no_nan) for line in log.read_text().splitlines()]
     assert logged[-1]["event"] == "summary"
     assert len(logged) - 1 == len([e for e in lines if "kind" in e])
 

@@ -36,6 +36,16 @@ class CLIError(Exception):
     """A user error: printed as one message, exit status 2, no traceback."""
 
 
+#: Errors that mean bad input (a file, a bundle, an option value): one line, exit status 2.
+USER_ERRORS = (CLIError, ValueError, FileNotFoundError, FileExistsError, IsADirectoryError)
+#: What to do after Ctrl-C, per command (printed with the "interrupted" line).
+INTERRUPT_HINTS = {
+    "train": "run the same command with --resume {out} to continue from its last epoch checkpoint",
+    "simulate": "nothing was written; run it again (a shorter --duration is quicker)",
+    "record": "it was still looking for streams: nothing was recorded",
+}
+
+
 def _stop_event() -> threading.Event:
     """Return an event set by Ctrl-C / SIGTERM, so long commands shut down cleanly."""
     stop = threading.Event()
@@ -46,6 +56,22 @@ def _stop_event() -> threading.Event:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     return stop
+
+
+def _resolve_streams(timeout: float, stop: threading.Event) -> list:
+    """Return the LSL streams that answer within ``timeout`` s; Ctrl-C ends the search.
+
+    ``pylsl.resolve_streams`` waits inside liblsl, where Python cannot act on Ctrl-C until the
+    whole wait is over, so a ContinuousResolver is polled here instead.
+    """
+    import pylsl
+
+    resolver = pylsl.ContinuousResolver(forget_after=max(5.0, timeout + 1.0))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stop.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            raise KeyboardInterrupt
+    return resolver.results()
 
 
 def _wait(stop: threading.Event, duration: float | None, done: Callable[[], bool] | None = None):
@@ -65,9 +91,7 @@ def _wait(stop: threading.Event, duration: float | None, done: Callable[[], bool
 
 def cmd_streams(args: argparse.Namespace) -> int:
     """List the LSL streams visible on the network."""
-    import pylsl
-
-    infos = pylsl.resolve_streams(wait_time=args.timeout)
+    infos = _resolve_streams(args.timeout, _stop_event())
     rows = [
         {
             "name": i.name(),
@@ -107,8 +131,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if not out.parent.is_dir():
             raise CLIError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+        if out.exists() and not args.overwrite:  # before simulating
+            from acquisition.recording import exists_error
+
+            raise exists_error(out)
         rec = sim.generate(args.duration, progress=True)
-        write_recording(rec, out, overwrite=args.overwrite)
+        try:
+            write_recording(rec, out, overwrite=args.overwrite)
+        except FileExistsError:
+            raise  # someone else's file: left alone
+        except BaseException:  # Ctrl-C or a full disk mid-write: no half-written file is left
+            out.unlink(missing_ok=True)
+            raise
         n_keys = len(rec.markers_of("key"))
         n_words = len(rec.markers_of("word"))
         print(
@@ -137,11 +171,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Record LSL streams to XDF."""
-    import pylsl
-
     from acquisition.recorder import Recorder
+    from acquisition.recording import exists_error
 
-    infos = pylsl.resolve_streams(wait_time=args.timeout)
+    if Path(args.out).exists() and not args.overwrite:  # before waiting for streams
+        raise exists_error(args.out)
+    stop = _stop_event()
+    infos = _resolve_streams(args.timeout, stop)
     if args.stream:
         wanted = set(args.stream)
         picked = [i for i in infos if {i.name(), i.source_id(), i.type()} & wanted]
@@ -156,16 +192,23 @@ def cmd_record(args: argparse.Namespace) -> int:
         picked = infos
     if not picked:
         raise CLIError("No LSL stream to record. Start one (e.g. 'bci-app simulate') first.")
-    stop = _stop_event()
-    with Recorder(args.out, picked) as rec:
+    # a stream that vanishes while the others connect is waited for, not fatal: keep what is there
+    with Recorder(args.out, picked, overwrite=args.overwrite, missing_ok=True) as rec:
+        waiting = rec.waiting_for
         print(
-            f"Recording {len(picked)} stream(s) to {args.out}: "
-            + ", ".join(i.name() for i in picked)
+            f"Recording {len(picked) - len(waiting)} stream(s) to {args.out}: "
+            + ", ".join(n for n in rec.stream_names if n not in waiting)
+            + (
+                f"; lost while connecting, recorded when it returns: {', '.join(waiting)}"
+                if waiting
+                else ""
+            )
             + "; Ctrl-C to stop.",
             flush=True,
         )
         _wait(stop, args.duration)
-    print(f"Saved {args.out} ({rec.summary() if hasattr(rec, 'summary') else 'closed'})")
+    counts = ", ".join(f"{name} {s['sample_count']} samples" for name, s in rec.stats().items())
+    print(f"Saved {args.out} ({counts})")
     return 0
 
 
@@ -175,7 +218,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     path = Path(args.file)
     if not path.exists() and "://" not in args.file:
-        raise CLIError(f"File not found: {args.file}")
+        raise CLIError(f"File not found: {args.file}. Check the path of the recording to replay.")
     stop = _stop_event()
     with Player(
         args.file,
@@ -217,8 +260,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     """Convert a recording to FIF or BIDS."""
     from acquisition.io import convert
+    from acquisition.xdf import truncation
 
-    result = convert(args.input, args.output, subject=args.subject, task=args.task)
+    result = convert(
+        args.input, args.output, subject=args.subject, task=args.task, overwrite=args.overwrite
+    )
+    cut = truncation(args.input)
+    if cut is not None:
+        print(
+            f"Wrote {result} from the complete part of '{args.input}', which is truncated "
+            f"({cut}): what was recorded after the cut is missing."
+        )
+        return 0
     print(f"Wrote {result}")
     return 0
 
@@ -258,8 +311,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         provider=args.provider,
         n=args.repeats,
         max_seconds=args.max_seconds,
+        configs=args.config,
+        compile_mode=None if args.no_compile else args.compile_mode,
     )
-    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    print(json.dumps(result, indent=2, allow_nan=False) if args.json else format_bench(result))
     return 0
 
 
@@ -330,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout", type=positive_seconds, default=2.0, help="seconds to look for streams"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT file")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("replay", help="stream a recording (XDF, FIF, EDF, BDF, ...) to LSL")
@@ -360,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="OUT.fif, or a directory for BIDS")
     p.add_argument("--subject", default="01", help="BIDS subject label")
     p.add_argument("--task", default="typing", help="BIDS task label")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing OUT.fif or BIDS recording"
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("run", help="decode live (default: simulated MEG typing + shipped decoder)")
@@ -431,6 +490,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-seconds", type=float, default=300.0, help="part replayed at max speed (<= 360)"
     )
     p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
+    p.add_argument(
+        "--config",
+        nargs="+",
+        default=["small"],
+        choices=["small", "paper"],
+        help="model sizes whose graphs are timed (paper: also a paper-size live replay)",
+    )
+    p.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="torch.compile mode of the torch comparison",
+    )
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile timing")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -472,10 +545,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except CLIError as err:
+    except KeyboardInterrupt:
+        hint = INTERRUPT_HINTS.get(args.command, "").format(out=getattr(args, "out", "OUT"))
+        print(
+            f"bci-app {args.command}: interrupted (Ctrl-C)" + (f"; {hint}." if hint else "."),
+            file=sys.stderr,
+        )
+        return 130
+    except USER_ERRORS as err:
+        logger.debug("command failed", exc_info=True)
         print(f"bci-app {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError, OSError) as err:
+    except (RuntimeError, ImportError, OSError) as err:
         logger.debug("command failed", exc_info=True)
         print(f"bci-app {args.command}: error: {err}", file=sys.stderr)
         return 1

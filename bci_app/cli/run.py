@@ -15,7 +15,6 @@ the recording (``--record S.xdf``: ``S.html``), else next to the log; without an
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import queue
 import sys
@@ -29,9 +28,10 @@ import numpy as np
 from acquisition.recording import Recording
 from acquisition.stream import StreamSource
 from bci_app.decoders.bundle import load_bundle
+from bci_app.decoders.events import strict_json
 from bci_app.live.builtin import shipped_bundle
 from bci_app.live.factory import OpenedSession, open_session
-from bci_app.live.pipeline import LivePipeline, WindowEvent, window_summary
+from bci_app.live.pipeline import LivePipeline, WindowEvent, wait_for_data, window_summary
 from bci_app.live.session import DecodingSession
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
 from bci_app.processing.windowing import EventWindower
@@ -45,6 +45,11 @@ logger = logging.getLogger(__name__)
 
 def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
     """Entry point of ``bci-app run``."""
+    if args.record and Path(args.record).exists():  # before any stream starts
+        raise ValueError(
+            f"Cannot record to '{args.record}': the file already exists. Choose another --record "
+            "file (a session never replaces a recording)."
+        )
     if getattr(args, "no_decoder", False):
         if getattr(args, "report", None):
             raise ValueError(
@@ -69,7 +74,7 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
                 log_path=args.log,
             )
         )
-        _print_builtin(opened)
+        _print_builtin(args, opened)
         session = opened.session
         collector = SessionCollector(session)
         if args.record:
@@ -89,7 +94,7 @@ def run_live(args: argparse.Namespace, stop: threading.Event) -> int:
         _print_events(args, threading.Event(), session, printed, drain=True)
     _print_summary(args, summary, session)
     if report_path is not None:
-        print(f"Wrote the session report to {write_report(record, report_path)}", flush=True)
+        _say(args, f"Wrote the session report to {write_report(record, report_path)}")
     return 0
 
 
@@ -102,14 +107,20 @@ def report_path_of(args: argparse.Namespace) -> Path | None:
     return check_report_path(path)
 
 
-def _print_builtin(opened: OpenedSession) -> None:
+def _say(args, text: str) -> None:
+    """Print a message for the person: to stdout, or to stderr with ``--json`` (pure JSON lines)."""
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def _print_builtin(args, opened: OpenedSession) -> None:
     """Say which built-in simulated session plays, if one does."""
     plan = opened.builtin
     if plan is not None:
-        print(
+        _say(
+            args,
             f"Started the built-in simulated {plan.modality.upper()} {plan.task} stream "
             f"(source_id {plan.source_id}, seed {plan.seed}, subject "
-            f"{plan.params.get('subject', 0)})."
+            f"{plan.params.get('subject', 0)}).",
         )
 
 
@@ -121,11 +132,11 @@ def _print_start(args, session: DecodingSession) -> None:
         if session.markers is None:
             windows += f" ({DEFAULT_HOP_S:g} s hop)"
         what += f" ({session.decoder.n_candidates} candidates, {windows} windows)"
-    print(
+    _say(
+        args,
         f"Decoding {what} on {session.provider}"
         + (f"; recording to {args.record}" if args.record else "")
         + (f"; log {args.log}" if args.log else ""),
-        flush=True,
     )
 
 
@@ -164,7 +175,7 @@ def _print_events(
 
 def _print_summary(args, summary: dict, session: DecodingSession) -> None:
     if args.json:
-        print(json.dumps({"event": "summary", **summary}), flush=True)
+        print(strict_json({"event": "summary", **summary}), flush=True)
         return
     if session.bundle.task == "speech":
         counts = f"{summary['words']} word window(s), {summary['windows']} windows"
@@ -211,14 +222,17 @@ def _print_candidates(args, stop: threading.Event, session: DecodingSession) -> 
 # --no-decoder: preprocessing and windows only
 
 
-def calibrate(source: StreamSource, seconds: float, stop: threading.Event) -> PreprocessConfig:
-    """Wait for ``seconds`` of data and fit the Brain2Qwerty preprocessing on them."""
+def calibrate(
+    source: StreamSource, seconds: float, stop: threading.Event, timeout: float | None = None
+) -> PreprocessConfig:
+    """Wait for ``seconds`` of data and fit the Brain2Qwerty preprocessing on them.
+
+    ``timeout``: seconds to wait beyond what the data takes (``--duration``; see
+    :func:`~bci_app.live.pipeline.wait_for_data`, which also refuses a stream off its rate).
+    """
     picks = list(source.channels.modality_channels())
     config = PreprocessConfig.brain2qwerty(source.sfreq, picks or None)
-    need = int(seconds * source.sfreq)
-    while source.buffer.n_available < need and not stop.is_set():
-        stop.wait(0.1)
-    data, timestamps, _valid = source.buffer.read_latest(need)
+    data, timestamps, _valid = wait_for_data(source, seconds, stop, timeout)
     rec = Recording(data, timestamps, source.sfreq, source.channels, name="calibration")
     return fit_scaler(rec, config)
 
@@ -233,10 +247,18 @@ def _run_monitor(args: argparse.Namespace, stop: threading.Event) -> int:
             pass
 
     with ExitStack() as stack:
+        log = None
+        if args.log:  # opened first: a log that cannot be written fails before the stream starts
+            log = stack.enter_context(open(args.log, "a", encoding="utf-8"))
         opened = stack.enter_context(open_session(None, args.stream, args.markers, seed=args.seed))
-        _print_builtin(opened)
+        _print_builtin(args, opened)
         source, markers = opened.source, opened.markers
-        config = calibrate(source, args.calibration, stop)
+        if args.record:
+            from acquisition.recorder import Recorder
+
+            stack.enter_context(Recorder(args.record, opened.record_ids()))
+            _say(args, f"Recording to {args.record}")
+        config = calibrate(source, args.calibration, stop, args.duration)
         preprocessor = Preprocessor(config, stream_channels=source.channels.names)
         windower = EventWindower(-0.2, 0.3, preprocessor.sfreq_out, clamp=5.0)
         if markers is not None:
@@ -244,18 +266,18 @@ def _run_monitor(args: argparse.Namespace, stop: threading.Event) -> int:
         pipeline = stack.enter_context(
             LivePipeline(source, preprocessor, windower, on_window, markers=markers)
         )
-        print(
+        _say(
+            args,
             f"Preprocessing {len(config.ch_names)} channels: 0.1-20 Hz, {source.sfreq:g} -> "
             f"{preprocessor.sfreq_out:g} Hz, robust scaling fitted on {args.calibration:g} s; "
             "keystroke windows -0.2..+0.3 s.",
-            flush=True,
         )
-        _monitor_loop(args, stop, source, pipeline, events)
-        print("Latency per stage:\n" + pipeline.latency.format())
+        _monitor_loop(args, stop, source, pipeline, events, log)
+        _say(args, "Latency per stage:\n" + pipeline.latency.format())
     return 0
 
 
-def _monitor_loop(args, stop, source, pipeline, events) -> None:
+def _monitor_loop(args, stop, source, pipeline, events, log) -> None:
     start = time.monotonic()
     next_health = start + 1.0
     while not stop.is_set():
@@ -268,17 +290,26 @@ def _monitor_loop(args, stop, source, pipeline, events) -> None:
             event = None
         if event is not None:
             info = window_summary(event.window)
-            if args.json:
-                print(json.dumps({"event": "window", **info}), flush=True)
-            else:
+            _emit(args, log, {"event": "window", **info})
+            if not args.json:
                 flag = "" if info["valid"] else "  INVALID"
                 print(f"  window {info['marker']!s:<12} rms {info['rms']:.2f}{flag}", flush=True)
         if now >= next_health:
             next_health += 1.0
-            _print_health(args, source, pipeline, now - start)
+            _print_health(args, source, pipeline, now - start, log)
 
 
-def _print_health(args, source, pipeline, elapsed: float) -> None:
+def _emit(args, log, row: dict) -> None:
+    """Write one row as a strict JSON line to the ``--log`` file, and to stdout with ``--json``."""
+    line = strict_json(row)
+    if log is not None:
+        log.write(line + "\n")
+        log.flush()
+    if args.json:
+        print(line, flush=True)
+
+
+def _print_health(args, source, pipeline, elapsed: float, log=None) -> None:
     h = source.health()
     row = {
         "event": "health",
@@ -292,9 +323,8 @@ def _print_health(args, source, pipeline, elapsed: float) -> None:
         "windows": pipeline.n_windows,
         "invalid_windows": pipeline.n_invalid_windows,
     }
-    if args.json:
-        print(json.dumps(row), flush=True)
-    else:
+    _emit(args, log, row)
+    if not args.json:
         print(
             f"[{row['t']:6.1f} s] {row['state']:<9} rate {row['rate_hz']} Hz  lag "
             f"{row['lag_ms']} ms  gaps {row['gaps']}  dropped {row['dropped']}  windows "

@@ -15,8 +15,10 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from bci_app._argparse import ArgumentParser
@@ -50,6 +52,60 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX bundle")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bundle, checkpoints and report of an earlier run in --out",
+    )
+
+
+#: What an earlier ``train`` or ``export`` leaves in its output folder: these names, and files
+#: of these kinds (graphs, their external weights, the LM, candidates, sidecars).
+_OUTPUT_ITEMS = ("manifest.json", "checkpoint.pt", "checkpoints", "report", "README.md")
+_OUTPUT_SUFFIXES = (".onnx", ".data", ".npz", ".json", ".pt", ".md")
+
+
+def check_output_folder(out: str, *, overwrite: bool, resume: str | None = None) -> None:
+    """Refuse to train into a folder holding an earlier run, unless resuming it or ``overwrite``.
+
+    With ``overwrite`` the earlier run's folder is removed (on rank 0), so nothing of it (graphs,
+    epoch checkpoints, a README) is left beside the new one. A folder holding anything else is
+    never removed.
+    """
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Cannot write the bundle to '{out}': it is a file. Give a folder.")
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if resume is not None and folder.resolve() in (
+        Path(resume).resolve(),
+        *Path(resume).resolve().parents,
+    ):
+        return  # continuing the run that is in the folder
+    earlier = [name for name in _OUTPUT_ITEMS if (folder / name).exists()]
+    if not earlier:
+        raise ValueError(
+            f"Cannot write the bundle to '{out}': the folder holds other files. Give a new or "
+            "empty folder."
+        )
+    if not overwrite:
+        raise ValueError(
+            f"Cannot write the bundle to '{out}': it holds an earlier run ({', '.join(earlier)}). "
+            f"Give a new folder, pass --resume {out} to continue that run, or --overwrite to "
+            "replace it."
+        )
+    others = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.name not in _OUTPUT_ITEMS and not (p.is_file() and p.suffix in _OUTPUT_SUFFIXES)
+    )
+    if others:
+        raise ValueError(
+            f"Cannot replace the earlier run in '{out}': the folder also holds {others}, which "
+            "no run writes. Move them away, or give a new folder."
+        )
+    if int(os.environ.get("RANK", "0")) == 0:
+        shutil.rmtree(folder)
 
 
 def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +179,7 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``train typing`` with parsed arguments; print a summary (rank 0 only)."""
+    check_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     import_optional("torch")
     from models.training import train_typing
 
@@ -142,6 +199,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_speech_train(args: argparse.Namespace) -> int:
     """Run ``train speech`` with parsed arguments; print a summary (rank 0 only)."""
+    check_output_folder(args.out, overwrite=args.overwrite, resume=args.resume)
     import_optional("torch")
     from models.training import train_speech
 
@@ -283,9 +341,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(
+            f"{_PROG} {args.train_task}: interrupted (Ctrl-C); run the same command with "
+            f"--resume {args.out} to continue from its last epoch checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
     except (ValueError, FileNotFoundError) as err:
         print(f"{_PROG} {args.train_task}: error: {err}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

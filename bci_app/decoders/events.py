@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import queue
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 #: Kinds of text event.
 KINDS = ("keystroke", "sentence_end", "gap", "candidates")
@@ -61,7 +63,27 @@ class TextEvent:
 
     def to_json(self) -> str:
         """One JSON line (for the session log and ``--json`` output)."""
-        return json.dumps({**asdict(self), "text": self.text})
+        return strict_json({**asdict(self), "text": self.text})
+
+
+def strict_json(value: Any) -> str:
+    """Return ``value`` as one line of strict JSON: NaN and infinities become null.
+
+    ``json.dumps`` writes NaN as the bare word ``NaN``, which strict parsers (``jq``, browsers,
+    ``json.loads(parse_constant=...)`` in other languages) reject; session logs and ``--json``
+    output must stay readable by them.
+    """
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(v) for key, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v) for v in item]
+        return item
+
+    return json.dumps(clean(value), allow_nan=False)
 
 
 class EventQueue:

@@ -24,7 +24,7 @@ import time
 import numpy as np, pylsl
 from acquisition.channels import ChannelSpec, make_stream_info
 source_id, rate, n_total, start, n_ch = {source_id!r}, {rate}, {n_total}, {start}, {n_ch}
-info = make_stream_info("rec-index", "EEG", ChannelSpec.generic(n_ch, "eeg", "V"), rate, source_id)
+info = make_stream_info({name!r}, "EEG", ChannelSpec.generic(n_ch, "eeg", "V"), rate, source_id)
 outlet = pylsl.StreamOutlet(info)
 print("ready", flush=True)
 if not outlet.wait_for_consumers(60):
@@ -45,11 +45,25 @@ time.sleep({linger})
 
 
 def _index_outlet(
-    spawn_python, source_id, *, rate=200.0, n_total=None, start=0, n_ch=4, linger=600
+    spawn_python,
+    source_id,
+    *,
+    rate=200.0,
+    n_total=None,
+    start=0,
+    n_ch=4,
+    linger=600,
+    name="rec-index",
 ):
     proc = spawn_python(
         INDEX_OUTLET.format(
-            source_id=source_id, rate=rate, n_total=n_total, start=start, n_ch=n_ch, linger=linger
+            source_id=source_id,
+            rate=rate,
+            n_total=n_total,
+            start=start,
+            n_ch=n_ch,
+            linger=linger,
+            name=name,
         )
     )
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
@@ -192,7 +206,9 @@ def test_unwritable_path_fails_before_recording(tmp_path, source_id):
     with pytest.raises(ValueError, match=r"'path': '.*rec\.fif' must end in \.xdf"):
         Recorder(tmp_path / "rec.fif", [source_id])
     (tmp_path / "taken.xdf").write_bytes(b"")
-    with pytest.raises(FileExistsError, match=r"taken\.xdf' already exists.*overwrite=True"):
+    with pytest.raises(
+        FileExistsError, match=r"taken\.xdf': the file already exists.*overwrite=True"
+    ):
         Recorder(tmp_path / "taken.xdf", [source_id])
     (tmp_path / "folder.xdf").mkdir()
     # the file cannot be created: the error comes before any stream is looked up
@@ -317,3 +333,28 @@ def test_stream_without_source_id_is_recorded_again_when_it_returns(
         _wait_for_samples(recorder, name, 400)
     rec = read_xdf(recorder.path, dejitter=False)
     np.testing.assert_array_equal(rec.data[:, 0], np.arange(400))
+
+
+def test_stream_lost_while_connecting_is_waited_for_and_the_others_recorded(
+    tmp_path, spawn_python, source_id
+):
+    healthy = _index_outlet(spawn_python, source_id + "-a", name="rec-a")
+    lost = _index_outlet(spawn_python, source_id + "-b", name="rec-b")
+    infos = [pylsl.resolve_byprop("source_id", source_id + s, 1, 10)[0] for s in ("-a", "-b")]
+    lost.kill()
+    lost.wait(timeout=10)  # found, then gone before the recorder connects
+    with pytest.raises(RuntimeError, match=r"Found name='rec-b'.*could not open it"):
+        Recorder(tmp_path / "strict.xdf", infos).start()
+    assert not (tmp_path / "strict.xdf").exists()
+    with Recorder(tmp_path / "kept.xdf", infos, missing_ok=True, flush_interval=0.2) as recorder:
+        assert recorder.waiting_for == ["rec-b"]
+        _wait_for_samples(recorder, "rec-a", 200)
+        back = _index_outlet(spawn_python, source_id + "-b", name="rec-b", n_total=100, linger=30)
+        assert back.stdout.readline().strip() == "done"  # the recorder picked it up
+        _wait_for_samples(recorder, "rec-b", 100)
+        assert recorder.waiting_for == []
+    healthy.kill()
+    streams, _ = pyxdf.load_xdf(str(recorder.path), dejitter_timestamps=False)
+    by_name = {s["info"]["name"][0]: s for s in streams}
+    assert by_name["rec-a"]["time_series"].shape[0] >= 200
+    np.testing.assert_array_equal(by_name["rec-b"]["time_series"][:, 0], np.arange(100))

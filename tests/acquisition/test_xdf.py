@@ -230,7 +230,7 @@ def test_writer_rejects_bad_calls(tmp_path):
     writer.close()  # harmless twice
     with pytest.raises(RuntimeError, match="closed"):
         writer.write_boundary()
-    with pytest.raises(FileExistsError, match=r"w\.xdf' already exists"):
+    with pytest.raises(FileExistsError, match=r"w\.xdf': the file already exists"):
         XdfWriter(path)
     with pytest.raises(OSError, match=r"Cannot create the XDF file '.*nowhere/x\.xdf'"):
         XdfWriter(tmp_path / "nowhere" / "x.xdf")
@@ -305,3 +305,39 @@ def test_missing_samples_become_gap_markers(tmp_path):
     assert [m.value for m in back.markers if not m.value.startswith("gap:")] == [
         m.value for m in rec.markers
     ]
+
+
+def test_stream_declaring_zero_channels_is_refused_by_name(tmp_path):
+    """Such a stream crashed the replay (SIGFPE) and the FIF conversion (an MNE traceback)."""
+    path = tmp_path / "zero.xdf"
+    with XdfWriter(path) as writer:
+        writer.add_stream(1, name="amp", stype="EEG", channel_count=0, nominal_srate=100.0)
+        writer.write_samples(1, np.zeros((100, 0), np.float32), np.arange(100) / 100.0)
+        writer.add_stream(2, name="keys", stype="Markers", channel_format="string")
+        writer.write_samples(2, [["key:a"]], [0.5])
+    with pytest.raises(ValueError, match=r"stream 'amp' of '.*zero\.xdf': it declares 0 channels"):
+        read_xdf(path)
+    good = write_xdf(_recording(), tmp_path / "good.xdf")
+    with XdfWriter(tmp_path / "both.xdf") as writer:  # beside a good stream: the good one is read
+        for sid, raw_stream in enumerate(pyxdf.load_xdf(good)[0][:1], 1):
+            writer.add_stream(sid, name="amp", channel_count=3, nominal_srate=250.0)
+            writer.write_samples(sid, raw_stream["time_series"], raw_stream["time_stamps"])
+        writer.add_stream(2, name="empty", channel_count=0, nominal_srate=100.0)
+        writer.write_samples(2, np.zeros((1000, 0), np.float32), np.arange(1000) / 100.0)
+    assert read_xdf(tmp_path / "both.xdf").name == "amp"
+
+
+def test_file_cut_in_half_keeps_the_markers_before_the_cut(tmp_path):
+    """write_xdf interleaves markers with the data, as the recorder does, so a cut keeps them."""
+    n, sfreq = 2500, 250.0
+    markers = [Marker(100 + t, f"key:{i}") for i, t in enumerate(np.arange(0.5, 10, 1.0))]
+    rec = Recording(
+        _index_data(0, n), 100 + np.arange(n) / sfreq, sfreq, _recording().channels, markers
+    )
+    raw = write_xdf(rec, tmp_path / "full.xdf").read_bytes()
+    (tmp_path / "half.xdf").write_bytes(raw[: len(raw) // 2])
+    half = read_xdf(tmp_path / "half.xdf", dejitter=False)
+    assert "truncated" in half.meta and 0 < half.n_times < n
+    kept = [m for m in half.markers if m.value.startswith("key:")]
+    expected = [m for m in markers if m.timestamp <= half.timestamps[-1]]
+    assert kept == expected and len(kept) >= 3

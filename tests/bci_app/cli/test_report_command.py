@@ -115,7 +115,7 @@ def test_a_file_a_report_cannot_come_from_is_one_line_and_exit_2(
 def test_run_refuses_a_report_path_it_cannot_write_before_it_starts(tmp_path):
     where = tmp_path / "no-such-folder" / "r.html"
     proc = bci("run", "--report", str(where), "--duration", "1", timeout=60)
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f"Cannot write the report to '{where}': the folder" in proc.stderr
     assert "Started the built-in" not in proc.stdout
 

@@ -72,7 +72,7 @@ def test_module_entry_point_prints_one_error_line(tmp_path):
         timeout=90,
         check=False,
     )
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert done.stderr.startswith("python -m bci_app.cli.train typing: error: ")
     assert "missing.xdf" in done.stderr and "Traceback" not in done.stderr
 
