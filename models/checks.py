@@ -17,7 +17,8 @@ def check_subject(subject: Tensor, batch: int, n_subjects: int) -> None:
             f"Invalid value for 'subject': expected an int64 tensor of shape ({batch},), got "
             f"{subject.dtype} of shape {tuple(subject.shape)}. Pass one subject index per example."
         )
-    if not torch.compiler.is_exporting() and subject.numel():
+    # a compiled graph skips it too: reading the indices back would break the graph (and sync)
+    if not (torch.compiler.is_exporting() or torch.compiler.is_compiling()) and subject.numel():
         low, high = int(subject.min()), int(subject.max())
         if low < 0 or high >= n_subjects:
             raise ValueError(

@@ -295,7 +295,142 @@ def trained_sections(meta: dict, reports: dict) -> dict:
         "provenance": meta["provenance"],
         "metrics": meta["metrics"],
         "export": {
-            role: {"max_abs_diff": r["max_abs_diff"], "atol": r["atol"]}
+            role: {
+                "max_abs_diff": r["max_abs_diff"],
+                "atol": r["atol"],
+                "precision": r.get("precision", "fp32"),
+            }
             for role, r in reports.items()
         },
     }
+
+
+#: Bound on ``max |fp16 graph - fp32 graph|`` relative to the largest fp32 output (at least 1):
+#: float16 keeps 11 significant bits (relative rounding 4.9e-4 per op); over a few dozen layers
+#: errors of a few 1e-4 of the output's scale are expected, and 1e-2 still catches an op that
+#: overflowed or lost its range (errors of order 1 and up).
+FP16_RTOL = 1e-2
+#: Precisions a graph can be exported in (``export.<role>.precision`` in the manifest).
+PRECISIONS = ("fp32", "fp16")
+_CHECK_SIZES = (1, 5)  # sizes given to every dynamic axis of the fp16 check inputs
+
+
+def _graph_feeds(session: Any, size: int, seed: int) -> dict[str, np.ndarray]:
+    """Random inputs for every input of ``session``; dynamic axes get ``size``."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for meta in session.get_inputs():
+        shape = [d if isinstance(d, int) else size for d in meta.shape]
+        if meta.type == "tensor(float)":
+            feeds[meta.name] = rng.standard_normal(shape).astype(np.float32)
+        elif meta.type == "tensor(bool)":
+            feeds[meta.name] = np.ones(shape, dtype=bool)
+        else:  # indices (the subject): 0 is always valid
+            feeds[meta.name] = np.zeros(shape, dtype=np.int64)
+    return feeds
+
+
+def convert_fp16(
+    src: str | os.PathLike, dst: str | os.PathLike, *, rtol: float = FP16_RTOL
+) -> dict[str, Any]:
+    """Write a float16 copy of a verified float32 graph, checked against it in onnxruntime.
+
+    Weights and arithmetic become float16; inputs and outputs stay float32 (the runtime and the
+    decoders read the same tensors either way). The conversion is onnxruntime's own
+    (``onnxruntime.transformers.float16``, the onnxconverter-common converter).
+
+    Returns
+    -------
+    report : dict
+        ``path``, ``precision`` ("fp16"), ``max_abs_diff`` (fp16 vs fp32 graph over all outputs
+        and checks), ``atol`` (the bound it met: ``rtol * max(1, max |fp32 output|)``),
+        ``check_sizes`` and ``file_bytes``.
+
+    Raises
+    ------
+    ExportMismatchError
+        If the fp16 graph differs from the fp32 one by more than the bound.
+    """
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    src, dst = Path(src), Path(dst)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter warns for each value it clamps
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst))
+    providers = ["CPUExecutionProvider"]
+    reference = ort.InferenceSession(str(src), providers=providers)
+    try:
+        half = ort.InferenceSession(str(dst), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types
+        raise ExportMismatchError(
+            f"The fp16 copy of {src.name} does not load in onnxruntime ({err}). Ship the fp32 "
+            "graph."
+        ) from err
+    diff, scale = 0.0, 1.0
+    for seed, size in enumerate(_CHECK_SIZES):
+        feeds = _graph_feeds(reference, size, seed)
+        for want, have in zip(reference.run(None, feeds), half.run(None, feeds), strict=True):
+            want, have = np.asarray(want, np.float64), np.asarray(have, np.float64)
+            scale = max(scale, float(np.max(np.abs(want), initial=0.0)))
+            diff = max(diff, float(np.max(np.abs(want - have), initial=0.0)))
+    atol = rtol * scale
+    if not diff <= atol:  # also refuses NaN
+        raise ExportMismatchError(
+            f"The fp16 copy of {src.name} differs from the fp32 graph: max |fp16 - fp32| = "
+            f"{diff:.3g} > {atol:.3g} ({rtol:g} of the output scale {scale:.3g}). A value "
+            "leaves float16's range in this model; ship the fp32 graph."
+        )
+    return {
+        "path": str(dst),
+        "precision": "fp16",
+        "max_abs_diff": diff,
+        "atol": atol,
+        "check_sizes": list(_CHECK_SIZES),
+        "file_bytes": dst.stat().st_size,
+    }
+
+
+def fp16_bundle(
+    src: str | os.PathLike, out_dir: str | os.PathLike, *, rtol: float = FP16_RTOL
+) -> Any:
+    """Copy a decoder bundle with every graph in float16 (checked); return the new Bundle.
+
+    The manifest keeps everything but the graphs' checksums and says ``precision: "fp16"`` in
+    each ``export.<role>`` entry, with the fp16-vs-fp32 check (``max_abs_diff``, ``atol``).
+    Files besides the graphs (LM, candidates) are copied as they are.
+    """
+    import shutil
+
+    from bci_app.decoders.bundle import MANIFEST, load_bundle, save_bundle
+
+    bundle = load_bundle(src)
+    out = Path(out_dir)
+    if out.resolve() == bundle.path.resolve():
+        raise ValueError(
+            f"Invalid value for 'out_dir': it is the source bundle {bundle.path}; give a new "
+            "folder."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    graph_files = {entry.file for entry in bundle.manifest.graphs.values()}
+    for item in bundle.path.iterdir():
+        if item.is_file() and item.name not in graph_files and item.name != MANIFEST:
+            shutil.copy2(item, out / item.name)
+    body = bundle.manifest.to_dict()
+    body.pop("graphs")
+    checks = dict(body.get("export") or {})
+    graphs = {}
+    for role in bundle.manifest.graphs:
+        report = convert_fp16(bundle.graph_path(role), out / f"{role}.onnx", rtol=rtol)
+        checks[role] = {
+            **checks.get(role, {}),
+            "precision": "fp16",
+            "max_abs_diff": report["max_abs_diff"],
+            "atol": report["atol"],
+        }
+        graphs[role] = out / f"{role}.onnx"
+    body["export"] = checks
+    return save_bundle(out, body, graphs)

@@ -7,7 +7,14 @@ indices follow each other. Printed: the worker thread's CPU share (% of one core
 own CPU time), the latency from each chunk's newest sample time to its arrival in the buffer
 (p50/p99, ms, both on the LSL local clock), dropped samples, gaps and the reader's view.
 
-Usage: ``python scripts/bench_acquisition.py [--duration 300] [--json]``.
+``--peers`` runs, against the same outlet process, three readers one after the other for
+``--duration`` seconds each: a bare pylsl inlet pulling numpy chunks in a thread (the floor),
+mne-lsl's ``StreamLSL`` (the peer; the ``dev`` extra) and our ``StreamSource``. For each it prints
+the latency from a chunk's newest sample time to the moment a reader can see it (p50/p99, ms),
+the samples received against those the outlet pushed meanwhile, and this process's CPU share (%
+of one core, the readers' threads and liblsl's together; the outlet runs in its own process).
+
+Usage: ``python scripts/bench_acquisition.py [--duration 300] [--peers] [--json]``.
 """
 
 from __future__ import annotations
@@ -82,6 +89,160 @@ def _thread_cpu(native_id: int) -> float:
         if t.id == native_id:
             return t.user_time + t.system_time
     raise RuntimeError(f"thread {native_id} not found")
+
+
+def _pylsl_reader(source_id: str, duration: float) -> dict:
+    """A bare pylsl inlet: numpy chunks into one preallocated array, newest-sample latency."""
+    import pylsl
+
+    info = pylsl.resolve_byprop("source_id", source_id, timeout=60.0)[0]
+    inlet = pylsl.StreamInlet(info, max_buflen=30)
+    inlet.open_stream(timeout=10.0)
+    dest = np.empty((4096, N_CHANNELS), dtype=np.float32)
+    latencies, n_samples, stop = [], [0], threading.Event()
+
+    def pull() -> None:
+        while not stop.is_set():
+            _, ts = inlet.pull_chunk(
+                timeout=0.05, max_samples=dest.shape[0], dest_obj=dest, min_samples=1
+            )
+            if len(ts):
+                latencies.append(pylsl.local_clock() - ts[-1])
+                n_samples[0] += len(ts)
+
+    thread = threading.Thread(target=pull, daemon=True)
+    thread.start()
+    try:
+        return _phase(duration, latencies, lambda: n_samples[0])
+    finally:
+        stop.set()
+        thread.join()
+        inlet.close_stream()
+
+
+def _mne_lsl_reader(source_id: str, duration: float) -> dict:
+    """mne-lsl's StreamLSL with its defaults (1 ms acquisition delay), 5 s buffer."""
+    import pylsl
+    from mne_lsl.stream import StreamLSL
+
+    latencies = []
+
+    class TimedStreamLSL(StreamLSL):
+        # StreamLSL offers no hook after its buffer update (add_callback runs before it), so the
+        # acquisition step is wrapped: the latency is taken once the new samples are readable.
+        def _acquire(self) -> None:
+            before = self._n_new_samples
+            super()._acquire()
+            if self._n_new_samples is not None and self._n_new_samples > before:
+                latencies.append(pylsl.local_clock() - float(self._timestamps[-1]))
+
+    stream = TimedStreamLSL(bufsize=5.0, source_id=source_id).connect(timeout=60.0)
+    counted = [0]
+
+    def n_received() -> int:  # drain as a consumer would, counting the samples
+        counted[0] += stream.n_new_samples
+        if stream.n_new_samples:
+            stream.get_data(winsize=stream.n_new_samples / SFREQ)
+        return counted[0]
+
+    try:
+        return _phase(duration, latencies, n_received)
+    finally:
+        stream.disconnect()
+
+
+def _stream_source_reader(source_id: str, duration: float) -> dict:
+    """Our StreamSource: newest-sample latency as it writes each chunk into its ring buffer."""
+    from acquisition.stream import StreamSource
+
+    src = StreamSource(source_id=source_id, bufsize=30.0, resolve_timeout=60.0).connect()
+    since = [src.chunk_latencies()[1]]
+    latencies = []
+
+    def n_received() -> int:
+        lat, since[0] = src.chunk_latencies(since[0])
+        latencies.extend(lat.tolist())
+        return src.health().n_samples
+
+    try:
+        return _phase(duration, latencies, n_received)
+    finally:
+        src.disconnect()
+
+
+def _phase(duration: float, latencies: list, n_received) -> dict:
+    """Measure one reader: 1 s of warm-up, then ``duration`` seconds."""
+    time.sleep(1.0)
+    n_received()
+    del latencies[:]
+    proc = psutil.Process()
+    n0, cpu0, t0 = n_received(), proc.cpu_times(), time.monotonic()
+    while time.monotonic() - t0 < duration:
+        time.sleep(min(0.5, max(0.0, duration - (time.monotonic() - t0))))
+        n_received()  # drains what a consumer would
+    wall, cpu1, n1 = time.monotonic() - t0, proc.cpu_times(), n_received()
+    lat_ms = np.asarray(latencies, dtype=float) * 1e3
+    if lat_ms.size == 0:
+        lat_ms = np.array([np.nan])
+    return {
+        "latency_ms_p50": round(float(np.percentile(lat_ms, 50)), 3),
+        "latency_ms_p99": round(float(np.percentile(lat_ms, 99)), 3),
+        "chunks": len(latencies),
+        "samples": int(n1 - n0),
+        "samples_expected": round(wall * SFREQ),
+        "cpu_percent_of_one_core": round(
+            100.0 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / wall, 1
+        ),
+        "duration_s": round(wall, 2),
+    }
+
+
+PEERS = {
+    "pylsl inlet (floor)": _pylsl_reader,
+    "mne-lsl StreamLSL": _mne_lsl_reader,
+    "StreamSource": _stream_source_reader,
+}
+
+
+def run_peers(duration: float, push_interval: float) -> dict:
+    """Run the three readers one after the other against one outlet process."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    source_id = f"bci-bench-{uuid.uuid4().hex[:8]}"
+    proc = ctx.Process(target=_outlet_process, args=(source_id, push_interval, stop))
+    proc.start()
+    results = {
+        "cpus": psutil.cpu_count(),
+        "n_channels": N_CHANNELS,
+        "sfreq": SFREQ,
+        "push_interval_ms": push_interval * 1e3,
+    }
+    try:
+        for name, reader in PEERS.items():
+            results[name] = reader(source_id, duration)
+    finally:
+        stop.set()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    results["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    return results
+
+
+def _print_peers(results: dict) -> None:
+    print(
+        f"{results['n_channels']} ch x {results['sfreq']:g} Hz float32 from another process, "
+        f"pushed every {results['push_interval_ms']:g} ms; {results['cpus']} CPUs, load "
+        f"{results['load_avg_1min_at_end']} (1 min) at the end"
+    )
+    for name in PEERS:
+        r = results[name]
+        share = 100.0 * r["samples"] / max(r["samples_expected"], 1)
+        print(
+            f"{name:<20}  sample -> visible p50 {r['latency_ms_p50']:.2f} ms, "
+            f"p99 {r['latency_ms_p99']:.2f} ms; samples {r['samples']}/{r['samples_expected']} "
+            f"({share:.1f} %); CPU {r['cpu_percent_of_one_core']:.1f} % of a core"
+        )
 
 
 def run(duration: float, push_interval: float) -> dict:
@@ -164,10 +325,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--push-interval-ms", type=float, default=5.0, help="outlet push period (default 5 ms)"
     )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="compare a bare pylsl inlet, mne-lsl's StreamLSL and StreamSource (--duration each)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.duration <= 0:
         parser.error(f"--duration must be > 0 s, got {args.duration}")
+    if args.peers:
+        results = run_peers(args.duration, args.push_interval_ms / 1000.0)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            _print_peers(results)
+        return
     results = run(args.duration, args.push_interval_ms / 1000.0)
     if args.json:
         print(json.dumps(results, indent=2))

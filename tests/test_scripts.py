@@ -84,3 +84,28 @@ TINY_TYPING = [
 def test_other_benchmarks_run_on_tiny_sizes(script, args):
     out = _run(script, *args)
     assert out.strip(), f"{script} printed nothing"
+
+
+@pytest.mark.slow
+def test_bench_acquisition_compares_the_three_readers_on_one_outlet():
+    out = _run("bench_acquisition.py", "--peers", "--duration", "1")
+    lines = {line.split("  ")[0]: line for line in out.splitlines() if "sample -> visible" in line}
+    assert set(lines) == {"pylsl inlet (floor)", "mne-lsl StreamLSL", "StreamSource"}, out
+    for line in lines.values():
+        assert "samples " in line and "% of a core" in line
+
+
+@pytest.mark.slow
+def test_bench_gui_measures_sample_to_painted_while_decoding():
+    out = _run(
+        "bench_gui.py", "--seconds", "1", "--channels", "306", "--views", "channels", "--decode"
+    )
+    assert "while decoding" in out and "sample -> painted:      p50" in out, out
+
+
+def test_bench_all_refuses_an_unknown_argument():
+    done = subprocess.run(
+        ["bash", str(SCRIPTS / "bench_all.sh"), "--fast"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "Invalid argument '--fast'" in done.stderr

@@ -1,24 +1,32 @@
 """``bci-app bench``: latency certification of the live path on a simulated 306-channel session.
 
-Three measurements, each printed as percentiles or ratios measured in this one run:
+Four measurements, each printed as percentiles or ratios measured in this one run:
 
 1. Replay at 1x: a simulated MEG typing session is played to LSL in real time and decoded by a
    :class:`~bci_app.live.session.DecodingSession` with the bundle: per-stage latency p50/p95/p99/max
    (sample time -> pulled -> preprocessed -> windowed -> inferred -> decoded -> emitted), and
    whether the stream lag grows over the session (slope of lag against time).
 2. Replay at ``max`` speed of the same session: throughput as a multiple of real time.
-3. Inference per keystroke window: onnxruntime vs torch eager on the same model and input
-   (needs torch; a ``small`` Brain2Qwerty v1 built and exported here), and CUDA vs CPU provider
-   where onnxruntime offers CUDA (skipped otherwise).
+3. Inference per keystroke window of the bundle: onnxruntime vs torch eager on the same model and
+   input (needs torch; a model of the bundle's size built and exported here).
+4. Graph latency per model size (``--config small paper``) and provider (``--provider auto``:
+   every one onnxruntime offers): Brain2Qwerty v1's keystroke and sentence graphs at batch 1, fp32
+   and (GPU) fp16, with CUDA graphs on CUDA and an engine cache with TensorRT, against torch
+   eager, bf16 autocast (CUDA) and ``torch.compile`` on the same input. With ``paper``, the live
+   replay runs again with an untrained paper-size decoder (``paper_pipeline``).
+
+The JSON is strict (``NaN`` becomes ``null``); a part that cannot run says ``skipped: <why>``.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +34,14 @@ import pylsl
 
 from acquisition.markers import MarkerSource
 from acquisition.stream import StreamSource
+from bci_app.cli.bench_graphs import (
+    TORCH_MISSING,
+    graph_latency,
+    graph_lines,
+    paper_bundle,
+    percentiles,
+    torch_times,
+)
 from bci_app.decoders.bundle import Bundle
 from bci_app.decoders.manifest import thaw
 from bci_app.decoders.runtime import OnnxRuntime
@@ -122,15 +138,15 @@ def _inference(bundle: Bundle, provider: str, n: int) -> dict:
     out: dict = {}
     rt = OnnxRuntime(bundle.graph_path("keystroke"), provider=provider, threads=1)
     times = rt.benchmark({"x": x, "subject": subject}, n=n)
-    out["ort_bundle"] = _pcts(times) | {"provider": rt.provider}
+    out["ort_bundle"] = percentiles(times) | {"provider": rt.provider}
     try:
         import torch
 
-        from models.export import export_model
+        from models.export import export_model, quiet_exporter
         from models.registry import build_model
         from models.typing.model import KeystrokeGraph
     except ImportError:
-        out["torch"] = "skipped: torch is not installed (pip install 'bci-app[train]')"
+        out["torch"] = TORCH_MISSING
         return out
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -140,38 +156,31 @@ def _inference(bundle: Bundle, provider: str, n: int) -> dict:
     arch, config = manifest.arch, thaw(manifest.model_config)
     model = build_model(arch, config, n_ch, positions, n_subjects).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        export_model(model, tmp)
+        with quiet_exporter():
+            export_model(model, tmp)
         same = OnnxRuntime(Path(tmp) / "keystroke.onnx", provider="cpu", threads=1)
         ort_times = same.benchmark({"x": x, "subject": subject}, n=n)
-    xt, st = torch.from_numpy(x), torch.from_numpy(subject)
     graph = KeystrokeGraph(model).eval()  # exactly what the keystroke ONNX graph computes
-    eager = np.empty(n)
-    with torch.inference_mode():
-        for _ in range(10):
-            graph(xt, st)
-        for i in range(n):
-            t0 = time.perf_counter()
-            graph(xt, st)
-            eager[i] = time.perf_counter() - t0
+    eager = torch_times(graph, (torch.from_numpy(x), torch.from_numpy(subject)), n)
     out["same_model"] = {
-        "ort_cpu": _pcts(ort_times),
-        "torch_eager": _pcts(eager),
+        "ort_cpu": percentiles(ort_times),
+        "torch_eager": percentiles(eager),
         "ratio_eager_over_ort_p50": float(np.median(eager) / np.median(ort_times)),
     }
-    import onnxruntime as ort
-
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        cuda = OnnxRuntime(bundle.graph_path("keystroke"), provider="cuda")
-        cuda_times = cuda.benchmark({"x": x, "subject": subject}, n=n)
-        out["cuda_vs_cpu"] = {"cuda": _pcts(cuda_times), "provider": cuda.provider}
-    else:
-        out["cuda_vs_cpu"] = "skipped: onnxruntime offers no CUDAExecutionProvider here"
     return out
 
 
-def _pcts(seconds: np.ndarray) -> dict:
-    p50, p99 = np.percentile(seconds * 1e3, [50, 99])
-    return {"p50_ms": float(p50), "p99_ms": float(p99), "n": len(seconds)}
+def json_safe(value):
+    """``value`` with every NaN/Inf float replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def run_bench(
@@ -182,26 +191,46 @@ def run_bench(
     provider: str,
     n: int,
     max_seconds: float | None = None,
+    configs: Sequence[str] = ("small",),
+    compile_mode: str | None = "default",
 ) -> dict:
-    """Run the three measurements; return a JSON-friendly dict.
+    """Run the measurements; return a JSON-friendly dict (no NaN: missing values are None).
 
     ``max_seconds`` limits the part replayed at max speed (the LSL outlet buffers 360 s of data,
-    so a longer max-speed replay to a slower consumer would lose samples by design).
+    so a longer max-speed replay to a slower consumer would lose samples by design). ``configs``
+    are the model sizes whose graphs are timed (:func:`graph_latency`, on every provider when
+    ``provider`` is ``auto``); with ``paper`` among them, the live pipeline is also replayed with
+    an untrained paper-size decoder of the bundle's shape (``paper_pipeline``): its text means
+    nothing, its stage latencies are those of the paper-size graphs.
     """
     with tempfile.TemporaryDirectory() as tmp:
         path = _session_file(Path(tmp), seconds, bundle)
-        duration = min(seconds, max_seconds or seconds)
-        n_times = round(duration * bundle.sfreq)
-        fast_path = path if duration >= seconds else _trim(path, Path(tmp), duration, "fast")
-        fast = _replay(fast_path, n_times, bundle, "max", provider)
-        live = None
-        if realtime_s > 0:
-            short = path if realtime_s >= seconds else _trim(path, Path(tmp), realtime_s, "1x")
-            n_short = min(round(seconds * bundle.sfreq), round(realtime_s * bundle.sfreq))
-            live = _replay(short, n_short, bundle, 1, provider)
+        result = {"bundle": bundle.name, "host_cpus": os.cpu_count()}
+        result.update(
+            _pipeline(bundle, path, Path(tmp), seconds, realtime_s, provider, max_seconds)
+        )
+        result["inference"] = _inference(bundle, provider, n)
+        result["graphs"] = graph_latency(
+            bundle.channels, configs, [provider], n, compile_mode=compile_mode
+        )
+        if "paper" in configs and "skipped" not in result["graphs"]:
+            folder = Path(tmp) / "paper"  # its own trimmed copies of the session
+            paper = paper_bundle(bundle, folder / "bundle")
+            result["paper_pipeline"] = _pipeline(
+                paper, path, folder, seconds, realtime_s, provider, max_seconds
+            )
+    result["clock"] = pylsl.local_clock()
+    return json_safe(result)
+
+
+def _pipeline(bundle, path, folder, seconds, realtime_s, provider, max_seconds) -> dict:
+    """Replay the session at max speed (throughput) and at 1x (stage latencies, lag)."""
+    duration = min(seconds, max_seconds or seconds)
+    n_times = round(duration * bundle.sfreq)
+    fast_path = path if duration >= seconds else _trim(path, folder, duration, "fast")
+    fast = _replay(fast_path, n_times, bundle, "max", provider)
     result = {
-        "bundle": bundle.name,
-        "host_cpus": __import__("os").cpu_count(),
+        "provider": fast["summary"]["provider"],
         "max_speed": {
             "recording_s": duration,
             "wall_s": round(fast["wall_s"], 2),
@@ -209,9 +238,11 @@ def run_bench(
             "windows": fast["summary"]["windows"],
             "latency_ms": fast["summary"]["latency_ms"],
         },
-        "inference": _inference(bundle, provider, n),
     }
-    if live is not None:
+    if realtime_s > 0:
+        short = path if realtime_s >= seconds else _trim(path, folder, realtime_s, "1x")
+        n_short = min(round(seconds * bundle.sfreq), round(realtime_s * bundle.sfreq))
+        live = _replay(short, n_short, bundle, 1, provider)
         result["realtime"] = {
             "recording_s": min(realtime_s, seconds),
             "windows": live["summary"]["windows"],
@@ -221,7 +252,6 @@ def run_bench(
             "lag_growth_ms_per_min": _lag_slope(live["lags"]),
             "dropped_samples": live["summary"]["dropped_samples"],
         }
-    result["clock"] = pylsl.local_clock()
     return result
 
 
@@ -248,20 +278,7 @@ def _trim(path: Path, directory: Path, seconds: float, label: str) -> Path:
 def format_bench(result: dict) -> str:
     """Human-readable report."""
     lines = [f"bci-app bench: bundle '{result['bundle']}', {result['host_cpus']} CPU(s)"]
-    fast = result["max_speed"]
-    lines.append(
-        f"\nmax-speed replay: {fast['recording_s']:.0f} s of 306 ch x 1 kHz pushed and decoded in "
-        f"{fast['wall_s']:.1f} s = {fast['x_real_time']}x real time ({fast['windows']} windows)"
-    )
-    if "realtime" in result:
-        rt = result["realtime"]
-        lines.append(
-            f"\n1x replay ({rt['recording_s']:.0f} s, {rt['windows']} keystrokes, "
-            f"{rt['sentences']} sentences, {rt['dropped_samples']} dropped samples):"
-        )
-        lines += [_stage_line(k, v) for k, v in rt["latency_ms"].items()]
-        growth = rt["lag_growth_ms_per_min"]
-        lines.append(f"  stream lag p50 {rt['lag_ms_p50']:.1f} ms, growth {growth:+.2f} ms/min")
+    lines += _pipeline_lines(result)
     inf = result["inference"]
     b = inf["ort_bundle"]
     lines.append(
@@ -277,11 +294,32 @@ def format_bench(result: dict) -> str:
         )
     else:
         lines.append(str(inf.get("torch")))
-    cuda = inf.get("cuda_vs_cpu")
-    lines.append(
-        str(cuda) if isinstance(cuda, str) else f"CUDA: p50 {cuda['cuda']['p50_ms']:.3f} ms"
-    )
+    lines += graph_lines(result.get("graphs", {}))
+    if "paper_pipeline" in result:
+        lines.append("\npaper-size decoder (untrained) in the live pipeline:")
+        lines += _pipeline_lines(result["paper_pipeline"])
     return "\n".join(lines)
+
+
+def _pipeline_lines(result: dict) -> list[str]:
+    fast = result["max_speed"]
+    lines = [
+        f"\nmax-speed replay on {result.get('provider')}: {fast['recording_s']:.0f} s of "
+        f"306 ch x 1 kHz pushed and decoded in {fast['wall_s']:.1f} s = {fast['x_real_time']}x "
+        f"real time ({fast['windows']} windows)"
+    ]
+    if "realtime" in result:
+        rt = result["realtime"]
+        lines.append(
+            f"\n1x replay ({rt['recording_s']:.0f} s, {rt['windows']} keystrokes, "
+            f"{rt['sentences']} sentences, {rt['dropped_samples']} dropped samples):"
+        )
+        lines += [_stage_line(k, v) for k, v in rt["latency_ms"].items()]
+        growth = rt["lag_growth_ms_per_min"]
+        growth = "n/a" if growth is None else f"{growth:+.2f} ms/min"
+        lag = "n/a" if rt["lag_ms_p50"] is None else f"{rt['lag_ms_p50']:.1f} ms"
+        lines.append(f"  stream lag p50 {lag}, growth {growth}")
+    return lines
 
 
 def _stage_line(stage: str, s: dict) -> str:

@@ -419,7 +419,14 @@ def _records_list(cls: type) -> _Codec:
     return _Codec(parse, lambda records: [r.to_dict() for r in records])
 
 
+def _precision(value: Any, at: _At) -> str:
+    if value not in ("fp32", "fp16"):
+        at.fail(f"must be 'fp32' or 'fp16', got {_show(value)}")
+    return value
+
+
 _STR = _Codec(_string, _same)
+_PRECISION = _Codec(_precision, _same)
 _NAME = _Codec(_name, _same)
 _STRS = _Codec(_strings, _dump_tuple)
 _OBJECT = _Codec(_json_object, thaw)
@@ -701,13 +708,18 @@ class ExportCheck(_Record):
     Attributes
     ----------
     max_abs_diff : float
-        Largest ``|onnxruntime - torch|`` on the export check inputs.
+        Largest ``|onnxruntime - torch|`` on the export check inputs (an fp16 graph: largest
+        ``|fp16 graph - fp32 graph|``).
     atol : float
         Bound it had to stay under.
+    precision : "fp32" | "fp16" | None
+        Precision of the graph's weights and arithmetic (its inputs and outputs are float32
+        either way); None (older bundles) means fp32.
     """
 
     max_abs_diff: float = field(metadata=_meta(_NONNEGATIVE, required=True))
     atol: float = field(metadata=_meta(_NONNEGATIVE, required=True))
+    precision: str | None = field(default=None, metadata=_meta(_PRECISION))
     extra: JsonMap = field(default_factory=_empty)
 
 

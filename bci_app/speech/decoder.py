@@ -28,6 +28,7 @@ from bci_app.decoders.manifest import Window as BundleWindow
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.processing.preprocessing import PreprocessConfig
 from bci_app.processing.windowing import EventWindower, SlidingWindower, Window
+from bci_app.speech.scoring import CandidateScorer
 
 CANDIDATES_NPZ, CANDIDATES_JSON = CANDIDATE_FILES
 #: Default hop of sliding windows in live decoding (s).
@@ -157,6 +158,9 @@ class SpeechDecoder:
         Candidates per event.
     subject : int
         Subject head to use (default: the bundle's default).
+    similarity : "cpu" | "cuda" | "auto"
+        Where candidates are scored (:class:`~bci_app.speech.scoring.CandidateScorer`): numpy
+        (default), the GPU, or the GPU for large candidate sets only.
     """
 
     def __init__(
@@ -166,6 +170,7 @@ class SpeechDecoder:
         provider: str = "auto",
         top_k: int = 10,
         subject: int | None = None,
+        similarity: str = "cpu",
     ) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         check_speech_bundle(self.bundle)
@@ -185,6 +190,9 @@ class SpeechDecoder:
         self.subject = np.array([subject], dtype=np.int64)
         self.logit_scale = 10.0 if manifest.logit_scale is None else float(manifest.logit_scale)
         self.texts, self.embeddings = load_candidates(self.bundle)
+        self.scorer = CandidateScorer(
+            self.embeddings, top_k=top_k, logit_scale=self.logit_scale, device=similarity
+        )
         shapes = {"x": (1, self.n_channels, self.n_times), "subject": (1,)}
         self._brain = OnnxRuntime(self.bundle.graph_path("brain"), provider, warmup_shapes=shapes)
         self.committed: list[str] = []
@@ -236,14 +244,12 @@ class SpeechDecoder:
         self, window_data: np.ndarray, timestamp: float, stages: Mapping[str, float] | None = None
     ) -> TextEvent:
         """Top-k candidates of one window ``(n_channels, n_times)`` as a TextEvent."""
-        scores = self.scores(np.asarray(window_data)[None])[0]
+        indices, probs, _ = self.scorer.top(self.embed(np.asarray(window_data)[None]))
         stages = dict(stages or {})
         stages["inferred"] = pylsl.local_clock()
-        logits = self.logit_scale * scores
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        top = np.argsort(-scores, kind="stable")[: self.top_k]
-        candidates = tuple((self.texts[i], float(probs[i])) for i in top.tolist())
+        candidates = tuple(
+            (self.texts[i], float(p)) for i, p in zip(indices[0].tolist(), probs[0].tolist())
+        )
         best = candidates[0][0]
         self.committed.append(best)
         return TextEvent(

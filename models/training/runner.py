@@ -11,8 +11,10 @@ rank 0 scores the best weights and writes ``OUT/checkpoint.pt``, ``OUT/report/``
 The same code runs under ``torchrun --nproc_per_node=N -m bci_app.cli.train typing|speech ...``
 (:mod:`models.training.distributed`): each process trains on its share of the examples
 (``DistributedSampler``), gradients are averaged by DDP, and rank 0 validates, logs and writes.
-Mixed precision (``torch.autocast``) is used on CUDA only: bfloat16 where supported, else float16
-with a gradient scaler. Randomness (initialisation, split, order, dropout) follows ``seed``; the
+Mixed precision (``torch.autocast``) is used on CUDA by default: bfloat16 where supported, else
+float16 with a gradient scaler; :class:`~models.training.settings.Acceleration` picks another
+precision (bf16 on the CPU too), ``torch.compile`` and pinned-memory loaders.
+Randomness (initialisation, split, order, dropout) follows ``seed``; the
 randomness of epoch ``e`` on rank ``r`` is reseeded from ``(seed, e, r)``, so a resumed run
 repeats what the uninterrupted run would have done.
 """
@@ -44,7 +46,12 @@ from models.checkpoint import (
 )
 from models.training import distributed
 from models.training.distributed import DistContext
-from models.training.settings import autocast_factory, resolve_settings, seed_everything
+from models.training.settings import (
+    Acceleration,
+    autocast_factory,
+    resolve_settings,
+    seed_everything,
+)
 from models.training.task import TaskSetup, TrainingTask
 
 logger = logging.getLogger("models.training")
@@ -60,6 +67,7 @@ def run_training(
     export: bool = True,
     progress: bool = True,
     keep_checkpoints: int = 3,
+    acceleration: Acceleration | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` and write its checkpoint, report and bundle to ``out``.
 
@@ -81,6 +89,8 @@ def run_training(
         Show tqdm progress bars (rank 0 only).
     keep_checkpoints : int
         Per-epoch checkpoints kept.
+    acceleration : Acceleration | None
+        Mixed precision, ``torch.compile`` and pinned memory (default: :class:`Acceleration`).
 
     Returns
     -------
@@ -91,7 +101,10 @@ def run_training(
     ctx = distributed.setup(device)
     finished = False
     try:
-        metrics = _train(task, ctx, Path(out), settings, resume, export, progress, keep_checkpoints)
+        keep = keep_checkpoints
+        metrics = _train(
+            task, ctx, Path(out), settings, resume, export, progress, keep, acceleration
+        )
         finished = True
         return metrics
     finally:
@@ -101,7 +114,7 @@ def run_training(
             torch.distributed.destroy_process_group()
 
 
-def _train(task, ctx, out, given, resume, export, progress, keep) -> dict[str, Any]:
+def _train(task, ctx, out, given, resume, export, progress, keep, accel) -> dict[str, Any]:
     started = time.perf_counter()
     checkpoint = load_checkpoint(resolve_resume(resume)) if resume else None
     saved_meta = checkpoint["meta"] if checkpoint is not None else None
@@ -114,7 +127,9 @@ def _train(task, ctx, out, given, resume, export, progress, keep) -> dict[str, A
             f"({saved_meta['data']['summary']}) than these recordings "
             f"({setup.meta['data']['summary']}). Resume with the same recordings, or start anew."
         )
-    trainer = Trainer(task, setup, settings, ctx, progress=progress, keep_checkpoints=keep)
+    trainer = Trainer(
+        task, setup, settings, ctx, progress=progress, keep_checkpoints=keep, acceleration=accel
+    )
     if checkpoint is not None:
         trainer.restore(checkpoint)
     trainer.fit(out)
@@ -133,14 +148,21 @@ class Trainer:
         *,
         progress: bool = True,
         keep_checkpoints: int = 3,
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.task, self.settings, self.ctx, self.meta = task, settings, ctx, setup.meta
+        self.acceleration = accel = acceleration or Acceleration()
         self.model, self.module = setup.model, setup.loss
         self.show = progress and ctx.is_main
         self.keep_checkpoints = keep_checkpoints
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.module = torch.nn.parallel.DistributedDataParallel(setup.loss, device_ids=ids)
+        if accel.compile:
+            # compiled around DDP, as torch recommends: DDP's bucketing still overlaps the
+            # gradient all-reduce with the backward pass
+            self.module = torch.compile(self.module, mode=accel.compile_mode)
+        pin = ctx.device.type == "cuda" if accel.pin_memory is None else accel.pin_memory
         self.sampler = DistributedSampler(
             setup.train_set,
             ctx.world_size,
@@ -155,6 +177,7 @@ class Trainer:
             sampler=self.sampler,
             collate_fn=setup.collate,
             drop_last=setup.drop_last,
+            pin_memory=pin,
         )
         if len(self.loader) == 0:
             raise ValueError(
@@ -171,7 +194,7 @@ class Trainer:
             total_steps=settings["epochs"] * len(self.loader),
             pct_start=0.2,
         )
-        self.autocast, amp_dtype = autocast_factory(ctx.device)
+        self.autocast, amp_dtype = autocast_factory(ctx.device, accel.precision)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=ctx.device.type == "cuda" and amp_dtype == torch.float16
         )

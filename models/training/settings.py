@@ -14,6 +14,7 @@ import functools
 import random
 import subprocess
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,12 +107,61 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast_factory(device: torch.device) -> tuple[Callable[[], Any], torch.dtype | None]:
-    """Return a context-manager factory for mixed precision (CUDA only) and its dtype."""
-    if device.type != "cuda":
+#: Mixed-precision choices of a training run (:class:`Acceleration`).
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Acceleration:
+    """How a training run uses its device; none of it changes what the model is.
+
+    Attributes
+    ----------
+    precision : "auto" | "bf16" | "fp16" | "fp32"
+        Autocast dtype. ``auto``: bfloat16 on a CUDA device that supports it, else float16 on
+        CUDA (with a gradient scaler), none on the CPU. ``bf16`` also runs on the CPU (CPU
+        autocast); ``fp16`` needs CUDA.
+    compile : bool
+        Run the training step through ``torch.compile`` (``compile_mode``).
+    compile_mode : str | None
+        ``torch.compile`` mode (None: its default).
+    pin_memory : bool | None
+        Page-locked host batches, copied to the GPU asynchronously (None: on CUDA only).
+    """
+
+    precision: str = "auto"
+    compile: bool = False
+    compile_mode: str | None = None
+    pin_memory: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"Invalid value for 'precision': {self.precision!r}; use one of {PRECISIONS}."
+            )
+
+
+def autocast_factory(
+    device: torch.device, precision: str = "auto"
+) -> tuple[Callable[[], Any], torch.dtype | None]:
+    """Return a context-manager factory for mixed precision and its dtype (None: float32)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return functools.partial(torch.autocast, "cuda", dtype=dtype), dtype
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            "Invalid value for 'precision': 'fp16' autocast needs a CUDA device; use 'bf16' "
+            "or 'fp32' on the CPU."
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(
+            f"Invalid value for 'precision': this GPU ({torch.cuda.get_device_name(device)}) "
+            "has no bfloat16; use 'fp16' or 'auto'."
+        )
+    if precision == "auto":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return functools.partial(torch.autocast, device.type, dtype=dtype), dtype
 
 
 def git_commit() -> str | None:

@@ -32,7 +32,7 @@ from models.speech.data import SpeechDataset, build_speech_dataset, window_spec
 from models.speech.model import SpeechClip, with_spatial_dims
 from models.training.distributed import DistContext
 from models.training.runner import run_training
-from models.training.settings import config_name, provenance
+from models.training.settings import Acceleration, config_name, provenance
 from models.training.task import Evaluation, TaskSetup, TrainingTask
 
 ARCH = "speech_clip"
@@ -72,11 +72,13 @@ def train_speech(
     export: bool = True,
     progress: bool = True,
     keep_checkpoints: int = 3,
+    acceleration: Acceleration | None = None,
 ) -> dict[str, Any]:
     """Train a speech decoder on listening ``recordings``; write the bundle to ``out_bundle``.
 
     Settings left as None take :data:`DEFAULTS` (or the resumed checkpoint's); the run's options
-    (``resume``, ``device``, ``export``, ``progress``, ``keep_checkpoints``) are those of
+    (``resume``, ``device``, ``export``, ``progress``, ``keep_checkpoints``,
+    ``acceleration``) are those of
     :func:`models.training.typing_task.train_typing`. ``audio_dirs``: one stimulus folder per
     recording (:mod:`bci_app.speech.heard`). ``audio_model``: a local wav2vec2-family checkpoint
     folder whose hidden states (``audio_layers``, default the last 4, averaged) replace the
@@ -110,6 +112,7 @@ def train_speech(
         export=export,
         progress=progress,
         keep_checkpoints=keep_checkpoints,
+        acceleration=acceleration,
     )
 
 

@@ -31,7 +31,7 @@ from bci_app.typing.alphabet import cer, classes_to_text
 from models.registry import build_model, get_config
 from models.training.distributed import DistContext
 from models.training.runner import run_training
-from models.training.settings import config_name, provenance
+from models.training.settings import Acceleration, config_name, provenance
 from models.training.task import Evaluation, TaskSetup, TrainingTask
 from models.typing.data import WINDOW, TypingDataset, build_typing_dataset
 from models.typing.datasets import (
@@ -80,6 +80,7 @@ def train_typing(
     export: bool = True,
     progress: bool = True,
     keep_checkpoints: int = 3,
+    acceleration: Acceleration | None = None,
 ) -> dict[str, Any]:
     """Train a typing decoder on ``recordings`` and write its bundle to ``out_bundle``.
 
@@ -114,6 +115,9 @@ def train_typing(
         Show tqdm progress bars (rank 0 only).
     keep_checkpoints : int
         Per-epoch checkpoints kept.
+    acceleration : Acceleration | None
+        Mixed precision, ``torch.compile``, pinned memory
+        (:class:`models.training.settings.Acceleration`).
 
     Returns
     -------
@@ -143,6 +147,7 @@ def train_typing(
         export=export,
         progress=progress,
         keep_checkpoints=keep_checkpoints,
+        acceleration=acceleration,
     )
 
 

@@ -13,6 +13,7 @@ from acquisition.io import read_recording
 from bci_app.decoders.events import TextEvent
 from bci_app.live.metrics import LatencyStats
 from gui.app import main
+from gui.health import PAINTED_STAGE
 from gui.main_window import MainWindow
 from gui.session import StreamChoice
 from gui.tasks import wait_for_all
@@ -66,6 +67,10 @@ def test_simulator_session_with_shortcuts_recording_and_decoded_text(
     path = window.session.recording_path
     qtbot.wait(1500)
     qtbot.waitUntil(lambda: window.latency.table.rowCount() >= 3, timeout=5000)
+    window.scope.plot.grab()  # one more painted frame, whatever the platform paints by itself
+    window.latency.refresh()
+    table = window.latency.table
+    assert PAINTED_STAGE in {table.item(r, 0).text() for r in range(table.rowCount())}
     screenshot(window, "main_window_live")
     _press(qtbot, window, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)
     qtbot.waitUntil(lambda: window.bar.record_button.text() == "● Record", timeout=5000)

@@ -368,3 +368,28 @@ def test_the_window_keeps_the_scope_view_and_rows_per_page(qtbot, settings):
         third.scope.rows_per_page is None and third.scope.controls.rows_combo.currentText() == "all"
     )
     third.close()
+
+
+def test_sample_to_painted_is_measured_once_per_new_frame_and_shown(scope, qtbot, screenshot):
+    from gui.health import PAINTED_STAGE, LatencyPanel
+
+    panel = LatencyPanel()
+    qtbot.addWidget(panel)
+    scope.painted.connect(panel.add_painted)
+    before = len(scope.paint_latencies)  # frames the window painted by itself
+    for _ in range(4):
+        drawn = scope._decimator.n_total
+        qtbot.waitUntil(lambda drawn=drawn: scope._decimator.n_total > drawn)
+        scope.plot.grab()  # paints (the offscreen platform does not paint on its own)
+    latencies = list(scope.paint_latencies)
+    assert len(latencies) >= before + 4
+    assert all(0.0 < value < 60.0 for value in latencies)  # painted after the sample was taken
+    scope.stop()  # no new samples: painting again measures nothing more
+    scope.plot.grab()
+    scope.plot.grab()
+    assert len(scope.paint_latencies) == len(latencies)
+    panel.refresh()
+    rows = {panel.table.item(r, 0).text(): r for r in range(panel.table.rowCount())}
+    assert panel.table.item(rows[PAINTED_STAGE], 1).text() == str(len(latencies) - before)
+    assert "sample to screen" in scope.fps_label.text()
+    screenshot(panel, "latency_panel_sample_to_painted")

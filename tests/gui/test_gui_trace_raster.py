@@ -143,9 +143,9 @@ def test_incremental_image_equals_a_full_redraw_with_the_same_baseline():
     np.testing.assert_array_equal(image[:, 1:], full[:, 1:])
 
 
-def test_a_drifting_channel_triggers_a_full_redraw():
+def test_a_drifting_channel_is_rebaselined_and_redrawn_over_several_frames():
     dec = ColumnDecimator(2, 100, 5)
-    trace = TraceImage()
+    trace = TraceImage(redraw_budget=60)  # 30 columns of 2 channels per update
     picks = np.array([0, 1])
     args = _trace_args(2, height=100)
     dec.push(np.zeros((500, 2), np.float32), np.arange(500.0))
@@ -153,10 +153,24 @@ def test_a_drifting_channel_triggers_a_full_redraw():
     drifted = np.zeros((50, 2), np.float32)
     drifted[:, 1] = 10.0  # 80 px from its line: far outside its 50 px row
     dec.push(drifted, np.arange(500.0, 550.0))
-    trace.update(dec, picks, **args)
-    trace.update(dec, picks, **args)
-    assert trace.n_full_redraws == 2
+    first = trace.update(dec, picks, **args)
+    assert trace.n_rebaselines == 1 and trace.n_full_redraws == 1  # no full redraw
     assert trace.baseline[1] > 0
+    mins, maxs, _ = dec.columns()
+    full = rasterize_traces(
+        mins[:, picks],
+        maxs[:, picks],
+        baseline=trace.baseline,
+        gain=args["gain"],
+        centers=(np.arange(2) + 0.5) * args["row_px"],
+        clip=2 * args["row_px"],
+        height=args["height"],
+        labels=args["labels"],
+    )
+    assert not np.array_equal(first, full)  # the oldest columns still have the old baseline
+    images = [trace.update(dec, picks, **args) for _ in range(4)]  # 100 columns: 4 x 30
+    np.testing.assert_array_equal(images[-1][:, 1:], full[:, 1:])
+    assert not np.array_equal(images[1], full)  # it took more than one frame
 
 
 def test_channels_on_the_same_row_are_overlaid():
