@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
             lambda path: self.statusBar().showMessage(f"Session report written to {path}", 15_000)
         )
         self.scope.bads_changed.connect(self._on_bads_changed)
+        self.scope.painted.connect(self.latency.add_painted)
         self.calibration.marker_pushed.connect(lambda marker: self.scope.add_markers([marker]))
         self.calibration.failed.connect(self.show_error)
         self.calibration.train_requested.connect(self._on_train_requested)
