@@ -94,7 +94,9 @@ def trained_bundle(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("speech") / "bundle"
     recording = Simulator("meg", "listening", snr=3.0, seed=11).generate(80.0)
-    metrics = train_speech([recording], out, epochs=10, batch_size=16, picks=["mag"], progress=False)
+    metrics = train_speech(
+        [recording], out, epochs=10, batch_size=16, picks=["mag"], progress=False
+    )
     return load_bundle(out), metrics
 
 
