@@ -23,7 +23,7 @@
 # matplotlib, onnx and the CPU onnxruntime; what bci-app also needs is carried from here:
 #   1. here:  bash scripts/gpu_check.sh --prepare   (makes .dev/p0.. = onnxruntime-gpu in parts
 #             of <= 52 MB, and .dev/whl = pylsl, mne, pyxdf, ... wheels for Python 3.12;
-#             .dev/ is git-ignored through .git/info/exclude)
+#             .dev/ is git-ignored (.gitignore))
 #   2. device, back to back (a machine stays warm ~30 s between calls), one call per part:
 #        carry [".dev/p0"]  command: bash scripts/gpu_check.sh --part 0
 #        carry [".dev/p1"]  command: bash scripts/gpu_check.sh --part 1
