@@ -403,9 +403,7 @@ def fp16_bundle(
     each ``export.<role>`` entry, with the fp16-vs-fp32 check (``max_abs_diff``, ``atol``).
     Files besides the graphs (LM, candidates) are copied as they are.
     """
-    import shutil
-
-    from bci_app.decoders.bundle import MANIFEST, load_bundle, save_bundle
+    from bci_app.decoders.bundle import load_bundle, save_bundle
 
     bundle = load_bundle(src)
     out = Path(out_dir)
@@ -414,13 +412,7 @@ def fp16_bundle(
             f"Invalid value for 'out_dir': it is the source bundle {bundle.path}; give a new "
             "folder."
         )
-    out.mkdir(parents=True, exist_ok=True)
-    graph_files = {entry.file for entry in bundle.manifest.graphs.values()}
-    for item in bundle.path.iterdir():
-        if item.is_file() and item.name not in graph_files and item.name != MANIFEST:
-            shutil.copy2(item, out / item.name)
-    body = bundle.manifest.to_dict()
-    body.pop("graphs")
+    body = copy_bundle_without_graphs(bundle, out)
     checks = dict(body.get("export") or {})
     graphs = {}
     for role in bundle.manifest.graphs:
@@ -434,3 +426,23 @@ def fp16_bundle(
         graphs[role] = out / f"{role}.onnx"
     body["export"] = checks
     return save_bundle(out, body, graphs)
+
+
+def copy_bundle_without_graphs(bundle, out: Path) -> dict:
+    """Copy a bundle's files except its graphs and manifest into ``out``.
+
+    Returns the manifest as a dict without its ``graphs`` section, for the caller to fill with
+    the graphs it writes.
+    """
+    import shutil
+
+    from bci_app.decoders.bundle import MANIFEST
+
+    out.mkdir(parents=True, exist_ok=True)
+    graph_files = {entry.file for entry in bundle.manifest.graphs.values()}
+    for item in bundle.path.iterdir():
+        if item.is_file() and item.name not in graph_files and item.name != MANIFEST:
+            shutil.copy2(item, out / item.name)
+    body = bundle.manifest.to_dict()
+    body.pop("graphs")
+    return body

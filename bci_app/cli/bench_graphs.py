@@ -199,12 +199,10 @@ def paper_bundle(bundle: Bundle, out: Path) -> Bundle:
     Its graphs are exported from a ``paper`` Brain2Qwerty v1 and verified against torch; the
     manifest says ``untrained`` in its name and keeps the bundle's preprocessing and LM.
     """
-    import shutil
-
     import torch
 
-    from bci_app.decoders.bundle import MANIFEST, save_bundle
-    from models.export import export_model, quiet_exporter
+    from bci_app.decoders.bundle import save_bundle
+    from models.export import copy_bundle_without_graphs, export_model, quiet_exporter
     from models.registry import build_model, get_config
 
     torch.manual_seed(0)
@@ -213,12 +211,7 @@ def paper_bundle(bundle: Bundle, out: Path) -> Bundle:
     out.mkdir(parents=True, exist_ok=True)
     with quiet_exporter():
         reports = export_model(model, out / "graphs")
-    graph_files = {entry.file for entry in bundle.manifest.graphs.values()}
-    for item in bundle.path.iterdir():
-        if item.is_file() and item.name not in graph_files and item.name != MANIFEST:
-            shutil.copy2(item, out / item.name)
-    body = bundle.manifest.to_dict()
-    body.pop("graphs")
+    body = copy_bundle_without_graphs(bundle, out)
     body["name"] = f"{bundle.name}-paper-untrained"
     body["model_config"] = get_config("brain2qwerty_v1", "paper").to_dict()
     body["subject"] = {"n_subjects": 1, "default": 0, "labels": ["0"]}
