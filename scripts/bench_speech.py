@@ -64,7 +64,7 @@ def compare_bundles(paths: list[Path], seeds, seconds: float) -> dict:
 
 def format_comparison(result: dict) -> str:
     """Mean [95 % interval] per bundle, then the paired difference from the first bundle."""
-    from bench_typing import mean_interval  # the same interval as the typing comparison
+    from bci_app.stats import mean_interval
 
     sim = result["simulator"]
     lines = [

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bci_app.stats import mean_interval
+
 TRAIN_SEED = 100
 TEST_SEEDS = (1000, 1001)
 #: Held-out sessions of ``--compare``: seeds no training script uses (they use 0, 1, 100, 555,
@@ -177,18 +179,6 @@ def latency(row: dict, repeats: int, n_keys: int = 40) -> dict:
         torch_training_module, max(10, repeats // 10)
     )
     return out
-
-
-def mean_interval(values, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of per-session values and its two-sided ``level`` t interval (low, high)."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=float)
-    mean = float(values.mean())
-    if values.size < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * stats.sem(values)
-    return mean, mean - float(half), mean + float(half)
 
 
 def compare_bundles(paths: list[Path], seeds, seconds: float) -> dict:
