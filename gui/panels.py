@@ -25,6 +25,7 @@ from PyQt6.QtWidgets import QLabel, QSizePolicy, QTextBrowser, QVBoxLayout, QWid
 from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.live.metrics import LatencyStats
 from bci_app.speech.scoring import heard_rank
+from bci_app.stats import mean_interval
 from bci_app.typing.alphabet import cer, normalize_text
 from gui import style
 from gui.listening import HEARD, LEGEND, WordScores
@@ -191,13 +192,19 @@ class TextPanel(QWidget):
             parts.append(f"CER so far {self.cer_so_far:.2f}")
         if self.sentence_cers:
             parts.append(f"last sentence CER {self.sentence_cers[-1]:.2f}")
-            parts.append(
-                f"session CER {self.session_cer:.2f} over {len(self.sentence_cers)} sentence"
-                + ("s" if len(self.sentence_cers) > 1 else "")
-            )
+            parts.append(self._session_cer_text())
         if self.target_text is None:
             parts.append("no target known (CER needs the typed sentence)")
         self.stats.setText(" · ".join(parts))
+
+    def _session_cer_text(self) -> str:
+        """The session's mean CER with its 95 % t interval over its sentences and their count."""
+        n = len(self.sentence_cers)
+        mean, low, high = mean_interval(self.sentence_cers)
+        if n < 2:
+            return f"session CER {mean:.2f} over 1 sentence (no interval yet)"
+        interval = f"[{low:.2f}, {high:.2f}]"
+        return f"session CER {mean:.2f} {interval} over {n} sentences (95 % t interval)"
 
     def _render_listening(self) -> None:
         """The running line of words, the latest window, and top-1/top-k against heard words."""

@@ -17,11 +17,20 @@ uses; simulator settings from the first bundle's ``demo.simulator``, ``--test-se
 default 90) and prints per bundle the mean top-10 over the sessions with its 95 % t interval
 (candidate words, and each window's own audio segment among the session's), then the paired
 difference from the first bundle.
+
+``--anti-alias`` settles the resampler's anti-alias filter: per ``--train-seeds`` (default 100,
+555, 1000) it trains the shipped recipe (``scripts/make_speech_bundle.py``: MEG magnetometers,
+the shipped vocabulary and snr; ``--train-seconds`` default 360, ``--epochs`` default 25) with
+the linear and with the minimum-phase FIR on the same session, scores both on the same held-out
+``--seeds``, and prints each filter's mean [95 % t interval] and the paired difference
+minphase - linear per training seed, over all pairs, and over the training seeds' means
+(``--json-out FILE`` keeps every session's scores).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -42,53 +51,152 @@ from models.training import train_speech
 
 MODALITIES = ("eeg", "meg", "ieeg")
 COMPARE_SEEDS = tuple(range(2000, 2008))
+#: Anti-alias filters compared by ``--anti-alias`` (the first is the baseline of the differences).
+FILTERS = ("linear", "minphase")
+#: Scores of each held-out session kept by ``--anti-alias``.
+SCORES = ("candidates_top1", "candidates_top10", "segments_top1", "segments_top10")
+
+
+def shipped_session() -> dict:
+    """Simulator settings of the shipped speech bundle's session (MEG, its vocabulary and snr)."""
+    from bci_app.decoders.shipped import SPEECH_BUNDLE
+    from bci_app.live.builtin import simulator_params
+
+    params = simulator_params(load_bundle(SPEECH_BUNDLE), "meg", "listening")
+    return {"modality": "meg", "task": "listening", **params}
+
+
+def session_scores(bundle, session) -> dict[str, float]:
+    """Top-1/top-10 of one held-out session: candidate words and own audio segments."""
+    from bci_app.speech.evaluate import evaluate_speech_bundle
+
+    entry = evaluate_speech_bundle(bundle, [session], provider="cpu")["recordings"][0]
+    return {
+        f"{mode}_top{k}": entry[mode][f"top{k}"]
+        for mode in ("candidates", "segments")
+        for k in (1, 10)
+    }
+
+
+def compare_filters(args) -> dict:
+    """Train the shipped recipe with each anti-alias filter per training seed; score both.
+
+    Paired: the same training session and the same held-out sessions; only the filter differs.
+    """
+    settings = shipped_session()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-speech-filters-") as tmp:
+        for train_seed in args.train_seeds:
+            calibration = Simulator(seed=train_seed, **settings).generate(args.train_s)
+            bundles = {}
+            for anti_alias in FILTERS:
+                out = Path(tmp) / f"{train_seed}-{anti_alias}"
+                started = time.perf_counter()
+                with quiet_exporter():
+                    metrics = train_speech(
+                        [calibration],
+                        out,
+                        config="small",
+                        epochs=args.epochs,
+                        seed=0,
+                        picks=["mag"],
+                        progress=False,
+                        device="cpu",
+                        anti_alias=anti_alias,
+                    )
+                print(
+                    f"[filters] training seed {train_seed}, {anti_alias}: "
+                    f"{time.perf_counter() - started:.0f} s, {metrics['epochs_run']} epochs",
+                    flush=True,
+                )
+                bundles[anti_alias] = load_bundle(out)
+            for seed in args.seeds:
+                session = Simulator(seed=seed, **settings).generate(args.test_s)
+                for anti_alias, bundle in bundles.items():
+                    row = {"train_seed": train_seed, "session_seed": seed, "anti_alias": anti_alias}
+                    rows.append({**row, **session_scores(bundle, session)})
+    settings.pop("sentences", None)
+    return {
+        "simulator": settings,
+        "train_seconds": args.train_s,
+        "test_seconds": args.test_s,
+        "epochs": args.epochs,
+        "train_seeds": list(args.train_seeds),
+        "seeds": list(args.seeds),
+        "rows": rows,
+    }
+
+
+def format_filters(result: dict) -> str:
+    """Per filter mean [95 % t interval]; paired differences per training seed and pooled."""
+    from bci_app.stats import format_interval
+
+    def column(anti_alias, score, train_seed=None):
+        return [
+            r[score]
+            for r in result["rows"]
+            if r["anti_alias"] == anti_alias and train_seed in (None, r["train_seed"])
+        ]
+
+    base, other = FILTERS
+    lines = [
+        f"Anti-alias filter, shipped speech recipe ({result['train_seconds']:g} s calibration, "
+        f"<= {result['epochs']} epochs), training seeds {result['train_seeds']} x held-out "
+        f"sessions {result['seeds']} ({result['test_seconds']:g} s, snr "
+        f"{result['simulator']['snr']:g}): mean [95 % t interval] (n)",
+    ]
+    for score in SCORES:
+        lines.append(f"{score}:")
+        for anti_alias in FILTERS:
+            lines.append(f"  {anti_alias:<9} {format_interval(column(anti_alias, score))}")
+        for train_seed in result["train_seeds"]:
+            diff = np.subtract(column(other, score, train_seed), column(base, score, train_seed))
+            lines.append(f"  {other} - {base}, training seed {train_seed}: {format_interval(diff)}")
+        pooled = np.subtract(column(other, score), column(base, score))
+        lines.append(f"  {other} - {base}, all pairs: {format_interval(pooled)}")
+        per_seed = [
+            np.mean(column(other, score, s)) - np.mean(column(base, score, s))
+            for s in result["train_seeds"]
+        ]
+        lines.append(f"  {other} - {base}, per training seed: {format_interval(per_seed)}")
+    return "\n".join(lines)
 
 
 def compare_bundles(paths: list[Path], seeds, seconds: float) -> dict:
-    """Top-10 of each bundle on the same held-out simulated listening sessions."""
-    from bci_app.speech.evaluate import evaluate_speech_bundle
-
+    """Top-1/top-10 of each bundle on the same held-out simulated listening sessions."""
     bundles = [load_bundle(p) for p in paths]
     settings = dict(bundles[0].manifest.demo.simulator)
-    scores = {str(p): {"candidates": [], "segments": []} for p in paths}
+    # one entry per bundle given, in order (the same folder twice is two entries)
+    scores = [{"bundle": str(p), **{score: [] for score in SCORES}} for p in paths]
     for seed in seeds:
         print(f"[compare] session seed {seed}", flush=True)
         session = Simulator(seed=seed, **settings).generate(seconds)
-        for path, bundle in zip(paths, bundles):
-            overall = evaluate_speech_bundle(bundle, [session], provider="cpu")["overall"]
-            for kind in ("candidates", "segments"):
-                scores[str(path)][kind].append(overall[kind]["top10"])
+        for entry, bundle in zip(scores, bundles, strict=True):
+            for score, value in session_scores(bundle, session).items():
+                entry[score].append(value)
     settings.pop("sentences", None)
-    return {"simulator": settings, "seeds": list(seeds), "seconds": seconds, "top10": scores}
+    return {"simulator": settings, "seeds": list(seeds), "seconds": seconds, "scores": scores}
 
 
 def format_comparison(result: dict) -> str:
-    """Mean [95 % interval] per bundle, then the paired difference from the first bundle."""
-    from bci_app.stats import mean_interval
+    """Mean [95 % interval] per bundle and score, then the paired difference from the first."""
+    from bci_app.stats import format_interval
 
     sim = result["simulator"]
     lines = [
-        f"Top-10 over {len(result['seeds'])} held-out simulated listening sessions "
+        f"Over {len(result['seeds'])} held-out simulated listening sessions "
         f"({sim.get('modality')}, snr {sim.get('snr')}, seeds {result['seeds'][0]}-"
-        f"{result['seeds'][-1]}, {result['seconds']:g} s each): mean [95 % t interval]",
-        f"{'bundle':<40} {'candidate words':>22} {'own audio segment':>22}",
+        f"{result['seeds'][-1]}, {result['seconds']:g} s each): mean [95 % t interval] (n); "
+        "candidates: the bundle's candidate words, segments: each window's own audio segment",
     ]
-    items = list(result["top10"].items())
-    for i, (name, scores) in enumerate(items):
-        cells = []
-        for kind in ("candidates", "segments"):
-            mean, low, high = mean_interval(scores[kind])
-            cells.append(f"{mean:.3f} [{low:.3f}, {high:.3f}]")
-        lines.append(f"{name[-40:]:<40} " + " ".join(f"{c:>22}" for c in cells))
-        if i:
-            cells = []
-            for kind in ("candidates", "segments"):
-                diff = np.subtract(scores[kind], items[0][1][kind])
-                mean, low, high = mean_interval(diff)
-                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
-            lines.append(
-                f"{'  minus the first (paired)':<40} " + " ".join(f"{c:>22}" for c in cells)
-            )
+    first = result["scores"][0]
+    for i, scores in enumerate(result["scores"]):
+        lines.append(scores["bundle"])
+        for score in SCORES:
+            lines.append(f"  {score:<17} {format_interval(scores[score])}")
+            if i:
+                diff = np.subtract(scores[score], first[score])
+                lines.append(f"  {'  minus the first':<17} {format_interval(diff)} (paired)")
     return "\n".join(lines)
 
 
@@ -194,7 +302,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, help="maximum epochs (30; quick 12)")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="BUNDLE", help="score bundles")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(COMPARE_SEEDS))
+    parser.add_argument(
+        "--anti-alias",
+        action="store_true",
+        help="train the shipped recipe with the linear and the minimum-phase anti-alias filter "
+        "per --train-seeds and compare them on the held-out --seeds (paired)",
+    )
+    parser.add_argument("--train-seeds", nargs="+", type=int, default=[100, 555, 1000])
+    parser.add_argument("--json-out", type=Path, help="also write the result as JSON")
     args = parser.parse_args(argv)
+    if args.anti_alias:
+        args.train_s = args.train_seconds or 360.0
+        args.test_s = args.test_seconds or 90.0
+        args.epochs = args.epochs or 25
+        torch.set_num_threads(1)
+        result = compare_filters(args)
+        print(format_filters(result))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(result, indent=1))
+        return
     if args.compare:
         result = compare_bundles(args.compare, args.seeds, args.test_seconds or 90.0)
         print(format_comparison(result))

@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench_typing.py --quick    # MEG and EEG, one short condition
     .venv/bin/python scripts/bench_typing.py --json
     .venv/bin/python scripts/bench_typing.py --compare OLD_BUNDLE NEW_BUNDLE   # before/after
+    .venv/bin/python scripts/bench_typing.py --ablation --quick   # sentence transformer variants
 
 For every condition (modality x calibration length x SNR) a calibration session is simulated
 (subject 0, seed 100), the ``small`` v1 decoder is trained on it with
@@ -25,6 +26,15 @@ sessions (``--seeds``, default 2000-2007, which no training script uses; the sim
 come from the first bundle's training provenance) and prints, per bundle, the mean CER of each
 variant over the sessions with its 95 % t interval, then the paired difference of each bundle
 from the first (same sessions, so the noise of the sessions cancels).
+
+``--ablation`` measures what the sentence transformer's design brings, per condition (the grid's
+or ``--quick``'s): the ``small`` v1 trained with the paper's transformer over embeddings (``old
+transformer``), with the residual transformer over the conv posteriors trained jointly
+(``residual``, the default since issue 14; the run's last epoch checkpoint's best weights) and
+with that transformer then pretrained on English text and fine-tuned (``residual + text``,
+``--text-pretrain`` steps). Each is scored on the held-out sessions of ``--seeds`` (2000-2007):
+conv only / + transformer / + LM, mean [95 % t interval] over the sessions
+(:func:`bci_app.stats.format_interval`).
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bci_app.stats import mean_interval
+from bci_app.stats import format_interval, mean_interval
 
 TRAIN_SEED = 100
 TEST_SEEDS = (1000, 1001)
@@ -61,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--compare", nargs="+", type=Path, metavar="BUNDLE", help="score bundles")
     p.add_argument("--seeds", nargs="+", type=int, default=list(COMPARE_SEEDS))
+    p.add_argument("--ablation", action="store_true", help="sentence transformer variants")
+    p.add_argument("--text-pretrain", type=int, default=1000, help="--ablation: text steps")
     args = p.parse_args(argv)
     if args.quick:
         args.durations, args.snrs, args.epochs = [240.0], [2.0], 8
@@ -110,6 +122,82 @@ def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
         "bundle": str(workdir / tag),
         "checkpoint": metrics["paths"]["checkpoint"],
     }
+
+
+#: The sentence transformers ``--ablation`` compares: (model config changes, text_pretrain).
+ABLATION = {
+    "old transformer": ({"sentence": "plain"}, 0),
+    "residual": ({"sentence": "residual"}, 0),
+    "residual + text": ({"sentence": "residual"}, None),  # None: --text-pretrain steps
+}
+
+
+def ablation_condition(modality, duration, snr, args, workdir: Path) -> dict:
+    """Train the old and the residual transformers on one calibration; score the three variants.
+
+    The residual run trains once: its last epoch checkpoint holds the jointly trained weights
+    (exported as ``residual``), its final checkpoint those after text pretraining.
+    """
+    from acquisition.simulator import Simulator
+    from models.checkpoint import resolve_resume
+    from models.training import train_typing
+    from models.typing.bundle import export_typing_checkpoint
+    from models.typing.config import Brain2QwertyV1Config
+
+    tag = f"{modality}-{duration:g}s-snr{snr:g}"
+    calibration = Simulator(modality, "typing", snr=snr, seed=TRAIN_SEED).generate(duration)
+    bundles, stages = {}, {}
+    for label, (changes, pretrain) in ABLATION.items():
+        if label == "residual":
+            continue  # exported from the residual + text run below
+        config = {**Brain2QwertyV1Config.named("small").to_dict(), **changes}
+        out = workdir / f"{tag}-{label.replace(' ', '')}"
+        print(f"[ablation] {tag}: training '{label}'", file=sys.stderr, flush=True)
+        metrics = train_typing(
+            [calibration],
+            out,
+            config=config,
+            arch="v1",
+            epochs=args.epochs,
+            text_pretrain=args.text_pretrain if pretrain is None else pretrain,
+            name=f"{tag}-{label}",
+            progress=False,
+        )
+        bundles[label] = out
+        if "sentence_stage" in metrics:
+            stages[label] = metrics["sentence_stage"]
+            joint = workdir / f"{tag}-residual"
+            export_typing_checkpoint(resolve_resume(out), joint, name=f"{tag}-residual")
+            bundles["residual"] = joint
+    paths = [bundles[label] for label in ABLATION if label in bundles]
+    result = compare_bundles(paths, args.seeds, args.test_duration)
+    cer = {label: result["cer"][str(bundles[label])] for label in ABLATION if label in bundles}
+    return {
+        "modality": modality,
+        "calibration_s": duration,
+        "snr": snr,
+        "seeds": list(args.seeds),
+        "test_seconds": args.test_duration,
+        "cer": cer,
+        "sentence_stage": stages,
+    }
+
+
+def format_ablation(rows: list[dict]) -> str:
+    """One line per condition and variant: conv only / + transformer / + LM with intervals."""
+    first = rows[0]
+    lines = [
+        f"CER on held-out simulated sessions (seeds {first['seeds'][0]}-{first['seeds'][-1]}, "
+        f"{first['test_seconds']:g} s each): mean [95 % t interval] (n sessions)",
+        f"{'condition':<22} {'sentence transformer':<18} {'conv only':>28} {'+ transformer':>28} "
+        f"{'+ LM':>28}",
+    ]
+    for row in rows:
+        tag = f"{row['modality']} {row['calibration_s']:g} s snr {row['snr']:g}"
+        for label, cer in row["cer"].items():
+            cells = [format_interval(cer[v]) for v in ("conv", "transformer", "lm")]
+            lines.append(f"{tag:<22} {label:<18} " + " ".join(f"{c:>28}" for c in cells))
+    return "\n".join(lines)
 
 
 def _percentiles(run, repeats: int) -> dict:
@@ -273,6 +361,12 @@ def format_results(rows: list[dict], lat: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the grid, then the latency comparison; print a table or JSON."""
     args = parse_args(argv)
+    if args.ablation:
+        with tempfile.TemporaryDirectory(prefix="bci-bench-ablation-") as tmp:
+            grid = itertools.product(args.modalities, args.durations, args.snrs)
+            rows = [ablation_condition(*cond, args, Path(tmp)) for cond in grid]
+        print(json.dumps(rows, indent=2) if args.json else format_ablation(rows))
+        return 0
     if args.compare:
         result = compare_bundles(args.compare, args.seeds, args.test_duration)
         print(json.dumps(result, indent=2) if args.json else format_comparison(result))

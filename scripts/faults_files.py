@@ -13,8 +13,8 @@ prints one table per part (issue 13, "The suite", items 2, 5 and 6):
   invalid JSON, missing or changed fields, a truncated or replaced graph, paths escaping the
   folder, a graph whose input shape disagrees with the manifest. Each must exit with status 2,
   print one line naming the file, no traceback, and write nothing.
-- ``outputs``: ``train`` into an existing bundle, ``record``, ``simulate --out`` and ``convert``
-  onto existing outputs: refused (exit 2, nothing changed) unless ``--overwrite``.
+- ``outputs``: ``train`` and ``export`` into an existing bundle, ``record``, ``simulate --out``
+  and ``convert`` onto existing outputs: refused (exit 2, nothing changed) unless ``--overwrite``.
 
     python scripts/faults_files.py [--long] [--parts killed bad outputs] [--json]
 
@@ -397,7 +397,7 @@ def bad_inputs(folder: Path, long: bool, workers: int = 2) -> list[dict]:
 
 
 def outputs(folder: Path) -> list[dict]:
-    """``train``, ``record``, ``simulate``, ``convert`` onto existing outputs: refused; replaced."""
+    """``train``, ``export``, ``record``, ``simulate``, ``convert`` onto existing outputs."""
     folder.mkdir(parents=True, exist_ok=True)
     files = _write_inputs(folder / "inputs")
     bundle = folder / "old-bundle"
@@ -413,8 +413,12 @@ def outputs(folder: Path) -> list[dict]:
     if first.returncode != 0:
         raise RuntimeError(f"cannot make the BIDS folder to overwrite: {first.stderr.strip()}")
     good = str(files["good"])
+    checkpoint = folder / "run" / "checkpoint.pt"  # refused before it is read: any bytes do
+    checkpoint.parent.mkdir(exist_ok=True)
+    checkpoint.write_bytes(b"a training run's checkpoint")
     cases = [
         ("train into a bundle", ["train", "typing", good, "--out", str(bundle)]),
+        ("export onto a bundle", ["export", str(checkpoint), "--out", str(bundle)]),
         ("record onto a file", ["record", str(existing), "--timeout", "0.5"]),
         (
             "run --record onto a file",

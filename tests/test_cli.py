@@ -12,6 +12,7 @@ import pylsl
 import pytest
 
 from acquisition.io import read_recording
+from acquisition.simulator import load_sentences
 from acquisition.xdf import read_xdf
 
 COMMANDS = ["streams", "simulate", "record", "replay", "convert", "run", "lm"]
@@ -60,7 +61,8 @@ def test_simulate_writes_a_recording_with_keystrokes(simulated_xdf):
     assert abs(rec.duration - 12.0) < 1e-6
     keys = rec.markers_of("key")
     assert len(keys) > 10
-    assert rec.markers_of("sentence_start")
+    shown = [m.value.split(":", 1)[1] for m in rec.markers_of("sentence_start")]
+    assert shown and set(shown) <= set(load_sentences(split="calibration"))  # the default
 
 
 def test_replay_then_streams_lists_it_and_data_arrives(simulated_xdf, source_id):
@@ -196,6 +198,9 @@ def _no_nan(word: str):
         (("replay", "/no/such/file.xdf"), "File not found: /no/such/file.xdf"),
         (("replay", "x.xdf", "--speed", "fast"), "invalid speed 'fast'"),
         (("simulate", "--out", "x.xdf"), "--out needs --duration"),
+        (("simulate", "--difficulty", "paper", "--snr", "2"), "--snr and --difficulty both set"),
+        (("simulate", "--difficulty", "hard", "--duration", "1"), "'difficulty': 'hard'"),
+        (("simulate", "--sentences", "train", "--duration", "1"), "'sentence_split': 'train'"),
         (("record", "o.xdf", "--stream", "no-such-stream-xyz", "--timeout", "0.6"), "not found"),
         (("convert", "/no/such.xdf", "out.fif"), "no/such.xdf"),
     ],

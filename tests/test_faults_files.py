@@ -49,7 +49,12 @@ def test_bad_files_and_bundles_get_one_line_naming_the_file_and_exit_2():
 @pytest.mark.slow
 def test_existing_outputs_are_refused_unless_overwrite():
     rows = {row["case"]: row for row in _suite("--parts", "outputs")["outputs"]}
-    for case in ("train into a bundle", "record onto a file", "convert onto a BIDS folder"):
+    for case in (
+        "train into a bundle",
+        "export onto a bundle",
+        "record onto a file",
+        "convert onto a BIDS folder",
+    ):
         assert rows[case]["exit"] == 2 and rows[case]["unchanged"], rows[case]
         assert "--overwrite" in rows[case]["stderr"], rows[case]
     assert rows["simulate --overwrite"]["exit"] == 0
@@ -101,18 +106,41 @@ def test_ctrl_c_while_looking_for_streams_ends_the_command(command, tmp_path):
     assert not (tmp_path / "OUT.xdf").exists()
 
 
-def test_ctrl_c_in_simulate_out_says_what_happened_and_writes_nothing(tmp_path):
+@pytest.mark.parametrize(("sig", "name"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_in_simulate_out_says_what_happened_and_writes_nothing(sig, name, tmp_path):
     proc = _bci("simulate", "--duration", "3000", "--out", "long.xdf", cwd=tmp_path)
     seen = ""
     while "simulating" not in seen and proc.poll() is None:  # its progress bar: at work
         seen += proc.stderr.read(1)
-    proc.send_signal(signal.SIGINT)
-    # behaviour, not speed: one long numpy step of the simulator may delay the signal
-    _, err = proc.communicate(timeout=300)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=300)  # a hang guard: the main thread only waits now
     err = seen + err
-    assert proc.returncode == 130
-    assert "bci-app simulate: interrupted (Ctrl-C); nothing was written" in err
+    assert proc.returncode == 128 + sig
+    assert f"bci-app simulate: interrupted ({name}); nothing was written" in err
     assert "Traceback" not in err and not (tmp_path / "long.xdf").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_train_keeps_the_checkpoint_and_says_resume(tmp_path):
+    from helpers import typing_data
+
+    from acquisition.io import write_recording
+
+    rec = write_recording(typing_data.typing_session(), tmp_path / "calibration.xdf")
+    out = tmp_path / "run"
+    proc = _bci(
+        "train", "typing", str(rec), "--out", str(out), "--epochs", "500", "--batch-size", "2",
+        "--device", "cpu", "--no-progress", "--no-export",
+    )  # fmt: skip
+    while not list((out / "checkpoints").glob("epoch_*.pt")) and proc.poll() is None:
+        time.sleep(0.2)  # an epoch is done: there is something to resume
+    proc.send_signal(signal.SIGTERM)  # `kill PID`, a job scheduler, torchrun stopping workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "bci-app train: interrupted (SIGTERM); run the same command with --resume" in err
+    assert f"--resume {out} to continue" in err and "Traceback" not in err
+    kept = sorted((out / "checkpoints").glob("epoch_*.pt"))
+    assert kept and all(path.stat().st_size > 0 for path in kept)  # what --resume reads
 
 
 def test_train_refuses_an_existing_bundle_and_overwrite_leaves_nothing_stale(tmp_path):

@@ -109,3 +109,35 @@ def test_bench_all_refuses_an_unknown_argument():
     )
     assert done.returncode == 2
     assert "Invalid argument '--fast'" in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_speech_compare_gives_intervals_and_a_zero_paired_difference():
+    """The shipped speech bundle against itself: every paired difference is exactly zero."""
+    bundle = str(SCRIPTS.parent / "bci_app" / "data" / "bundles" / "speech-meg-small")
+    out = _run(
+        "bench_speech.py", "--compare", bundle, bundle, "--seeds", "2000", "2001",
+        "--test-seconds", "15",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith("candidates_top")]
+    assert len(rows) == 4 and all(row[-1] == "(n=2)" for row in rows)  # 2 bundles x top-1/10
+    differences = [line for line in out.splitlines() if "minus the first" in line]
+    assert len(differences) == 4
+    assert all("0.000 [0.000, 0.000] (n=2)" in line for line in differences)
+
+
+@pytest.mark.slow
+def test_bench_speech_calibration_writes_the_curve(tmp_path):
+    out = _run(
+        "bench_speech_calibration.py", "--minutes", "0.4", "--pretrain-subjects", "1",
+        "--pretrain-seconds", "20", "--epochs", "1", "--seeds", "2000", "2001",
+        "--test-seconds", "12", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert "0.4 min pretrained - scratch (paired)" in out
+    import json
+
+    result = json.loads((tmp_path / "calibration_curve.json").read_text())
+    assert {(r["start"], r["session_seed"]) for r in result["rows"]} == {
+        (start, seed) for start in ("scratch", "pretrained") for seed in (2000, 2001)
+    }
+    assert (tmp_path / "calibration_curve.png").stat().st_size > 10_000

@@ -9,19 +9,21 @@
 """
 
 from acquisition.simulator.montages import make_channels, make_info
+from acquisition.simulator.sentences import SPLITS as SENTENCE_SPLITS
+from acquisition.simulator.sentences import load_sentences, sentence_key, split_of
 from acquisition.simulator.simulator import (
     COMPONENTS,
     DEFAULT_SFREQ,
     TASKS,
     SimulatedChunk,
     Simulator,
-    load_sentences,
 )
 from acquisition.simulator.stream import SimulatorStream
 
 __all__ = [
     "COMPONENTS",
     "DEFAULT_SFREQ",
+    "SENTENCE_SPLITS",
     "TASKS",
     "SimulatedChunk",
     "Simulator",
@@ -29,4 +31,6 @@ __all__ = [
     "load_sentences",
     "make_channels",
     "make_info",
+    "sentence_key",
+    "split_of",
 ]

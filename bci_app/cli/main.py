@@ -14,6 +14,12 @@ from pathlib import Path
 
 from bci_app._argparse import ArgumentParser, RawDescriptionDefaultsHelpFormatter
 from bci_app.cli._checks import positive_seconds, speed
+from bci_app.cli._signals import (
+    EXIT_STATUS,
+    interrupt_error,
+    interrupt_on_sigterm,
+    interruption,
+)
 from bci_app.cli.evaluate import add_evaluate_command
 from bci_app.cli.report import add_report_command
 from bci_app.cli.speech import add_candidates_command
@@ -46,11 +52,21 @@ INTERRUPT_HINTS = {
 }
 
 
-def _stop_event() -> threading.Event:
+class _StopEvent(threading.Event):
+    """Set by Ctrl-C / SIGTERM; ``interrupt()`` is the exception that names which came."""
+
+    signum = signal.SIGINT
+
+    def interrupt(self) -> KeyboardInterrupt:
+        return interrupt_error(self.signum)
+
+
+def _stop_event() -> _StopEvent:
     """Return an event set by Ctrl-C / SIGTERM, so long commands shut down cleanly."""
-    stop = threading.Event()
+    stop = _StopEvent()
 
     def handler(signum, frame):
+        stop.signum = signum
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
@@ -58,7 +74,7 @@ def _stop_event() -> threading.Event:
     return stop
 
 
-def _resolve_streams(timeout: float, stop: threading.Event) -> list:
+def _resolve_streams(timeout: float, stop: _StopEvent) -> list:
     """Return the LSL streams that answer within ``timeout`` s; Ctrl-C ends the search.
 
     ``pylsl.resolve_streams`` waits inside liblsl, where Python cannot act on Ctrl-C until the
@@ -70,7 +86,7 @@ def _resolve_streams(timeout: float, stop: threading.Event) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stop.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
-            raise KeyboardInterrupt
+            raise stop.interrupt()
     return resolver.results()
 
 
@@ -118,11 +134,42 @@ def cmd_streams(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(sim, duration: float):
+    """Return ``sim.generate(duration)``, simulated in a worker thread so Ctrl-C acts at once.
+
+    Python handles a signal between bytecodes of the main thread only, so while the main thread
+    runs the simulator one long numpy step delays Ctrl-C (over 60 s was seen for ``--duration
+    3000`` on a loaded machine). Here the main thread only waits: the signal is handled within
+    0.1 s and the worker, which has written nothing, is left to end with the process (a daemon
+    thread). Writing the file happens after, in the main thread, with Ctrl-C as usual.
+    """
+    stop = _stop_event()
+    result: dict = {}
+
+    def work() -> None:
+        try:
+            result["recording"] = sim.generate(duration, progress=True)
+        except BaseException as err:  # re-raised in the main thread
+            result["error"] = err
+
+    worker = threading.Thread(target=work, name="bci-app-simulate", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        if stop.wait(0.1):
+            raise stop.interrupt()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the write: Ctrl-C as usual
+    interrupt_on_sigterm()
+    if "error" in result:
+        raise result["error"]
+    return result["recording"]
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Stream a simulated session live, or write it to a recording."""
     from acquisition.simulator import Simulator, SimulatorStream
 
-    sim = Simulator(args.modality, args.task, snr=args.snr, seed=args.seed)
+    params = _difficulty_params(args, _listening_params(args))
+    sim = Simulator(args.modality, args.task, seed=args.seed, **params)
     if args.out:
         from acquisition.io import write_recording
 
@@ -135,7 +182,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             from acquisition.recording import exists_error
 
             raise exists_error(out)
-        rec = sim.generate(args.duration, progress=True)
+        rec = _generate(sim, args.duration)
         try:
             write_recording(rec, out, overwrite=args.overwrite)
         except FileExistsError:
@@ -167,6 +214,47 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         )
         _wait(stop, args.duration)
     return 0
+
+
+def _listening_params(args: argparse.Namespace) -> dict:
+    """Simulator settings: the snr, and a listening session's sentences (``--vocabulary``)."""
+    if args.task != "listening":
+        if args.vocabulary is not None:
+            raise CLIError("--vocabulary is for --task listening (the heard sentences).")
+        return {"snr": 1.0 if args.snr is None else args.snr}
+    from bci_app.speech.vocabulary import listening_vocabulary
+
+    vocabulary = listening_vocabulary(args.vocabulary)
+    params = {**vocabulary.settings, "sentences": vocabulary.sentences}
+    params["snr"] = params.get("snr", 1.0) if args.snr is None else args.snr
+    print(f"Listening to {vocabulary.label} (snr {params['snr']:g})", flush=True)
+    return params
+
+
+def _difficulty_params(args: argparse.Namespace, params: dict) -> dict:
+    """Add ``--difficulty`` and the sentence part (``--sentences``) to the simulator settings.
+
+    Typing sessions draw from the calibration part of the sentence bank when written to a file
+    (calibration recordings) and from the test part when streamed live (decoding them), unless
+    ``--sentences`` says otherwise; listening keeps its vocabulary's sentences.
+    """
+    params = dict(params)
+    if args.difficulty is not None:
+        if args.snr is not None:
+            raise CLIError("--snr and --difficulty both set the SNR; give one of them.")
+        params.pop("snr", None)
+        params["difficulty"] = args.difficulty
+    if args.sentences is not None:
+        params["sentence_split"] = args.sentences
+    elif args.task == "typing":
+        params["sentence_split"] = "calibration" if args.out else "test"
+    if args.task == "typing":
+        print(
+            f"Typing sentences of the {params['sentence_split']} part of the bank"
+            + (f", difficulty {args.difficulty}" if args.difficulty else ""),
+            flush=True,
+        )
+    return params
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -361,8 +449,35 @@ def build_parser() -> argparse.ArgumentParser:
         default="typing",
         help="what the simulated participant does",
     )
-    p.add_argument("--snr", type=float, default=1.0, help="evoked/background RMS ratio")
+    p.add_argument(
+        "--snr",
+        type=float,
+        default=None,
+        help="evoked/background RMS ratio (default: 1.0), for --task listening the "
+        "--vocabulary bundle's",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulated session")
+    p.add_argument(
+        "--difficulty",
+        metavar="PRESET",
+        help="a named SNR preset per modality instead of --snr; paper: the small decoder's "
+        "conv-only CER after 20 min of calibration lands near Brain2Qwerty's "
+        "(MEG 50 %%, EEG 76 %%)",
+    )
+    p.add_argument(
+        "--sentences",
+        metavar="{calibration,test,all}",
+        help="part of the sentence bank to type (fixed split by sentence hash; default for "
+        "typing: calibration with --out, test when streaming live; never evaluate on "
+        "calibration sentences)",
+    )
+    p.add_argument(
+        "--vocabulary",
+        metavar="BUNDLE|FILE|bank",
+        help="listening: the heard sentences: a speech bundle's (its snr and subject too), a "
+        "text file's (one per line), or the whole sentence bank (default: the shipped "
+        "speech-meg-small's)",
+    )
     p.add_argument(
         "--duration", type=positive_seconds, default=None, help="seconds (default: until Ctrl-C)"
     )
@@ -543,15 +658,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    if args.command != "gui":  # the window ends on SIGTERM as Qt does
+        interrupt_on_sigterm()  # SIGTERM takes the Ctrl-C path below (hint, clean-up), no kill
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        what = interruption(err)
         hint = INTERRUPT_HINTS.get(args.command, "").format(out=getattr(args, "out", "OUT"))
         print(
-            f"bci-app {args.command}: interrupted (Ctrl-C)" + (f"; {hint}." if hint else "."),
+            f"bci-app {args.command}: interrupted ({what})" + (f"; {hint}." if hint else "."),
             file=sys.stderr,
         )
-        return 130
+        return EXIT_STATUS[what]
     except USER_ERRORS as err:
         logger.debug("command failed", exc_info=True)
         print(f"bci-app {args.command}: error: {err}", file=sys.stderr)

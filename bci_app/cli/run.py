@@ -173,18 +173,41 @@ def _print_events(
             print(line, flush=True)
 
 
+def format_summary(summary: dict, task: str) -> str:
+    """Return the plain-text line of a session summary (what ``--json`` prints as one object).
+
+    Parameters
+    ----------
+    summary : dict
+        :meth:`DecodingSession.summary` (``DecodingSession.stop()``'s result).
+    task : str
+        The bundle's task: ``"speech"`` counts words, anything else sentences.
+
+    Returns
+    -------
+    line : str
+        Counts, invalid and refused windows, gaps, inference errors and the provider; when
+        the stream is off its declared rate at the end, what its rate is.
+    """
+    if task == "speech":
+        counts = f"{summary['words']} word window(s), {summary['windows']} windows"
+    else:
+        counts = f"{summary['sentences']} sentence(s), {summary['windows']} keystroke windows"
+    line = (
+        f"{counts} ({summary['invalid_windows']} invalid, {summary['refused']} refused as the "
+        f"stream was off its declared rate), {summary['gaps']} gap(s), "
+        f"{summary['inference_errors']} inference error(s); provider {summary['provider']}."
+    )
+    if summary.get("rate_mismatch"):
+        line += f" Not decoding at the end: {summary['rate_mismatch']}."
+    return line
+
+
 def _print_summary(args, summary: dict, session: DecodingSession) -> None:
     if args.json:
         print(strict_json({"event": "summary", **summary}), flush=True)
         return
-    if session.bundle.task == "speech":
-        counts = f"{summary['words']} word window(s), {summary['windows']} windows"
-    else:
-        counts = f"{summary['sentences']} sentence(s), {summary['windows']} keystroke windows"
-    print(
-        f"\n{counts} ({summary['invalid_windows']} invalid), {summary['gaps']} gap(s), "
-        f"{summary['inference_errors']} inference error(s); provider {summary['provider']}."
-    )
+    print("\n" + format_summary(summary, session.bundle.task))
     print("Latency per stage:\n" + session.latency.format())
 
 

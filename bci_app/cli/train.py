@@ -24,6 +24,7 @@ from typing import Any
 from bci_app._argparse import ArgumentParser
 from bci_app._optional import import_optional
 from bci_app.cli._checks import positive_int
+from bci_app.cli._signals import EXIT_STATUS, interrupt_on_sigterm, interruption
 
 _PROG = "python -m bci_app.cli.train"
 
@@ -45,6 +46,14 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, help="random seed (default: 0)")
     parser.add_argument("--resume", help="checkpoint (or output folder) to continue from")
+    parser.add_argument(
+        "--init",
+        metavar="PRETRAINED_CHECKPOINT",
+        help="fine-tune from a pretrained checkpoint (or its training folder) of the same "
+        "architecture, config and channels: all weights are copied; a subject it was trained on "
+        "keeps its own spatial-attention head and subject layer, a new subject starts from the "
+        "mean of its subjects'",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--picks", nargs="+", help="channel types or names (default: all brain)")
     parser.add_argument("--subject", nargs="+", help="subject label of each recording")
@@ -108,6 +117,40 @@ def check_output_folder(out: str, *, overwrite: bool, resume: str | None = None)
         shutil.rmtree(folder)
 
 
+#: What an export writes into its folder (a training run's checkpoints are not among them).
+_BUNDLE_SUFFIXES = (".onnx", ".data", ".npz")
+
+
+def check_export_folder(out: str, *, overwrite: bool) -> None:
+    """Refuse to export into a folder holding a bundle, unless ``overwrite``.
+
+    A training run's folder without a bundle (``train --no-export``) is the natural place of
+    its export and is left as it is. With ``overwrite`` only the earlier bundle's files are
+    removed: the checkpoint being exported may lie in the same folder.
+    """
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"Cannot export the bundle to '{out}': it is a file. Give a folder.")
+    if not folder.is_dir():
+        return
+    earlier = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and (p.name in ("manifest.json", "README.md") or p.suffix in _BUNDLE_SUFFIXES)
+    )
+    if not earlier:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"Cannot export the bundle to '{out}': it holds a bundle "
+            f"({', '.join(p.name for p in earlier)}). Give a new folder, or pass --overwrite to "
+            "replace it."
+        )
+    for path in earlier:
+        path.unlink()
+
+
 def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``train typing`` (recordings, output, model and training settings)."""
     parser.add_argument("recordings", nargs="+", metavar="RECORDING", help="XDF/FIF/EDF/BIDS files")
@@ -162,7 +205,9 @@ def add_speech_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments both trainers take from the common options."""
+    init = {"init": args.init} if args.init is not None else {}
     return dict(
+        **init,
         lr=args.lr,
         weight_decay=args.weight_decay,
         patience=args.patience,
@@ -262,6 +307,7 @@ def _speech_summary(m: dict[str, Any]) -> str:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a training checkpoint (typing or speech) to a decoder bundle; print the ONNX check."""
+    check_export_folder(args.out, overwrite=args.overwrite)
     import_optional("torch")
     from models.bundles import export_checkpoint
 
@@ -319,6 +365,9 @@ def add_train_export_commands(subparsers: Any) -> None:
     export.add_argument("checkpoint", help="checkpoint.pt written by 'bci-app train TASK'")
     export.add_argument("--out", required=True, help="output folder: the decoder bundle")
     export.add_argument("--name", help="decoder name (default: the checkpoint's)")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace a bundle already in --out"
+    )
     export.set_defaults(func=cmd_export)
 
 
@@ -339,15 +388,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if main_rank else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    interrupt_on_sigterm()  # torchrun stops its workers with SIGTERM: same hint as Ctrl-C
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        what = interruption(err)
         print(
-            f"{_PROG} {args.train_task}: interrupted (Ctrl-C); run the same command with "
+            f"{_PROG} {args.train_task}: interrupted ({what}); run the same command with "
             f"--resume {args.out} to continue from its last epoch checkpoint.",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_STATUS[what]
     except (ValueError, FileNotFoundError) as err:
         print(f"{_PROG} {args.train_task}: error: {err}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@ The simulator plays the task, modality and simulated subject a bundle was made f
 ``demo.simulator`` settings (a speech bundle: the closed set of sentences its candidates come
 from), else the subject and SNR of its first training recording, else its sensor types, so a
 decoder trained on EEG or sEEG runs on the built-in stream too. The shipped bundles were trained
-on simulated MEG, and decode the built-in MEG session of their task.
+on simulated MEG, and decode the built-in MEG session of their task. A typing session types
+sentences of the test part of the sentence bank (:mod:`acquisition.simulator.sentences`), so the
+text a bundle decodes live was never in its calibration data.
 """
 
 from __future__ import annotations
@@ -160,5 +162,7 @@ def start_builtin(plan: BuiltinStream):
     """Start streaming the simulated session ``plan`` to LSL; return its SimulatorStream."""
     from acquisition.simulator import Simulator, SimulatorStream
 
-    sim = Simulator(plan.modality, plan.task, seed=plan.seed, **plan.params)
+    # a typing session types sentences of the bank's test part, which no calibration uses
+    split = {"sentence_split": "test"} if plan.task == "typing" else {}
+    sim = Simulator(plan.modality, plan.task, seed=plan.seed, **{**split, **plan.params})
     return SimulatorStream(sim, name=plan.name, source_id=plan.source_id).start()

@@ -140,6 +140,7 @@ class LivePipeline:
         # Start from the oldest sample the buffer still holds, so data that arrived while the
         # decoder was loading is processed too (and markers already queued find their data).
         self._counter = 0
+        self._max_read = max(1000, round(source.sfreq)) if source is not None else None
         if source is not None:
             self._counter = max(0, source.buffer.n_written - source.buffer.capacity)
         self._stop = threading.Event()
@@ -181,19 +182,31 @@ class LivePipeline:
         self.stop()
 
     def poll(self) -> int:
-        """Step whatever is new in the source's buffer and marker stream; return the windows."""
-        new = self.source.buffer.read_since(self._counter)
-        data, timestamps, valid, n_lost = new.data, new.timestamps, new.valid, new.n_lost
-        self._counter = new.next_counter
-        t_pulled = pylsl.local_clock()
-        if n_lost:
-            # The pipeline fell behind the ring buffer: the filters' history is broken, so start
-            # them over rather than splice unrelated samples together.
-            self.n_lost_samples += n_lost
-            logger.warning("pipeline fell %d samples behind the buffer; filters reset", n_lost)
-            self.preprocessor.reset()
+        """Step whatever is new in the source's buffer and marker stream; return the windows.
+
+        The new samples are stepped in pieces of at most ``max(1 s, 1000)`` samples (what
+        :meth:`RingBuffer.read_since` says about large copies); the markers go with the first
+        piece, so they are known before any of the data that follows them. Preprocessing and
+        windows do not depend on how the samples are cut (chunked == one-shot).
+        """
+        buffer = self.source.buffer
         new_markers = self.markers.pull() if self.markers is not None else []
-        return self.step(data, timestamps, valid, new_markers, t_pulled=t_pulled)
+        n_windows = 0
+        while True:
+            new = buffer.read_since(self._counter, self._max_read)
+            data, timestamps, valid, n_lost = new.data, new.timestamps, new.valid, new.n_lost
+            self._counter = new.next_counter
+            t_pulled = pylsl.local_clock()
+            if n_lost:
+                # The pipeline fell behind the ring buffer: the filters' history is broken, so
+                # start them over rather than splice unrelated samples together.
+                self.n_lost_samples += n_lost
+                logger.warning("pipeline fell %d samples behind the buffer; filters reset", n_lost)
+                self.preprocessor.reset()
+            n_windows += self.step(data, timestamps, valid, new_markers, t_pulled=t_pulled)
+            new_markers = []
+            if len(timestamps) < self._max_read or self._stop.is_set():
+                return n_windows
 
     def step(
         self,

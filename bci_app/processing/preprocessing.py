@@ -339,6 +339,8 @@ class Preprocessor:
         self.stages = [stage for stage in self.stages if stage is not None]
         self.resampler = resampler
         self.iir = iir
+        # the first stage after the guard copies its input into float64 (process())
+        self._resampler_first = resampler is not None and self.stages[2] is resampler
         self._bad_columns = np.zeros(0, dtype=np.int64)
 
     @property
@@ -407,7 +409,14 @@ class Preprocessor:
         """
         bad = self._bad_columns
         picker, *stages = self.stages
-        chunk = picker._apply(check_chunk(data, timestamps, valid))
+        data = np.asarray(data)
+        # float32 samples (what streams carry) reach the resampler as they are: it copies its
+        # input rows into its float64 buffer anyway, so a float64 copy of the whole chunk first
+        # was a second copy (with the ring buffer's page faults, the top cost of max-speed
+        # replay). The IIR filter writes into an array of its input's dtype: it gets float64.
+        float32_ok = data.dtype == np.float32 and self._resampler_first
+        dtype = np.float32 if float32_ok else np.float64
+        chunk = picker._apply(check_chunk(data, timestamps, valid, dtype=dtype))
         if bad.size:
             picked = chunk.data.copy()
             picked[:, bad] = 0.0

@@ -12,7 +12,9 @@ Each recording goes through the bundle's preprocessing and its word-onset window
   candidate's text is the heard word; words missing from the set count as errors (coverage says
   how many).
 
-Chance is ``k / N`` for top-k. Per-word tables pool all recordings.
+Chance is ``k / N`` for top-k. Per-word tables pool all recordings. With several recordings
+(sessions), ``overall["sessions"]`` gives each score's mean over them with its 95 % t interval
+(:mod:`bci_app.stats`): the figure to quote, with how many sessions it rests on.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from bci_app.speech.decoder import (
 )
 from bci_app.speech.extractors import AudioFeatures, features_from_manifest
 from bci_app.speech.heard import audio_track
+from bci_app.stats import format_interval, mean_interval
 
 TOP_K = (1, 10)
+#: Scores summarised over sessions, per mode.
+SESSION_SCORES = ("top1", "chance_top1", "top10", "chance_top10")
 
 
 def _read(item: Recording | str | Path) -> tuple[Recording, str]:
@@ -163,10 +168,53 @@ def evaluate_speech_bundle(
     return {
         "bundle": bundle.name,
         "provider": decoder._brain.provider,
-        "overall": {**overall, "segments": segments},
+        "overall": {**overall, "segments": segments, "sessions": session_summary(per_recording)},
         "per_word": _per_word(words_all),
         "recordings": per_recording,
     }
+
+
+def session_summary(per_recording: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and 95 % t interval over recordings of each score (top-1/top-10 and their chance).
+
+    Parameters
+    ----------
+    per_recording : sequence of dict
+        ``report["recordings"]`` of :func:`evaluate_speech_bundle`.
+
+    Returns
+    -------
+    summary : dict
+        Per mode (``candidates``, ``segments`` where scored): ``n`` recordings, ``values`` (one
+        per recording) and ``mean``/``low``/``high`` per score of :data:`SESSION_SCORES` (the
+        bounds are None for a single recording).
+    """
+    summary: dict[str, Any] = {}
+    for mode in ("candidates", "segments"):
+        scored = [entry[mode] for entry in per_recording if "top10" in entry[mode]]
+        if not scored:
+            continue
+        values = {key: [r[key] for r in scored] for key in SESSION_SCORES}
+        summary[mode] = {"n": len(scored), "values": values}
+        for key, column in values.items():
+            mean, low, high = mean_interval(column)
+            bounds = (low, high) if len(column) > 1 else (None, None)  # JSON has no NaN
+            summary[mode][key] = {"mean": mean, "low": bounds[0], "high": bounds[1]}
+    return summary
+
+
+def format_session_summary(report: dict[str, Any]) -> list[str]:
+    """Lines "mode: top-1 mean [95 % interval] (n=N) (chance ...), top-10 ..." over sessions."""
+    lines = []
+    for mode, summary in report["overall"].get("sessions", {}).items():
+        values = summary["values"]
+        cells = [
+            f"top-{k} {format_interval(values[f'top{k}'])} (chance "
+            f"{np.mean(values[f'chance_top{k}']):.3f})"
+            for k in TOP_K
+        ]
+        lines.append(f"  {mode}: " + ", ".join(cells))
+    return lines
 
 
 def _per_word(rows: list[tuple[str, int, int]]) -> dict[str, dict[str, float]]:
@@ -199,6 +247,12 @@ def format_speech_report(report: dict[str, Any]) -> str:
                 f"{r['top10']:.3f} (chance {r['chance_top10']:.3f}) among N={r['n_candidates']}"
                 f", {r['n_windows']} windows{extra}"
             )
+    if len(report["recordings"]) > 1:
+        lines.append(
+            f"Over the {len(report['recordings'])} recordings (mean [95 % t interval] of the "
+            "per-recording scores):"
+        )
+        lines += format_session_summary(report)
     words = sorted(report["per_word"].items(), key=lambda kv: -kv[1]["n"])[:10]
     lines.append("Most frequent words (n, segments top-10, candidates top-10):")
     lines += [

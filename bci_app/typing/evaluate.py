@@ -14,11 +14,13 @@ The reference of a sentence is what was *typed* (its key markers mapped onto the
 alphabet, keys without a class left out), since that is what a keystroke decoder can recover;
 the displayed sentence (``target``) is reported alongside.
 CER and WER are computed per sentence, then averaged per recording and over all sentences
-(Brain2Qwerty's convention), for three variants of v1: ``conv`` (conv-only argmax),
-``transformer`` (argmax after the sentence transformer) and ``lm`` (beam search with the LM);
-v2 reports ``greedy`` (best-path CTC) and ``lm`` (prefix beam with the LM). Top-1/top-5 accuracy
-is per decoded keystroke. Invalid windows (NaN stretches, gaps) are skipped and counted; their
-keys still count in the reference.
+(Brain2Qwerty's convention); the per-recording means also get their mean over sessions with a
+95 % t interval (:mod:`bci_app.stats`), and sentences the bundle was trained on are reported
+(``overlap``, from the sentence keys training records in the manifest), for three variants of
+v1: ``conv`` (conv-only argmax), ``transformer`` (argmax after the sentence transformer) and
+``lm`` (beam search with the LM); v2 reports ``greedy`` (best-path CTC) and ``lm`` (prefix beam
+with the LM). Top-1/top-5 accuracy is per decoded keystroke. Invalid windows (NaN stretches,
+gaps) are skipped and counted; their keys still count in the reference.
 """
 
 from __future__ import annotations
@@ -35,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from acquisition.recording import Marker, Recording, parse_marker
+from acquisition.simulator.sentences import sentence_key
 from bci_app.decoders.bundle import Bundle, load_bundle
 from bci_app.processing.preprocessing import preprocess_recording
 from bci_app.processing.windowing import epochs_from_recording
+from bci_app.stats import format_interval, mean_interval
 from bci_app.typing.alphabet import DISPLAY_CHARS, cer, wer
 from bci_app.typing.keystroke import (
     CTCDecoder,
@@ -251,9 +255,12 @@ def evaluate_bundle(
     Returns
     -------
     report : dict
-        ``bundle``, ``arch``, ``variants``, ``provider``, ``overall`` and ``recordings`` (each with
-        its ``summary`` and per-sentence entries: texts, CER/WER per variant, counts), and
-        ``latency_ms`` (p50/p99 of the decoder's per-keystroke step, v2: per hop).
+        ``bundle``, ``arch``, ``variants``, ``provider``, ``overall`` (over all sentences),
+        ``sessions`` (per-recording CER/WER of each variant with their mean and 95 % t interval,
+        :func:`session_intervals`), ``overlap`` (evaluated sentences the bundle was trained on,
+        :func:`training_overlap`), ``recordings`` (each with its ``summary`` and per-sentence
+        entries: texts, CER/WER per variant, counts), and ``latency_ms`` (p50/p99 of the
+        decoder's per-keystroke step, v2: per hop).
     """
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     arch = check_typing_bundle(bundle)
@@ -284,9 +291,46 @@ def evaluate_bundle(
         "provider": decoder.active_provider,
         "use_lm": decoder.lm is not None,
         "overall": _summary(everything, variants),
+        "sessions": session_intervals(per_recording, variants),
+        "overlap": training_overlap(bundle, everything),
         "recordings": per_recording,
         "latency_ms": latency,
     }
+
+
+def session_intervals(per_recording: list[dict], variants: Sequence[str]) -> dict[str, Any]:
+    """Per-session CER/WER of each variant, their mean and 95 % t interval (:mod:`bci_app.stats`).
+
+    A session is one recording; those without a scored sentence are left out (``n`` says how
+    many count). The interval is NaN for a single session.
+    """
+    scored = [r for r in per_recording if r["summary"]["n_scored"]]
+    out: dict[str, Any] = {"n": len(scored), "recordings": [r["recording"] for r in scored]}
+    for metric in ("cer", "wer"):
+        out[metric] = {}
+        for variant in variants:
+            values = [r["summary"][metric][variant] for r in scored]
+            mean, low, high = mean_interval(values) if values else (math.nan,) * 3
+            out[metric][variant] = {"values": values, "mean": mean, "low": low, "high": high}
+    return out
+
+
+def training_overlap(bundle: Bundle, sentences: list[dict]) -> dict[str, Any]:
+    """Which scored sentences the bundle was trained on (its ``provenance.training_sentences``).
+
+    A sentence is identified by :func:`acquisition.simulator.sentences.sentence_key` of the
+    sentence shown (else of what was typed). ``known`` is False for a bundle that does not
+    record its training sentences (trained before they were recorded): overlap unchecked.
+    """
+    provenance = bundle.manifest.provenance
+    keys = None if provenance is None else provenance.extra.get("training_sentences")
+    texts = [s["target"] if s["target"] is not None else s["typed"] for s in sentences]
+    if keys is None:
+        return {"known": False, "n_sentences": len(texts), "n_seen": None, "seen": []}
+    trained = set(keys)
+    seen = sorted({t for t in texts if sentence_key(t) in trained})
+    n_seen = sum(sentence_key(t) in trained for t in texts)
+    return {"known": True, "n_sentences": len(texts), "n_seen": n_seen, "seen": seen}
 
 
 def report_to_json(report: dict[str, Any]) -> str:
@@ -325,6 +369,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{label:<{width}} {s['n_sentences']:>5} {s['n_keys']:>6} {s['n_skipped']:>5} "
             + " ".join(f"{v:>17.3f}" for v in values)
         )
+    lines += _interval_lines(report)
     latency = report.get("latency_ms")
     if latency:
         lines.append(
@@ -332,3 +377,28 @@ def format_report(report: dict[str, Any]) -> str:
             f"over {latency['n']} steps"
         )
     return "\n".join(lines)
+
+
+def _interval_lines(report: dict[str, Any]) -> list[str]:
+    """The mean CER per variant over sessions with its interval, and the overlap warning."""
+    lines = []
+    sessions = report.get("sessions")
+    if sessions and sessions["n"]:
+        shown = []
+        for variant in report["variants"]:
+            entry = sessions["cer"][variant]
+            shown.append(f"{LABELS[variant]} {format_interval(entry['values'])}")
+        lines.append("CER mean over sessions [95 % t interval]: " + "; ".join(shown))
+    overlap = report.get("overlap")
+    if overlap and not overlap["known"]:
+        lines.append(
+            "Note: this bundle does not record its training sentences, so whether these "
+            "sentences were trained on is unchecked."
+        )
+    elif overlap and overlap["n_seen"]:
+        lines.append(
+            f"WARNING: {overlap['n_seen']} of {overlap['n_sentences']} evaluated sentences were in "
+            "the bundle's training data, so these figures are NOT held-out. Evaluate on "
+            "sessions of other sentences (bci-app simulate --sentences test)."
+        )
+    return lines

@@ -55,6 +55,14 @@ from bci_app.typing.ctc import CTCDecoder
 
 LIVE_BEAMS = ("incremental", "full")
 
+#: Keystrokes the sentence graph sees at most: the newest ones of the open sentence. Older
+#: keystrokes keep the posteriors of their last revision. A typed sentence is 5-10 words (under
+#: 100 keystrokes), so this never cuts one; it bounds a sentence that never ends (a marker
+#: stream without ``sentence_end``), whose graph would otherwise re-run over a growing input
+#: with onnxruntime keeping buffers for every new length (native memory growing without bound)
+#: and a cost per keystroke growing with the sentence.
+MAX_SENTENCE_KEYS = 256
+
 __all__ = [
     "CTCDecoder",
     "KeystrokeDecoder",
@@ -182,11 +190,13 @@ class KeystrokeDecoder(SentenceDecoderBase):
             self.start_sentence()
         out = self._keystroke.run({"x": data[None], "subject": self.subject})
         self._append(out["embedding"][0], log_softmax(out["conv_logits"][0]), timestamp)
+        first = max(0, self._n - MAX_SENTENCE_KEYS)
         feeds = {
-            "embeddings": self._embeddings[None, : self._n],
-            "key_mask": np.ones((1, self._n), dtype=bool),
+            "embeddings": self._embeddings[None, first : self._n],
+            "key_mask": np.ones((1, self._n - first), dtype=bool),
         }
-        self._log_probs = log_softmax(self._sentence.run(feeds)["logits"][0])
+        revised = log_softmax(self._sentence.run(feeds)["logits"][0])
+        self._log_probs = np.concatenate([self._log_probs[:first], revised]) if first else revised
         stages = dict(stages or {})
         stages["inferred"] = pylsl.local_clock()
         self._hypothesis = self._decode_text(final=False)

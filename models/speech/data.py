@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -183,6 +183,7 @@ def build_speech_dataset(
     picks: Sequence[str] | None = None,
     train_windows: bool = True,
     features: AudioFeatures | None = None,
+    anti_alias: str = "minphase",
 ) -> SpeechDataset:
     """Build a speech dataset (module docstring) from listening recordings.
 
@@ -201,6 +202,9 @@ def build_speech_dataset(
         Also cut the 0.5 s-hop training windows.
     features : AudioFeatures | None
         Audio feature extractor (default: log-mel with ``config.n_mels`` bands).
+    anti_alias : {"minphase", "linear"}
+        Anti-alias FIR of the resampler (:class:`PreprocessConfig`); the bundle records it, so
+        live decoding runs the same filter.
     """
     if isinstance(recordings, str | os.PathLike | Recording) or len(recordings) == 0:
         raise ValueError(
@@ -237,8 +241,9 @@ def build_speech_dataset(
             names = check_same_channels(reference, recording, label, names)
         track = audio_track(recording, label, audio_dirs[index if len(audio_dirs) > 1 else 0])
         subject = labels.index(subject_ids[index]) if subject_ids is not None else 0
+        pre = replace(PreprocessConfig.speech(recording.sfreq, names), anti_alias=anti_alias)
         part = _recording_windows(
-            recording, names, track, config, features, len(sentences), train_windows
+            recording, pre, track, config, features, len(sentences), train_windows
         )
         sentences += part.pop("sentences")
         parts.append({**part, "subject": subject, "recording": index, "label": label})
@@ -288,9 +293,9 @@ def _assemble(parts, sentences, channels, features, labels) -> SpeechDataset:
     )
 
 
-def _recording_windows(recording, names, track, config, features, sentence_base, train) -> dict:
+def _recording_windows(recording, pre, track, config, features, sentence_base, train) -> dict:
     """Preprocess one recording; cut its word (and training) windows and their audio."""
-    pre = fit_scaler(recording, PreprocessConfig.speech(recording.sfreq, names))
+    pre = fit_scaler(recording, pre)
     processed = preprocess_recording(recording, pre)
     origin = track.origin
     spans = sentence_spans(recording)

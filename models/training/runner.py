@@ -1,7 +1,10 @@
 """The training loop every decoder shares: :func:`run_training` runs a task with a :class:`Trainer`.
 
 A run resolves its settings (:func:`models.training.settings.resolve_settings`), lets the task
-build its data and model (:meth:`~models.training.task.TrainingTask.prepare`), then trains with
+build its data and model (:meth:`~models.training.task.TrainingTask.prepare`), starts the model
+from a pretrained checkpoint when the ``init`` setting names one
+(:func:`models.checkpoint.load_pretrained`: fine-tuning, per-subject weights mapped by label,
+a new subject from the pretrained subjects' mean), then trains with
 AdamW and a one-cycle schedule, validates after every epoch on rank 0, keeps the best weights by
 the task's validation metric (ties broken by the validation loss), stops early after
 ``patience`` epochs without a better one, and writes a checkpoint per epoch
@@ -40,6 +43,7 @@ from models.checkpoint import (
     discard_epochs_after,
     epoch_path,
     load_checkpoint,
+    load_pretrained,
     prune_epochs,
     resolve_resume,
     save_checkpoint,
@@ -121,6 +125,17 @@ def _train(task, ctx, out, given, resume, export, progress, keep, accel) -> dict
     settings = resolve_settings(task, given, saved_meta["train"] if saved_meta else None)
     seed_everything(settings["seed"])
     setup = task.prepare(settings, ctx, out, saved_meta)
+    if checkpoint is None and settings.get("init") is not None:
+        summary = load_pretrained(setup.model, settings["init"], setup.meta, keep=task.init_keeps)
+        setup.meta["init"] = summary
+        setup.meta.setdefault("provenance", {})["init"] = summary
+        if ctx.is_main:
+            logger.info(
+                "Fine-tuning from %s (subjects %s; new subjects' slots from: %s).",
+                summary["path"],
+                ", ".join(summary["subjects"]) or "-",
+                summary["subjects_from"],
+            )
     if saved_meta is not None and saved_meta["data"] != setup.meta["data"]:
         raise ValueError(
             f"Invalid value for 'resume': the checkpoint was trained on other data "

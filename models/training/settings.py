@@ -23,12 +23,16 @@ import numpy as np
 import torch
 
 import bci_app
+from models.checkpoint import resolve_init
 from models.registry import get_config
 
 if TYPE_CHECKING:
     from models.training.task import TrainingTask
 
 _POSITIVE_INTS = ("epochs", "batch_size", "patience")
+#: Settings every task takes besides its own ``defaults``. ``init``: a pretrained checkpoint
+#: (or its training folder) to fine-tune from (:func:`models.checkpoint.load_pretrained`).
+COMMON_DEFAULTS: dict[str, Any] = {"init": None}
 
 
 def resolve_settings(
@@ -48,19 +52,21 @@ def resolve_settings(
     Returns
     -------
     settings : dict
-        One value per key of ``task.defaults``, checked.
+        One value per key of ``task.defaults`` and :data:`COMMON_DEFAULTS`, checked.
 
     Raises
     ------
     ValueError
         If a setting is invalid, or differs from the checkpoint being resumed.
     """
-    defaults = task.defaults
+    defaults = {**COMMON_DEFAULTS, **task.defaults}
     given = {key: given.get(key) for key in defaults}
     if isinstance(given.get("picks"), str):
         given["picks"] = [given["picks"]]
     elif given.get("picks") is not None:
         given["picks"] = list(given["picks"])
+    if isinstance(given.get("init"), Path):  # settings are saved as JSON
+        given["init"] = str(given["init"])
     if saved is None:
         settings = {key: defaults[key] if value is None else value for key, value in given.items()}
     else:
@@ -84,7 +90,7 @@ def resolve_settings(
 
 
 def check_common_settings(settings: Mapping[str, Any]) -> None:
-    """Check the settings every task has: epochs, batch size, patience, seed, lr, weight decay."""
+    """Check the settings every task has: epochs, batch size, patience, seed, lr, decay, init."""
     for key in _POSITIVE_INTS:
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -98,6 +104,13 @@ def check_common_settings(settings: Mapping[str, Any]) -> None:
     decay = settings["weight_decay"]
     if isinstance(decay, bool) or not (isinstance(decay, int | float) and decay >= 0):
         raise ValueError(f"Invalid value for 'weight_decay': {decay!r}; use a number >= 0.")
+    init = settings.get("init")
+    if init is not None:
+        if not isinstance(init, str | Path):
+            raise ValueError(
+                f"Invalid value for 'init': {init!r}; give the path of a pretrained checkpoint."
+            )
+        resolve_init(init)
 
 
 def seed_everything(seed: int) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from bci_app.processing.resampling import ANTI_ALIAS
 from bci_app.speech.decoder import retrieval_ranks
 from bci_app.speech.extractors import audio_features_spec, features_from_spec, make_features
 from models.registry import build_model, get_config
@@ -47,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "picks": None,
     "audio_layers": None,
+    "anti_alias": "minphase",
 }
 
 
@@ -63,12 +65,14 @@ def train_speech(
     patience: int | None = None,
     seed: int | None = None,
     resume: str | Path | None = None,
+    init: str | Path | None = None,
     device: str = "auto",
     subject_ids: Sequence[Any] | None = None,
     picks: Sequence[str] | None = None,
     name: str | None = None,
     audio_model: str | Path | None = None,
     audio_layers: Sequence[int] | None = None,
+    anti_alias: str | None = None,
     export: bool = True,
     progress: bool = True,
     keep_checkpoints: int = 3,
@@ -82,8 +86,12 @@ def train_speech(
     :func:`models.training.typing_task.train_typing`. ``audio_dirs``: one stimulus folder per
     recording (:mod:`bci_app.speech.heard`). ``audio_model``: a local wav2vec2-family checkpoint
     folder whose hidden states (``audio_layers``, default the last 4, averaged) replace the
-    log-mel features (:mod:`bci_app.speech.pretrained`). Returns the metrics (validation/test
-    top-1 and top-10 with N and chance, epochs, paths).
+    log-mel features (:mod:`bci_app.speech.pretrained`). ``anti_alias``: the resampler's
+    anti-alias FIR, ``"minphase"`` (default) or ``"linear"`` (:class:`PreprocessConfig`).
+    ``init``: a pretrained checkpoint (or its training folder) to fine-tune from
+    (:func:`models.checkpoint.load_pretrained`; a new subject's spatial head and subject layer
+    start as the mean of the pretrained subjects'). Returns the metrics (validation/test top-1
+    and top-10 with N and chance, epochs, paths).
     """
     settings = dict(
         config=config,
@@ -95,6 +103,8 @@ def train_speech(
         seed=seed,
         picks=picks,
         audio_layers=list(audio_layers) if audio_layers else None,
+        anti_alias=anti_alias,
+        init=init,
     )
     task = SpeechTask(
         recordings,
@@ -179,6 +189,14 @@ class SpeechTask(TrainingTask):
         self.recordings, self.audio_dirs, self.subject_ids = recordings, audio_dirs, subject_ids
         self.name, self.audio_model = name, audio_model
 
+    def check_settings(self, settings: Mapping[str, Any]) -> None:
+        """Refuse an unknown anti-alias filter."""
+        if settings["anti_alias"] not in ANTI_ALIAS:
+            raise ValueError(
+                f"Invalid value for 'anti_alias': {settings['anti_alias']!r}; use one of "
+                f"{', '.join(ANTI_ALIAS)}."
+            )
+
     def architecture(self, settings: Mapping[str, Any]) -> str:
         """``speech_clip``."""
         return ARCH
@@ -202,6 +220,7 @@ class SpeechTask(TrainingTask):
             subject_ids=self.subject_ids,
             picks=settings["picks"],
             features=features,
+            anti_alias=settings["anti_alias"],
         )
         model_config = with_spatial_dims(base, list(self.data.channels.types))
         self.split = self.data.split(seed=settings["seed"])

@@ -98,6 +98,9 @@ class TrainingTask(ABC):
     higher_is_better: ClassVar[bool]
     #: The metric's name in log lines.
     metric_label: ClassVar[str]
+    #: State-dict key prefixes that fine-tuning (the ``init`` setting) leaves as :meth:`prepare`
+    #: built them instead of copying them from the pretrained checkpoint.
+    init_keeps: ClassVar[tuple[str, ...]] = ()
 
     def check_settings(self, settings: Mapping[str, Any]) -> None:
         """Raise ValueError for a task-specific setting that is invalid (none by default)."""

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import DataLoader
 
+from acquisition.simulator.sentences import sentence_key
 from bci_app.typing.alphabet import cer, classes_to_text
 from models.registry import build_model, get_config
 from models.training.distributed import DistContext
@@ -56,6 +57,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "picks": None,
     "crop": 0.5,
+    "text_pretrain": 0,
 }
 
 
@@ -72,7 +74,9 @@ def train_typing(
     patience: int | None = None,
     seed: int | None = None,
     crop: float | None = None,
+    text_pretrain: int | None = None,
     resume: str | Path | None = None,
+    init: str | Path | None = None,
     device: str = "auto",
     subject_ids: Sequence[Any] | None = None,
     picks: Sequence[str] | None = None,
@@ -99,9 +103,16 @@ def train_typing(
         is the one-cycle peak, ``patience`` the epochs without a better validation CER before
         stopping, ``crop`` (v1) the probability that a training sentence is cut to a random run
         of its keystrokes (:class:`models.typing.datasets.KeystrokeSentences`).
+    text_pretrain : int | None
+        v1 with a residual sentence transformer: steps of its pretraining on English text
+        after the conv module is trained, then fine-tuning
+        (:func:`models.typing.pretrain.sentence_stage`); 0: the jointly trained one is kept.
     resume : path | None
         Checkpoint (or output folder) to continue from. Settings left as None are taken from it;
         settings that differ from it are an error.
+    init : path | None
+        Pretrained checkpoint (or its training folder) to fine-tune from
+        (:func:`models.checkpoint.load_pretrained`): same architecture, config and channels.
     device : {"auto", "cpu", "cuda", "cuda:N"}
     subject_ids : sequence | None
         One subject label per recording (default: one subject).
@@ -136,7 +147,9 @@ def train_typing(
         patience=patience,
         seed=seed,
         crop=crop,
+        text_pretrain=text_pretrain,
         picks=picks,
+        init=init,
     )
     return run_training(
         TypingTask(recordings, subject_ids=subject_ids, name=name),
@@ -186,6 +199,9 @@ class TypingTask(TrainingTask):
         crop = settings["crop"]
         if isinstance(crop, bool) or not (isinstance(crop, int | float) and 0 <= crop <= 1):
             raise ValueError(f"Invalid value for 'crop': {crop!r}; use a probability in [0, 1].")
+        steps = settings["text_pretrain"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"Invalid value for 'text_pretrain': {steps!r}; use an integer >= 0.")
 
     def architecture(self, settings: Mapping[str, Any]) -> str:
         """``brain2qwerty_v1`` or ``brain2qwerty_v2``."""
@@ -210,7 +226,7 @@ class TypingTask(TrainingTask):
             self.dataset.channels.positions,
             self.dataset.n_subjects,
         ).to(ctx.device)
-        self.arch, self.loss = arch, LossModule(model, arch)
+        self.arch, self.loss, self.settings = arch, LossModule(model, arch), settings
         if continuous:
             view, collate = ContinuousSentences, collate_continuous
             train = ContinuousSentences(self.dataset, self.split["train"])
@@ -257,12 +273,34 @@ class TypingTask(TrainingTask):
         return entry
 
     def evaluate(self, ctx: DistContext, autocast) -> Evaluation:
-        """Validation and test CER of the best weights, chance CER and dataset counts."""
+        """Validation and test CER of the best weights, chance CER and dataset counts.
+
+        A residual v1 transformer is first pretrained on text and fine-tuned
+        (``text_pretrain`` steps; :func:`models.typing.pretrain.sentence_stage`); the final
+        checkpoint then holds those weights.
+        """
+        stage, state = None, {}
+        model = self.loss.model
+        if self.settings["text_pretrain"] and getattr(model, "sentence", None) is not None:
+            if model.sentence.residual:
+                from models.typing.pretrain import sentence_stage
+
+                stage = sentence_stage(
+                    model,
+                    self.dataset,
+                    self.split,
+                    steps=self.settings["text_pretrain"],
+                    seed=self.settings["seed"],
+                )
+                state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
         results = {
             key: evaluate(self.loss, self.loaders[key], ctx.device, autocast)
             for key in ("val", "test")
         }
-        return Evaluation(metrics=self._metrics(results), test=results["test"])
+        metrics = self._metrics(results)
+        if stage is not None:
+            metrics["sentence_stage"] = stage
+        return Evaluation(metrics=metrics, test=results["test"], state=state)
 
     def _metrics(self, results: dict[str, dict]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
@@ -367,6 +405,10 @@ def describe(
             "subjects": [str(label) for label in dataset.subject_labels],
         },
         "dataset_stats": dataset.stats,
-        "provenance": provenance(settings, dataset.provenance, world_size),
+        "provenance": {
+            **provenance(settings, dataset.provenance, world_size),
+            # which sentences it has seen, so evaluation can say if a test sentence was trained on
+            "training_sentences": sorted({sentence_key(s.prompt) for s in dataset.sentences}),
+        },
         "metrics": {},
     }

@@ -28,6 +28,8 @@ from models.config import ConfigMixin
 BLANK_INDEX = N_CLASSES
 #: Number of v2 outputs: the 29 typing classes plus the CTC blank.
 N_CTC_OUTPUTS = N_CLASSES + 1
+#: What v1's sentence transformer can be (:class:`Brain2QwertyV1Config` ``sentence``).
+SENTENCE_KINDS = ("plain", "residual")
 
 
 @dataclass(frozen=True)
@@ -99,15 +101,30 @@ class Brain2QwertyV1Config(_Brain2QwertyConfig):
         If True, each keystroke attends only to itself and earlier keystrokes, so a prediction
         never changes once made (live == offline by construction). The paper's transformer sees
         the whole sentence (False).
+    sentence : {"plain", "residual"}
+        What the sentence transformer reads and outputs. ``"plain"`` (the paper's, and every
+        bundle made before the residual): the keystroke embeddings in, logits out.
+        ``"residual"``: the conv head's log-posteriors in (computed inside the sentence module
+        with the conv head's own weights), ``conv_logits + delta`` out, the layer that makes
+        ``delta`` zero at initialisation: untrained, it equals conv only, and it can be
+        pretrained on text (:mod:`models.typing.pretrain`).
+    sentence_embeddings : bool
+        ``"residual"`` only: the transformer reads the keystroke embeddings too (added to the
+        posteriors' projection, after ``embedding_dropout``).
+    embedding_dropout : float
+        Dropout on the embeddings the residual transformer reads (whole keystrokes at a time).
     """
 
     tmin: float = -0.2
     tmax: float = 0.3
     causal: bool = False
+    sentence: str = "plain"
+    sentence_embeddings: bool = False
+    embedding_dropout: float = 0.5
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        "paper": {},
-        "small": dict(_SMALL_FRONT_END, seq_dropout=0.1),
+        "paper": {"sentence": "residual"},
+        "small": dict(_SMALL_FRONT_END, seq_dropout=0.1, sentence="residual"),
     }
 
     def __post_init__(self) -> None:
@@ -119,6 +136,15 @@ class Brain2QwertyV1Config(_Brain2QwertyConfig):
         if self.n_times < 1:
             raise ValueError(
                 f"Invalid window: ({self.tmax} - {self.tmin}) s at {self.sfreq} Hz holds no sample."
+            )
+        if self.sentence not in SENTENCE_KINDS:
+            raise ValueError(
+                f"Invalid value for 'sentence': {self.sentence!r}; use one of {SENTENCE_KINDS}."
+            )
+        if not 0.0 <= self.embedding_dropout < 1.0:
+            raise ValueError(
+                f"Invalid value for 'embedding_dropout': must be in [0, 1), got "
+                f"{self.embedding_dropout}."
             )
 
     @property

@@ -182,7 +182,7 @@ class Brain2QwertyV1(nn.Module):
             nn.Dropout(config.seq_dropout),
             nn.Linear(config.hidden, N_CLASSES),
         )
-        self.sentence = SentenceTransformer(config)
+        self.sentence = SentenceTransformer(config, self.conv_head)
 
     @property
     def embedding_dim(self) -> int:
@@ -297,18 +297,42 @@ class KeystrokeGraph(nn.Module):
 
 
 class SentenceTransformer(nn.Module):
-    """Transformer over a sentence's keystroke embeddings -> per-keystroke logits (29 classes)."""
+    """Transformer over a sentence's keystrokes -> per-keystroke logits (29 classes).
 
-    def __init__(self, config: Brain2QwertyV1Config) -> None:
+    ``config.sentence == "plain"``: it reads the keystroke embeddings. ``"residual"``: it reads
+    the conv head's log-posteriors, computed here from the embeddings with ``conv_head`` (the
+    model's own, shared), and returns ``conv_logits + delta``; ``delta``'s last layer starts at
+    zero, so an untrained residual transformer is the conv-only head, and what it learns is a
+    correction from context. Either way the graph is ``embeddings, key_mask -> logits``.
+    """
+
+    def __init__(self, config: Brain2QwertyV1Config, conv_head: nn.Module | None = None) -> None:
         super().__init__()
         self.causal = config.causal
-        self.input = nn.Linear(config.hidden, config.d_model)
+        self.residual = config.sentence == "residual"
+        self.embedding_dim = config.hidden
+        if self.residual:
+            if conv_head is None:
+                raise ValueError(
+                    "Invalid value for 'conv_head': a residual sentence transformer reads the "
+                    "conv head's posteriors; pass the model's conv head."
+                )
+            self.conv_head = conv_head
+            self.evidence = nn.Linear(N_CLASSES, config.d_model)
+        self.input = None
+        if not self.residual or config.sentence_embeddings:
+            self.input = nn.Linear(config.hidden, config.d_model)
+            # (batch, n_keys, d) seen as (N, C, L): Dropout1d drops whole keystrokes' embeddings
+            self.embedding_dropout = nn.Dropout1d(config.embedding_dropout if self.residual else 0)
         self.layers = nn.ModuleList(
             TransformerLayer(config.d_model, config.n_heads, config.ff_mult, config.seq_dropout)
             for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, N_CLASSES)
+        if self.residual:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def forward(self, embeddings: Tensor, key_mask: Tensor) -> Tensor:
         """Map ``(batch, n_keys, d)`` embeddings and a ``(batch, n_keys)`` bool mask to logits.
@@ -316,19 +340,40 @@ class SentenceTransformer(nn.Module):
         Real keystrokes (mask True) attend to real keystrokes only (and, if causal, earlier
         ones); every keystroke may attend to itself, so an all-padding row stays finite.
         """
-        if embeddings.ndim != 3 or embeddings.shape[-1] != self.input.in_features:
+        if embeddings.ndim != 3 or embeddings.shape[-1] != self.embedding_dim:
             raise ValueError(
                 f"Invalid shape for 'embeddings': expected (batch, n_keys, "
-                f"{self.input.in_features}), got {tuple(embeddings.shape)}."
+                f"{self.embedding_dim}), got {tuple(embeddings.shape)}."
             )
-        if key_mask.dtype != torch.bool or key_mask.shape != embeddings.shape[:2]:
+        self._check_mask(key_mask, embeddings.shape[:2])
+        if not self.residual:
+            return self.context(None, key_mask, embeddings)
+        conv_logits = self.conv_head(embeddings)
+        return conv_logits + self.context(conv_logits, key_mask, embeddings)
+
+    def _check_mask(self, key_mask: Tensor, shape: tuple[int, ...]) -> None:
+        if key_mask.dtype != torch.bool or key_mask.shape != shape:
             raise ValueError(
                 f"Invalid value for 'key_mask': expected a bool tensor of shape "
-                f"{tuple(embeddings.shape[:2])}, got {key_mask.dtype} of shape "
-                f"{tuple(key_mask.shape)}."
+                f"{tuple(shape)}, got {key_mask.dtype} of shape {tuple(key_mask.shape)}."
             )
-        n_keys = embeddings.shape[1]
-        x = self.input(embeddings)
+
+    def context(
+        self, conv_logits: Tensor | None, key_mask: Tensor, embeddings: Tensor | None = None
+    ) -> Tensor:
+        """The transformer's output ``(batch, n_keys, 29)`` (residual: ``delta``).
+
+        ``conv_logits`` (residual; log-softmaxed here) and/or ``embeddings`` are what it reads;
+        text pretraining (:mod:`models.typing.pretrain`) calls it with simulated conv logits and
+        no embeddings.
+        """
+        x = None
+        if self.residual:
+            x = self.evidence(torch.log_softmax(conv_logits, dim=-1))
+        if self.input is not None and embeddings is not None:
+            embedded = self.input(self.embedding_dropout(embeddings))
+            x = embedded if x is None else x + embedded
+        n_keys = x.shape[1]
         x = x + sinusoidal_positions(n_keys, x.shape[-1], x)
         index = torch.arange(n_keys, device=x.device)
         allowed = key_mask[:, None, None, :] | (index[:, None] == index[None, :])

@@ -17,12 +17,20 @@ from scipy.io import wavfile
 from acquisition.channels import channels_from_info
 from acquisition.io import read_recording, write_recording
 from acquisition.recording import parse_marker
-from acquisition.simulator import Simulator, SimulatorStream, make_channels
+from acquisition.simulator import (
+    Simulator,
+    SimulatorStream,
+    load_sentences,
+    make_channels,
+    sentence_key,
+    split_of,
+)
 from acquisition.simulator.anatomy import make_anatomy
 from acquisition.simulator.forward import leadfield
 from acquisition.simulator.listening import sentence_words, write_stimulus_audio
 from acquisition.simulator.montages import HEAD_RADIUS, MEG_RADIUS, SPHERE_ORIGIN, seeg_shafts
 from acquisition.simulator.noise import COMPONENTS as BACKGROUND
+from acquisition.simulator.simulator import DIFFICULTIES
 from acquisition.simulator.speech import band_envelopes, espeak_available
 from acquisition.simulator.typing import KeyResponses, key_geometry
 from scripts.bench_simulator import keystroke_windows, nearest_centroid_accuracy
@@ -336,6 +344,13 @@ def test_stream_pushes_data_and_markers_to_lsl(source_id):
         (dict(task="listening", speech_engine="festival"), "'speech_engine'"),
         (dict(seed=1.5), "'seed'.*int"),
         (dict(typo_rate=2.0), "'typo_rate'"),
+        (dict(sentence_split="train"), "'sentence_split'.*all, calibration, test"),
+        (
+            dict(sentences=load_sentences(split="calibration")[:3], sentence_split="test"),
+            "none of the 3 sentences .* 'test'",
+        ),
+        (dict(difficulty="hard"), "'difficulty': 'hard'; use one of paper"),
+        (dict(difficulty="paper", snr=5.0), "snr=5.0 and difficulty='paper' both set the SNR"),
     ],
 )
 def test_bad_arguments_are_named_in_the_error(kwargs, message):
@@ -357,3 +372,32 @@ def test_defaults_and_bad_calls():
     stream.stop()  # before start: harmless
     with pytest.raises(RuntimeError, match="Create a new SimulatorStream"):
         stream.start()
+
+
+def test_sentence_bank_splits_by_hash_into_calibration_and_test():
+    import hashlib
+
+    bank = load_sentences()
+    calibration = load_sentences(split="calibration")
+    test = load_sentences(split="test")
+    assert sorted(calibration + test) == sorted(bank) and not set(calibration) & set(test)
+    assert 0.25 < len(test) / len(bank) < 0.42  # one in three by hash
+    for text in bank[:20]:  # the rule: SHA-256 of the normalised text, mod 3
+        digest = hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest()[:16]
+        assert sentence_key(text) == digest == sentence_key(f"  {text.upper()} ")
+        assert split_of(text) == ("test" if int(digest, 16) % 3 == 0 else "calibration")
+    sim = Simulator("eeg", sentence_split="test", seed=4)
+    typed = [s["text"] for s in sim.generate(40.0).meta["ground_truth"]["sentences"]]
+    assert typed and set(typed) <= set(test)
+    assert sim.parameters()["sentence_split"] == "test"
+
+
+def test_paper_difficulty_sets_the_snr_of_each_modality():
+    for modality in ("meg", "eeg"):
+        sim = Simulator(modality, difficulty="paper", sentences=SENTENCES)
+        assert sim.snr == DIFFICULTIES["paper"][modality]
+        assert sim.parameters()["difficulty"] == "paper"
+        # the recorded settings (snr and difficulty both) make the same session again
+        again = Simulator(modality, difficulty="paper", snr=sim.snr, sentences=SENTENCES)
+        assert again.evoked_scale == sim.evoked_scale
+    assert Simulator("eeg", sentences=SENTENCES).snr == 1.0

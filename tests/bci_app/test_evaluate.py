@@ -223,6 +223,8 @@ def test_cli_prints_the_ablation_table_and_json(tmp_path, capsys):
     assert _cli(["evaluate", str(bundle.path), str(path), "--json", "--no-lm"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["overall"]["n_keys"] == len("one two") + len("three") and not report["use_lm"]
+    lm = report["sessions"]["cer"]["lm"]  # one session: a mean, no interval (null in JSON)
+    assert report["sessions"]["n"] == 1 and lm["values"] == [lm["mean"]] and lm["low"] is None
     with pytest.raises(SystemExit):
         _cli(["evaluate", str(bundle.path), str(path), "--provider", "gpu"])
 
@@ -235,3 +237,56 @@ def test_shipped_default_bundle_decodes_a_held_out_simulated_session():
     first = report["recordings"][0]["sentences"][0]
     assert first["n_keys"] >= 20 and first["cer"]["lm"] < 0.2
     assert report["overall"]["topk"]["transformer"]["top5"] > 0.8
+
+
+def _with_training_sentences(bundle, sentences: list[str]):
+    """The bundle, its manifest saying it was trained on ``sentences`` (as training writes)."""
+    from acquisition.simulator import sentence_key
+    from bci_app.decoders.bundle import load_bundle
+
+    path = bundle.path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("provenance", {})["training_sentences"] = sorted(
+        sentence_key(s) for s in sentences
+    )
+    path.write_text(json.dumps(manifest))
+    return load_bundle(bundle.path)
+
+
+def test_sessions_get_a_mean_with_its_interval_and_trained_sentences_are_flagged(tmp_path):
+    recordings = [
+        tb.keystroke_recording(["one two", "three"], noise=2.0, seed=0),
+        tb.keystroke_recording(["four five", "six seven"], noise=2.0, seed=1),
+        tb.keystroke_recording(["eight", "nine ten"], noise=2.0, seed=2),
+    ]
+    channels = recordings[0].channels
+    bundle = tb.template_bundle(tmp_path / "b", channels, tb.identity_preprocessing(channels))
+    report = evaluate_bundle(bundle, recordings, provider="cpu")
+    sessions = report["sessions"]
+    assert sessions["n"] == 3
+    for variant in report["variants"]:
+        entry = sessions["cer"][variant]
+        per_session = [r["summary"]["cer"][variant] for r in report["recordings"]]
+        assert entry["values"] == per_session
+        assert entry["mean"] == pytest.approx(np.mean(per_session))
+        assert entry["low"] <= entry["mean"] <= entry["high"]
+    assert report["overlap"] == {"known": False, "n_sentences": 6, "n_seen": None, "seen": []}
+    table = format_report(report)
+    assert "CER mean over sessions [95 % t interval]: conv only " in table and "(n=3)" in table
+    assert "whether these sentences were trained on is unchecked" in table
+
+    trained = _with_training_sentences(bundle, ["One  two", "nine ten", "never typed"])
+    report = evaluate_bundle(trained, recordings, provider="cpu")
+    assert report["overlap"] == {
+        "known": True,
+        "n_sentences": 6,
+        "n_seen": 2,
+        "seen": ["nine ten", "one two"],
+    }
+    assert "WARNING: 2 of 6 evaluated sentences were in the bundle's training data" in (
+        format_report(report)
+    )
+    clean = _with_training_sentences(bundle, ["zero"])
+    report = evaluate_bundle(clean, recordings[:1], provider="cpu")
+    assert report["overlap"]["n_seen"] == 0 and "WARNING" not in format_report(report)
+    assert "(n=1, no interval)" in format_report(report)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from helpers import typing_bundles as tb
 
-from acquisition.simulator import Simulator, SimulatorStream
+from acquisition.simulator import Simulator, SimulatorStream, load_sentences
 from acquisition.stream import StreamNotFoundError
 from bci_app.decoders.bundle import load_bundle
 from bci_app.decoders.shipped import SPEECH_BUNDLE, TYPING_BUNDLE
-from bci_app.live.builtin import plan_builtin, shipped_bundle
+from bci_app.live.builtin import plan_builtin, shipped_bundle, start_builtin
 from bci_app.live.ctc import CTCStrategy
 from bci_app.live.factory import (
     StreamQuery,
@@ -57,6 +57,12 @@ def test_shipped_bundles_decode_the_built_in_meg_sessions():
     assert plan.marker_source_id == f"{plan.source_id}-markers" and "sentences" in plan.params
     assert plan_builtin(None, "typing").name == "bci-app-sim-meg"
     assert plan_builtin(None, "typing").source_id != plan_builtin(None, "typing").source_id
+    stream = start_builtin(plan_builtin(load_bundle(TYPING_BUNDLE), "typing", seed=3))
+    try:  # the built-in typing session types held-out sentences only
+        assert stream.simulator.sentence_split == "test"
+        assert set(stream.simulator.sentences) == set(load_sentences(split="test"))
+    finally:
+        stream.stop()
 
 
 def test_the_strategy_follows_the_bundle(tmp_path):

@@ -23,6 +23,7 @@ from acquisition.channels import ChannelSpec
 from acquisition.markers import MarkerSource
 from acquisition.recording import Marker
 from acquisition.stream import StreamSource
+from bci_app.cli.run import format_summary
 from bci_app.decoders.shipped import TYPING_BUNDLE
 from bci_app.live.keystroke import KeystrokeStrategy
 from bci_app.live.pipeline import LivePipeline
@@ -175,6 +176,9 @@ def test_session_refuses_to_decode_a_stream_at_twice_its_rate(outlets, caplog):
         summary = session.stop()
     words = re.fullmatch(r"effective rate (\d+\.\d) Hz, nominal 1000 Hz", summary["rate_mismatch"])
     assert words and float(words[1]) == pytest.approx(2000.0, rel=0.05)
+    line = format_summary(summary, "typing")  # `bci-app run` without --json says the same
+    assert f"{summary['refused']} refused as the stream was off its declared rate" in line
+    assert f"Not decoding at the end: {summary['rate_mismatch']}." in line
     assert summary["inference_errors"] == 0 and session.pipeline.error is None
     said = [r for r in caplog.records if "Not decoding the stream" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "ERROR"

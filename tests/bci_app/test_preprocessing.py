@@ -372,3 +372,22 @@ def test_real_4d_recording_at_1017_hz():
     assert np.isfinite(out.data).all() and out.valid.all()
     assert_same(chunked, out)
     np.testing.assert_allclose(np.diff(out.timestamps), 0.02, rtol=1e-9)
+
+
+@pytest.mark.parametrize("iir_stage", ["before_resample", "after_resample"])
+def test_float32_input_gives_exactly_the_float64_input_result(iir_stage):
+    """Streams carry float32; it reaches the resampler without a float64 copy, same output."""
+    data, timestamps = signal(6000, len(NAMES), 1000.0, seed=4)
+    data = data.astype(np.float32)
+    data[2000:2010, 3] = np.nan
+    config = b2q_config(
+        1000.0, iir_stage=iir_stage, scaler_center=(1e-11,) * 8, scaler_scale=(2e-13,) * 8
+    )
+    results = []
+    for dtype in (np.float32, np.float64):
+        pre = Preprocessor(config)
+        parts = [pre.process(data[i : i + 250].astype(dtype), timestamps[i : i + 250])
+                 for i in range(0, len(data), 250)]  # fmt: skip
+        results.append([np.concatenate(column) for column in zip(*parts)])
+    for single, double in zip(*results):
+        np.testing.assert_array_equal(single, double)

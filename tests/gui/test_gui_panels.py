@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import QSplitter
 
 from bci_app.decoders.events import TextEvent
 from bci_app.live.metrics import LatencyStats
+from bci_app.stats import mean_interval
 from bci_app.typing.alphabet import cer, normalize_text
 from gui.health import SHOWN_STAGE, TOTAL_STAGE, LatencyPanel
 from gui.panels import CandidatesPanel, DecoderFeed, TextPanel, confidence_color
@@ -74,7 +75,7 @@ def test_feed_shows_text_cer_candidates_and_latency(
     # The finished sentence's CER is that of its final hypothesis against its target.
     finished = events[first_end - 1]
     assert text.sentence_cers == [pytest.approx(cer(finished.hypothesis, finished.target))]
-    assert "session CER" in text.stats.text()
+    assert "session CER" in text.stats.text() and "over 1 sentence" in text.stats.text()
     # Low-confidence characters are shaded differently from confident ones.
     low = min(range(typed), key=lambda i: current.confidence[i])
     assert confidence_color(current.confidence[low]) in html
@@ -174,3 +175,19 @@ def test_target_and_decoded_rows_align_character_by_character(qtbot, screenshot)
     for target_row, decoded_row in zip(lines[::2], lines[1::2]):
         np.testing.assert_array_equal(target_row, decoded_row)  # the same glyphs, same columns
     screenshot(text, "current_sentence_aligned")
+
+
+def test_session_cer_shows_its_interval_over_sentences(panels):
+    text = panels[0]
+    text.clear()
+    committed = ""
+    for decoded, target in [("the cat", "the cat"), ("a dgo", "a dog"), ("xyz", "sun")]:
+        committed += decoded + " "
+        text.add_event(TextEvent("sentence_end", committed=committed, target=target))
+    text.render()
+    assert text.sentence_cers == [cer("the cat", "the cat"), cer("a dgo", "a dog"), 1.0]
+    mean, low, high = mean_interval(text.sentence_cers)
+    assert text.session_cer == pytest.approx(mean)
+    shown = f"session CER {mean:.2f} [{low:.2f}, {high:.2f}] over 3 sentences (95 % t interval)"
+    assert shown in text.stats.text()
+    text.clear()

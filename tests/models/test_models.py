@@ -313,6 +313,7 @@ def test_v1_sentence_graph_with_no_real_keystroke_stays_finite(positions):
 @pytest.mark.parametrize("causal", [False, True])
 def test_v1_causal_predictions_never_change_with_later_keys(positions, causal):
     model = v1(positions, causal=causal).eval()
+    torch.nn.init.normal_(model.sentence.head.weight, std=0.1)  # the residual's starts at zero
     embeddings = torch.randn(1, 6, model.embedding_dim)
     full = model.sentence(embeddings, torch.ones(1, 6, dtype=torch.bool))
     prefix = model.sentence(embeddings[:, :4], torch.ones(1, 4, dtype=torch.bool))
@@ -351,6 +352,9 @@ def _assert_trains(model, loss_fn, steps=15):
 
 def test_v1_trains_on_both_heads(positions):
     model = v1(positions, **TINY).train()
+    # the residual transformer's last layer starts at zero, so nothing before it gets a gradient
+    # on the first step; a step later everything does (this checks the first step)
+    torch.nn.init.normal_(model.sentence.head.weight, std=0.01)
     x = torch.randn(4, 6, N_CHANS, 25)
     subject, key_mask = torch.tensor([0, 1, 2, 0]), torch.ones(4, 6, dtype=torch.bool)
     key_mask[3, 4:] = False

@@ -104,6 +104,15 @@ def test_cli_trains_v2_and_reexports_the_checkpoint(tmp_path, capsys):
         _cli(["train", "typing", str(path), "--out", str(out), "--epochs", "0"])
     assert json.loads((out / "manifest.json").read_text())["task"] == "typing"
 
+    # re-exported into its own training folder: the bundle there is refused, then replaced
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(ValueError, match=r"ctc': it holds a bundle \(.*\).*--overwrite"):
+        _cli(["export", str(out / "checkpoint.pt"), "--out", str(out)])
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert _cli(["export", str(out / "checkpoint.pt"), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "checkpoint.pt").stat().st_mtime_ns == before["checkpoint.pt"]  # kept
+    assert load_bundle(out).manifest.metrics == first.manifest.metrics
+
 
 @pytest.mark.slow
 def test_cli_exports_a_speech_checkpoint_as_a_speech_bundle(tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from models.training import SpeechTask, TypingTask
-from models.training.settings import resolve_settings
+from models.training.settings import COMMON_DEFAULTS, resolve_settings
 from models.training.speech_task import DEFAULTS as SPEECH_DEFAULTS
 from models.training.typing_task import DEFAULTS as TYPING_DEFAULTS
 
@@ -17,7 +17,7 @@ def test_unset_settings_take_the_defaults_and_given_ones_stay(kind):
     task = TASKS[kind]
     settings = resolve_settings(task, {"epochs": 2, "picks": "mag"}, None)
     defaults = {"typing": TYPING_DEFAULTS, "speech": SPEECH_DEFAULTS}[kind]
-    assert settings == {**defaults, "epochs": 2, "picks": ["mag"]}
+    assert settings == {**COMMON_DEFAULTS, **defaults, "epochs": 2, "picks": ["mag"]}
 
 
 @pytest.mark.parametrize("kind", sorted(TASKS))
@@ -40,6 +40,7 @@ def test_resume_takes_the_checkpoint_settings_and_refuses_others(kind):
         ("lr", 2, r"'lr': 2; use a number in \(0, 1\)"),
         ("weight_decay", -0.1, r"'weight_decay': -0.1; use a number >= 0"),
         ("config", "huge", r"unknown preset 'huge'"),
+        ("init", 3, r"'init': 3; give the path of a pretrained checkpoint"),
     ],
 )
 def test_every_task_checks_the_common_settings(kind, setting, value, message):

@@ -165,3 +165,11 @@ def test_small_decodes_simulated_meg_well_below_chance(tmp_path, quick_typing):
     )
     assert metrics["test_cer_conv"] < 0.6 * metrics["test_cer_chance"]
     assert metrics["test_cer"] < 0.6 * metrics["test_cer_chance"]
+
+
+def test_the_bundle_records_which_sentences_it_was_trained_on(typing_run, typing_session):
+    from acquisition.simulator import sentence_key
+
+    meta = load_checkpoint(typing_run[0] / "checkpoint.pt")["meta"]
+    shown = {s["text"] for s in typing_session.meta["ground_truth"]["sentences"]}
+    assert meta["provenance"]["training_sentences"] == sorted(sentence_key(t) for t in shown)

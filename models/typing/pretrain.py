@@ -1,0 +1,409 @@
+"""Context from text: pretrain v1's residual sentence transformer on English, then fine-tune.
+
+The residual sentence transformer (:class:`models.typing.model.SentenceTransformer`,
+``sentence="residual"``) reads the conv head's log-posteriors of a sentence's keystrokes and
+corrects them from context. A few dozen calibration sentences are too few to learn spelling from,
+but spelling is in text: here the transformer learns it from the LM's corpus
+(``bci_app/data/text/corpus.txt``; never the simulator's sentence bank, which holds the test
+sentences), reading keystroke posteriors *simulated* from the conv module's own confusions.
+
+1. :class:`ConfusionBank`: the conv logits of the calibration data's **validation** split
+   (keystrokes the conv module was not trained on, so as noisy as on a new session), grouped by
+   true class. A
+   simulated keystroke of class ``c`` is one of the real logit vectors of class ``c``, drawn at
+   random, each scaled by a random temperature (the conv module is more or less sure on another
+   session); a class with too few validation keystrokes gets a parametric draw: independent
+   Gaussians with the mean and spread of the true-class logit and of the others, measured over all
+   the validation keystrokes.
+2. :func:`pretrain_sentence`: denoising on text. A corpus line (a random run of it, as long as a
+   typed sentence) becomes classes (:func:`bci_app.typing.alphabet.text_to_classes`), then
+   simulated conv logits; the transformer is trained with cross-entropy on ``logits + delta``
+   (:meth:`~models.typing.model.SentenceTransformer.context`, without embeddings).
+3. :func:`finetune_sentence`: a short fine-tuning on the calibration sentences with the conv module
+   frozen, on its real posteriors.
+
+:func:`sentence_stage` runs the three after the conv module is trained, keeping what the
+validation CER says (see its docstring); :mod:`models.training.typing_task` calls it.
+
+No library simulates a classifier's confusions for text denoising, so this module does.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from bci_app.lm.model import DEFAULT_CORPUS
+from bci_app.typing.alphabet import N_CLASSES, cer, classes_to_text, text_to_classes
+
+#: Fewest validation keystrokes for text pretraining: fewer say too little about the confusions
+#: (the stage is then skipped, and the jointly trained transformer kept).
+MIN_BANK_KEYS = 40
+#: Fewest validation keystrokes of a class for its logit vectors to be resampled.
+MIN_CLASS_EXAMPLES = 3
+#: Range of the random temperature applied to a resampled logit vector (log-uniform).
+TEMPERATURE_RANGE = (0.7, 1.4)
+#: Largest fraction of simulated keystrokes that read as another class (at difficulty 1).
+MAX_SWAP = 0.4
+#: Largest Gaussian noise added to simulated logits, in units of their spread (difficulty 1).
+MAX_NOISE = 1.0
+
+
+@dataclass(frozen=True)
+class ConfusionBank:
+    """Real conv logit vectors per true class, and a parametric fallback for the rare classes.
+
+    Parameters
+    ----------
+    logits : array, shape (n, 29)
+        Conv-only logits of held-out keystrokes (the validation split).
+    targets : array of int, shape (n,)
+        Their true classes.
+    """
+
+    logits: np.ndarray
+    targets: np.ndarray
+
+    def __post_init__(self) -> None:
+        logits = np.asarray(self.logits, np.float32)
+        targets = np.asarray(self.targets, np.int64)
+        if logits.ndim != 2 or logits.shape[1] != N_CLASSES or len(logits) != len(targets):
+            raise ValueError(
+                f"Invalid confusion data: expected logits (n, {N_CLASSES}) and n targets, got "
+                f"{logits.shape} and {targets.shape}."
+            )
+        if len(targets) == 0:
+            raise ValueError(
+                "Invalid confusion data: no held-out keystroke. Record more calibration "
+                "sentences (the validation split is empty)."
+            )
+        object.__setattr__(self, "logits", logits)
+        object.__setattr__(self, "targets", targets)
+
+    @property
+    def by_class(self) -> list[np.ndarray]:
+        """Row indices of each class's logit vectors."""
+        return [np.flatnonzero(self.targets == c) for c in range(N_CLASSES)]
+
+    def _fallback_stats(self) -> tuple[float, float, float, float]:
+        true = self.logits[np.arange(len(self.targets)), self.targets]
+        others = self.logits.copy()
+        others[np.arange(len(self.targets)), self.targets] = np.nan
+        return (
+            float(true.mean()),
+            float(true.std() + 1e-3),
+            float(np.nanmean(others)),
+            float(np.nanstd(others) + 1e-3),
+        )
+
+    def sample(
+        self, classes: np.ndarray, rng: np.random.Generator, difficulty: float = 0.0
+    ) -> np.ndarray:
+        """Simulated conv logits ``(len(classes), 29)`` of keystrokes of the given classes.
+
+        ``difficulty`` in [0, 1] makes the keystrokes harder than the validation split's: a
+        fraction ``MAX_SWAP * difficulty`` of them read as a keystroke of another class (drawn
+        uniformly), and Gaussian noise of ``MAX_NOISE * difficulty`` times the logits' spread is
+        added. A new session is usually harder than the held-out part of the calibration one.
+        """
+        classes = np.asarray(classes, np.int64)
+        read = classes.copy()
+        swap = rng.random(len(classes)) < MAX_SWAP * difficulty
+        read[swap] = (classes[swap] + rng.integers(1, N_CLASSES, int(swap.sum()))) % N_CLASSES
+        out = np.empty((len(classes), N_CLASSES), np.float32)
+        rows = self.by_class
+        true_mean, true_sd, other_mean, other_sd = self._fallback_stats()
+        for c in np.unique(read):
+            where = np.flatnonzero(read == c)
+            if len(rows[c]) >= MIN_CLASS_EXAMPLES:
+                out[where] = self.logits[rng.choice(rows[c], len(where))]
+            else:
+                draw = rng.normal(other_mean, other_sd, (len(where), N_CLASSES))
+                draw[:, c] = rng.normal(true_mean, true_sd, len(where))
+                out[where] = draw
+        spread = float(self.logits.std())
+        out += rng.normal(0.0, MAX_NOISE * difficulty * spread, out.shape)
+        low, high = np.log(TEMPERATURE_RANGE)
+        scale = np.exp(rng.uniform(low, high, (len(classes), 1)))
+        return (out * scale).astype(np.float32)
+
+    def conv_accuracy(self) -> float:
+        """Top-1 accuracy of the conv logits it holds."""
+        return float((self.logits.argmax(1) == self.targets).mean())
+
+
+def corpus_texts(path: str | Path = DEFAULT_CORPUS, *, max_lines: int | None = None) -> list:
+    """Class sequences ``list[np.ndarray]`` of the corpus lines (empty lines left out)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"Invalid value for 'corpus': no file at {str(path)!r}. Pass a UTF-8 text file, one "
+            "sentence per line."
+        )
+    texts = []
+    with path.open(encoding="utf-8") as lines:
+        for line in lines:
+            classes = text_to_classes(line.strip())
+            if len(classes):
+                texts.append(classes)
+            if max_lines is not None and len(texts) >= max_lines:
+                break
+    return texts
+
+
+def _batch(texts, lengths, bank, rng, batch_size: int, device) -> dict[str, Tensor]:
+    """A batch of simulated sentences: random runs of corpus lines as long as typed ones."""
+    picked = rng.integers(0, len(texts), batch_size)
+    runs = []
+    for i in picked:
+        line = texts[int(i)]
+        length = min(len(line), int(rng.choice(lengths)))
+        start = int(rng.integers(0, len(line) - length + 1))
+        runs.append(line[start : start + length])
+    n_keys = max(len(r) for r in runs)
+    logits = np.zeros((batch_size, n_keys, N_CLASSES), np.float32)
+    targets = np.full((batch_size, n_keys), -100, np.int64)
+    for b, run in enumerate(runs):
+        logits[b, : len(run)] = bank.sample(run, rng, float(rng.random()))
+        targets[b, : len(run)] = run
+    targets_t = torch.from_numpy(targets).to(device)
+    return {
+        "logits": torch.from_numpy(logits).to(device),
+        "targets": targets_t,
+        "key_mask": targets_t != -100,
+    }
+
+
+def _context_parameters(sentence: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The parameters text pretraining trains: all but the conv head's and the embedding path's."""
+    return [
+        p
+        for name, p in sentence.named_parameters()
+        if not name.startswith(("conv_head.", "input."))
+    ]
+
+
+def denoising_loss(sentence: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
+    """Cross-entropy of ``logits + delta`` on a simulated batch (the pretraining objective)."""
+    out = batch["logits"] + sentence.context(batch["logits"], batch["key_mask"])
+    return F.cross_entropy(out.flatten(0, 1), batch["targets"].flatten())
+
+
+def pretrain_sentence(
+    sentence: torch.nn.Module,
+    bank: ConfusionBank,
+    texts: Sequence[np.ndarray],
+    *,
+    steps: int,
+    lengths: Sequence[int] = (40, 60, 80),
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Train the residual transformer's context on ``texts`` with simulated conv logits.
+
+    Parameters
+    ----------
+    sentence : SentenceTransformer
+        A residual sentence transformer (``sentence="residual"``), trained in place.
+    bank : ConfusionBank
+        The conv module's held-out logits.
+    texts : sequence of int arrays
+        Class sequences (:func:`corpus_texts`).
+    steps, batch_size, lr, seed
+        Optimisation (AdamW, cosine decay) and randomness of the simulated batches.
+    lengths : sequence of int
+        Lengths of the runs cut from the lines (those of the typed calibration sentences).
+
+    Returns
+    -------
+    losses : dict
+        ``first`` and ``last``: mean denoising loss over the first and last tenth of the steps.
+    """
+    if not getattr(sentence, "residual", False):
+        raise ValueError(
+            "Invalid value for 'sentence': text pretraining needs a residual sentence transformer "
+            "(config sentence='residual'), which reads conv posteriors."
+        )
+    if steps < 1:
+        raise ValueError(f"Invalid value for 'steps': {steps!r}; use an integer >= 1.")
+    device = next(sentence.parameters()).device
+    rng = np.random.default_rng(seed)
+    params = _context_parameters(sentence)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1.0 + np.cos(np.pi * min(i, steps) / steps)),
+    )
+    was_training = sentence.training
+    sentence.train()
+    losses = []
+    try:
+        for _ in range(steps):
+            batch = _batch(texts, list(lengths), bank, rng, batch_size, device)
+            loss = denoising_loss(sentence, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+    finally:
+        sentence.train(was_training)
+    tenth = max(1, steps // 10)
+    return {"first": float(np.mean(losses[:tenth])), "last": float(np.mean(losses[-tenth:]))}
+
+
+@torch.no_grad()
+def sentence_outputs(model, sentences: Sequence, device) -> list[tuple[Tensor, Tensor]]:
+    """``(embeddings (1, K, d), targets (K,))`` of each dataset sentence, conv module in eval."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for s in sentences:
+            windows = torch.from_numpy(s.windows).to(device)
+            subject = torch.full((len(windows),), int(s.subject), dtype=torch.long, device=device)
+            out.append((model.encode(windows, subject)[None], torch.from_numpy(s.targets)))
+    finally:
+        model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def sentence_cer(model, encoded: Sequence[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+    """Mean per-sentence CER of the sentence transformer and of conv only on encoded sentences."""
+    was_training = model.training
+    model.eval()
+    try:
+        cers, conv_cers = [], []
+        for embeddings, targets in encoded:
+            mask = torch.ones(embeddings.shape[:2], dtype=torch.bool, device=embeddings.device)
+            target = classes_to_text(targets.numpy())
+            predicted = model.sentence(embeddings, mask)[0].argmax(-1).cpu().numpy()
+            conv = model.conv_head(embeddings)[0].argmax(-1).cpu().numpy()
+            cers.append(cer(classes_to_text(predicted), target))
+            conv_cers.append(cer(classes_to_text(conv), target))
+    finally:
+        model.train(was_training)
+    return float(np.mean(cers)), float(np.mean(conv_cers))
+
+
+def finetune_sentence(
+    model,
+    encoded: Sequence[tuple[Tensor, Tensor]],
+    *,
+    epochs: int,
+    lr: float = 3e-4,
+    seed: int = 0,
+) -> None:
+    """Fine-tune the sentence transformer (conv module frozen) on encoded calibration sentences."""
+    params = [
+        p for name, p in model.sentence.named_parameters() if not name.startswith("conv_head.")
+    ]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()  # conv head in eval (frozen); the transformer's dropout on
+    model.sentence.train()
+    try:
+        for _ in range(epochs):
+            for i in torch.randperm(len(encoded), generator=generator).tolist():
+                embeddings, targets = encoded[i]
+                mask = torch.ones(embeddings.shape[:2], dtype=torch.bool, device=embeddings.device)
+                logits = model.sentence(embeddings, mask)[0]
+                loss = F.cross_entropy(logits, targets.to(logits.device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+    finally:
+        model.train(was_training)
+
+
+def reset_context(sentence: torch.nn.Module, seed: int = 0) -> None:
+    """Re-initialise the residual transformer (not the shared conv head): conv only again."""
+    torch.manual_seed(seed)
+    for name, module in sentence.named_children():
+        if name == "conv_head":
+            continue
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    torch.nn.init.zeros_(sentence.head.weight)
+    torch.nn.init.zeros_(sentence.head.bias)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, Tensor]:
+    """A deep copy of a module's state."""
+    return copy.deepcopy(module.state_dict())
+
+
+def sentence_stage(
+    model,
+    dataset,
+    split,
+    *,
+    steps: int,
+    finetune_epochs: int = 3,
+    seed: int = 0,
+    corpus: str | Path = DEFAULT_CORPUS,
+    min_keys: int = MIN_BANK_KEYS,
+) -> dict[str, float]:
+    """Text pretraining then fine-tuning of a trained v1 model's residual transformer, in place.
+
+    The conv module (trained, best epoch) is frozen. The transformer is re-initialised (conv only
+    again), pretrained on the corpus with simulated posteriors (:func:`pretrain_sentence`, the
+    bank from the validation split) and fine-tuned on the training split
+    (:func:`finetune_sentence`). With fewer than ``min_keys`` validation keystrokes nothing
+    changes (``skipped`` says why).
+
+    Returns
+    -------
+    summary : dict
+        ``steps``, ``bank_keys`` (validation keystrokes in the bank), ``bank_conv_accuracy``,
+        ``loss_first``/``loss_last`` (denoising loss) and the validation CER before
+        (``val_cer_joint``, the jointly trained transformer) and after (``val_cer``).
+    """
+    device = next(model.parameters()).device
+    train = sentence_outputs(model, [dataset.sentences[i] for i in split["train"]], device)
+    val = sentence_outputs(model, [dataset.sentences[i] for i in split["val"]], device)
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        logits = torch.cat([model.conv_head(e)[0] for e, _ in val]).cpu().numpy()
+        model.train(was_training)
+    bank = ConfusionBank(logits, torch.cat([t for _, t in val]).numpy())
+    joint_cer, conv_cer = sentence_cer(model, val)
+    if len(bank.targets) < min_keys:
+        return {
+            "skipped": f"{len(bank.targets)} validation keystrokes, fewer than {min_keys}",
+            "val_cer_conv": conv_cer,
+            "val_cer": joint_cer,
+        }
+    lengths = [len(t) for _, t in train] or [60]
+    reset_context(model.sentence, seed)
+    losses = pretrain_sentence(
+        model.sentence, bank, corpus_texts(corpus), steps=steps, lengths=lengths, seed=seed
+    )
+    if finetune_epochs:
+        finetune_sentence(model, train, epochs=finetune_epochs, seed=seed)
+    return {
+        "steps": steps,
+        "finetune_epochs": finetune_epochs,
+        "bank_keys": len(bank.targets),
+        "bank_conv_accuracy": bank.conv_accuracy(),
+        "loss_first": losses["first"],
+        "loss_last": losses["last"],
+        "val_cer_conv": conv_cer,
+        "val_cer_joint": joint_cer,
+        "val_cer": sentence_cer(model, val)[0],
+    }

@@ -1,0 +1,83 @@
+"""A decoder far behind its stream (max-speed replay) emits the text of one fed chunk by chunk.
+
+At max speed the pipeline finds seconds of samples in the ring buffer at each poll; it reads
+them in bounded pieces (``RingBuffer.read_since(max_samples=...)``) and preprocesses float32
+samples without a float64 copy. Here the whole session is in the buffer before the pipeline
+starts (the worst backlog), over a real LSL outlet and inlet, and every text event must equal
+those of the same recording fed in 0.1 s chunks with no LSL and no thread.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from helpers.live import feed
+
+from acquisition.io import write_recording
+from acquisition.markers import MarkerSource
+from acquisition.player import Player
+from acquisition.recording import Recording
+from acquisition.simulator import Simulator
+from acquisition.stream import StreamSource
+from bci_app.decoders.shipped import TYPING_BUNDLE
+from bci_app.live.keystroke import KeystrokeStrategy
+from bci_app.live.session import DecodingSession
+
+
+def _texts(events) -> list[tuple]:
+    """What a user reads in each event: committed text, hypothesis, candidate characters."""
+    return [
+        (e.kind, e.committed, e.hypothesis, [c for c, _ in e.candidates])
+        for e in events
+        if e.kind != "gap"
+    ]
+
+
+def _probabilities(events) -> np.ndarray:
+    return np.array([p for e in events if e.kind == "keystroke" for _, p in e.candidates])
+
+
+@pytest.mark.slow
+def test_a_whole_session_in_the_buffer_decodes_to_the_chunk_by_chunk_events(tmp_path, source_id):
+    recording = Simulator("meg", "typing", snr=2.0, seed=4243, subject=0).generate(30.0)
+    path = write_recording(recording, tmp_path / "session.xdf")
+    with Player(path, speed="max", source_id=source_id, wait_for_consumer=True) as player:
+        with (
+            MarkerSource(source_id=f"{source_id}-markers") as markers,
+            MarkerSource(source_id=f"{source_id}-markers") as same_markers,
+            StreamSource(source_id=source_id, bufsize=60.0) as source,
+        ):
+            deadline = time.monotonic() + 60
+            while not player.done.is_set() or source.buffer.n_written < player.n_samples_sent:
+                assert time.monotonic() < deadline, "the replay did not arrive"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the last markers
+            # what the live session will find: these samples, these markers (a second inlet)
+            backlog = source.buffer.read_since(0)
+            received = Recording(
+                backlog.data, backlog.timestamps, source.sfreq, source.channels,
+                same_markers.pull(),
+            )  # fmt: skip
+            strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
+            live = DecodingSession(strategy, source, markers, text_outlet=False)
+            with live:  # its first poll finds the whole session waiting
+                while live.pipeline.n_processed < source.buffer.n_written:
+                    assert time.monotonic() < deadline + 60, "the backlog was not processed"
+                    time.sleep(0.05)
+                time.sleep(0.5)
+            summary = live.stop()
+    fed = DecodingSession(
+        KeystrokeStrategy(TYPING_BUNDLE, provider="cpu"),
+        channels=source.channels,
+        sfreq=source.sfreq,
+        text_outlet=False,
+    )
+    expected, _ = feed(fed, received, 0.1)
+    assert summary["inference_errors"] == 0 and summary["dropped_samples"] == 0
+    assert len(strategy.sentences) >= 2 and len(expected) > 20
+    events = live.events.drain()
+    assert _texts(events) == _texts(expected)
+    # equal to float32 rounding: the resampler's products group rows by chunk
+    np.testing.assert_allclose(_probabilities(events), _probabilities(expected), rtol=1e-5)

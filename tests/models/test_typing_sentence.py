@@ -1,0 +1,198 @@
+"""v1's residual sentence transformer and its text pretraining (issue 14)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from acquisition.simulator import Simulator
+from bci_app.typing.alphabet import N_CLASSES
+from models.export import export_model
+from models.registry import build_model
+from models.typing import pretrain
+from models.typing.config import Brain2QwertyV1Config
+from models.typing.data import build_typing_dataset
+from models.typing.model import Brain2QwertyV1
+
+N_CHANS = 32
+TINY = dict(spatial_channels=16, fourier_harmonics=4, hidden=32, n_conv_layers=3, d_model=32)
+ROOT = Path(__file__).parents[2]
+#: The last commit whose shipped typing bundle has the plain (pre-residual) sentence transformer.
+OLD_BUNDLE_COMMIT = "a1d42899a7f55b6df4eeadbdc33419edf96a7062"
+OLD_BUNDLE_FILES = ("manifest.json", "keystroke.onnx", "sentence.onnx", "lm.npz", "README.md")
+
+
+def v1(positions, **overrides) -> Brain2QwertyV1:
+    config = dataclasses.replace(Brain2QwertyV1Config.named("small"), **overrides)
+    return Brain2QwertyV1(N_CHANS, positions, 2, config)
+
+
+def test_residual_transformer_is_conv_only_until_trained(positions):
+    model = v1(positions).eval()
+    assert model.config.sentence == "residual"
+    x = torch.randn(2, 6, N_CHANS, model.n_times)
+    conv, sentence = model.forward_all(x, torch.tensor([0, 1]), torch.ones(2, 6, dtype=torch.bool))
+    torch.testing.assert_close(sentence, conv, rtol=0, atol=0)
+    with torch.no_grad():  # once its last layer moves, context changes the logits
+        torch.nn.init.normal_(model.sentence.head.weight, std=0.1)
+    _, sentence = model.forward_all(x, torch.tensor([0, 1]), torch.ones(2, 6, dtype=torch.bool))
+    assert (sentence - conv).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_residual_sentence_graph_has_the_plain_graphs_interface(positions, tmp_path, embeddings):
+    """Live decoding feeds ``embeddings, key_mask`` and reads ``logits``, whatever the kind."""
+    import onnxruntime as ort
+
+    graphs = {}
+    for kind in ("plain", "residual"):
+        model = v1(positions, sentence=kind, sentence_embeddings=embeddings).eval()
+        torch.nn.init.normal_(model.sentence.head.weight, std=0.1)
+        report = export_model(model, tmp_path / kind)["sentence"]
+        graph = onnx.load(report["path"]).graph
+        graphs[kind] = (
+            [(i.name, i.type.tensor_type.elem_type) for i in graph.input],
+            [(o.name, o.type.tensor_type.elem_type) for o in graph.output],
+        )
+        session = ort.InferenceSession(report["path"], providers=["CPUExecutionProvider"])
+        embeddings_in = np.random.default_rng(0).normal(size=(1, 9, 128)).astype(np.float32)
+        mask = np.ones((1, 9), bool)
+        (logits,) = session.run(None, {"embeddings": embeddings_in, "key_mask": mask})
+        with torch.no_grad():
+            expected = model.sentence(torch.from_numpy(embeddings_in), torch.from_numpy(mask))
+        np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4)
+    assert graphs["residual"] == graphs["plain"]
+    assert [name for name, _ in graphs["plain"][0]] == ["embeddings", "key_mask"]
+
+
+def test_checkpoints_made_before_the_residual_rebuild_as_plain(positions):
+    """A checkpoint's config without the new keys is the plain transformer its weights fit."""
+    old = v1(positions, sentence="plain")
+    config = old.config.to_dict()
+    for key in ("sentence", "sentence_embeddings", "embedding_dropout"):
+        config.pop(key)  # what a checkpoint written before these fields holds
+    rebuilt = build_model("brain2qwerty_v1", config, N_CHANS, positions, 2)
+    rebuilt.load_state_dict(old.state_dict())  # as model_from_checkpoint does: strict
+    assert rebuilt.config.sentence == "plain" and not rebuilt.sentence.residual
+
+
+def test_invalid_sentence_kind_is_refused():
+    with pytest.raises(ValueError, match="Invalid value for 'sentence': 'mixed'"):
+        dataclasses.replace(Brain2QwertyV1Config.named("small"), sentence="mixed")
+    with pytest.raises(ValueError, match="'embedding_dropout': must be in \\[0, 1\\)"):
+        dataclasses.replace(Brain2QwertyV1Config.named("small"), embedding_dropout=1.0)
+
+
+def _bank(seed: int = 0, n: int = 600, margin: float = 1.5) -> pretrain.ConfusionBank:
+    """Noisy logits of a conv head that is right about half the time (all classes seen)."""
+    rng = np.random.default_rng(seed)
+    targets = np.arange(n) % N_CLASSES
+    logits = rng.normal(0.0, 1.0, (n, N_CLASSES))
+    logits[np.arange(n), targets] += margin
+    return pretrain.ConfusionBank(logits, targets)
+
+
+def test_confusion_bank_resamples_real_vectors_and_falls_back_for_unseen_classes():
+    rng = np.random.default_rng(0)
+    targets = np.repeat(np.arange(4), 5)  # classes 0-3 seen, the others not
+    logits = np.full((20, N_CLASSES), -3.0)
+    logits[np.arange(20), targets] = 3.0
+    bank = pretrain.ConfusionBank(logits, targets)
+    classes = np.array([0, 1, 2, 3, 10, 20] * 50)
+    sampled = bank.sample(classes, rng)
+    assert sampled.shape == (len(classes), N_CLASSES) and sampled.dtype == np.float32
+    seen = classes < 4
+    np.testing.assert_array_equal(sampled[seen].argmax(1), classes[seen])
+    # unseen classes: Gaussian draws with the measured true-class and other-class statistics
+    assert (sampled[~seen].argmax(1) == classes[~seen]).mean() > 0.9
+    hard = bank.sample(classes, rng, difficulty=1.0)
+    assert 0.5 < (hard.argmax(1) == classes).mean() < 0.9
+    with pytest.raises(ValueError, match="no held-out keystroke"):
+        pretrain.ConfusionBank(np.zeros((0, N_CLASSES)), np.zeros(0))
+
+
+@pytest.fixture
+def one_thread():
+    """Small matrices: one torch thread (two, on busy shared cores, run 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_text_pretraining_lowers_the_denoising_loss(positions, one_thread):
+    torch.manual_seed(0)
+    config = dataclasses.replace(Brain2QwertyV1Config.named("small"), **TINY)
+    model = Brain2QwertyV1(N_CHANS, positions, 1, config)
+    texts = pretrain.corpus_texts(max_lines=300)
+    bank = _bank()
+    rng = np.random.default_rng(123)
+    held_out = [pretrain._batch(texts, [50], bank, rng, 16, "cpu") for _ in range(4)]
+
+    def loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            return float(np.mean([pretrain.denoising_loss(model.sentence, b) for b in held_out]))
+
+    before = loss()  # the residual at init: conv only, the bank's own cross-entropy
+    conv_weights = {k: v.clone() for k, v in model.conv_head.state_dict().items()}
+    result = pretrain.pretrain_sentence(model.sentence, bank, texts, steps=150, lr=3e-3)
+    after = loss()
+    assert after < before - 0.05, (before, after)
+    assert result["last"] < result["first"]
+    for key, value in model.conv_head.state_dict().items():  # the conv head is left alone
+        torch.testing.assert_close(value, conv_weights[key])
+    with pytest.raises(ValueError, match="needs a residual sentence transformer"):
+        plain = Brain2QwertyV1(N_CHANS, positions, 1, dataclasses.replace(config, sentence="plain"))
+        pretrain.pretrain_sentence(plain.sentence, bank, texts, steps=1)
+
+
+def test_sentence_stage_on_calibration_data(positions, typing_session):
+    dataset = build_typing_dataset([typing_session])
+    split = dataset.split(seed=0)
+    config = dataclasses.replace(Brain2QwertyV1Config.named("small"), **TINY)
+    model = Brain2QwertyV1(dataset.n_chans, dataset.channels.positions, 1, config)
+    skipped = pretrain.sentence_stage(model, dataset, split, steps=2)
+    assert "fewer than 40" in skipped["skipped"]
+    summary = pretrain.sentence_stage(model, dataset, split, steps=3, finetune_epochs=1, min_keys=1)
+    assert summary["steps"] == 3 and summary["bank_keys"] > 0
+    assert 0.0 <= summary["val_cer"] and np.isfinite(summary["loss_last"])
+
+
+@pytest.mark.slow
+def test_the_old_shipped_bundle_still_decodes(tmp_path):
+    """The bundle shipped before the residual transformer (from git) decodes as before."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed: the old bundle is read from the repository's history")
+    folder = tmp_path / "typing-meg-small-old"
+    folder.mkdir()
+    for name in OLD_BUNDLE_FILES:
+        spec = f"{OLD_BUNDLE_COMMIT}:bci_app/data/bundles/typing-meg-small/{name}"
+        done = subprocess.run(["git", "show", spec], cwd=ROOT, capture_output=True, check=False)
+        if done.returncode:
+            pytest.skip(f"the repository's history lacks {spec} (a shallow clone?)")
+        (folder / name).write_bytes(done.stdout)
+    from bci_app.typing.evaluate import evaluate_bundle
+
+    session = Simulator("meg", "typing", snr=2.0, seed=0).generate(25.0)
+    report = evaluate_bundle(folder, [session], provider="cpu")
+    first = report["recordings"][0]["sentences"][0]
+    assert (
+        "sentence"
+        not in __import__("json").loads((folder / "manifest.json").read_text())["model_config"]
+    )
+    assert first["n_keys"] >= 20 and first["cer"]["lm"] < 0.2
+
+
+def test_text_pretrain_setting_is_checked(typing_session, tmp_path):
+    from models.training import train_typing
+
+    with pytest.raises(ValueError, match="Invalid value for 'text_pretrain': -1"):
+        train_typing([typing_session], tmp_path / "out", text_pretrain=-1, progress=False)
