@@ -13,7 +13,6 @@ unpickling (a foreign or tampered checkpoint) is refused with a clear error, nev
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from bci_app.decoders.bundle import sha256_file
 from models.layers import SpatialAttention, SubjectLayer
 
 FORMAT = "bci-app-checkpoint"
@@ -236,7 +236,7 @@ def load_pretrained(
     model.load_state_dict(state)
     return {
         "path": str(path),
-        "sha256": _sha256(path),
+        "sha256": sha256_file(path),
         "subjects": old_labels,
         "subjects_from": sources,
     }
@@ -281,12 +281,3 @@ def _types(channels: dict[str, Any]) -> str:
     """The channel types of a description, joined by '/' (e.g. 'mag/grad')."""
     types = list(dict.fromkeys(channels.get("types", [])))
     return "/".join(types) or "no types"
-
-
-def _sha256(path: Path) -> str:
-    """SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

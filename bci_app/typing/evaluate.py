@@ -328,9 +328,13 @@ def training_overlap(bundle: Bundle, sentences: list[dict]) -> dict[str, Any]:
     if keys is None:
         return {"known": False, "n_sentences": len(texts), "n_seen": None, "seen": []}
     trained = set(keys)
-    seen = sorted({t for t in texts if sentence_key(t) in trained})
-    n_seen = sum(sentence_key(t) in trained for t in texts)
-    return {"known": True, "n_sentences": len(texts), "n_seen": n_seen, "seen": seen}
+    hits = [t for t in texts if sentence_key(t) in trained]
+    return {
+        "known": True,
+        "n_sentences": len(texts),
+        "n_seen": len(hits),
+        "seen": sorted(set(hits)),
+    }
 
 
 def report_to_json(report: dict[str, Any]) -> str:
