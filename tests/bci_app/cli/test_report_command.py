@@ -27,11 +27,14 @@ def bci(*args: str, cwd=None, timeout: float = 150.0) -> subprocess.CompletedPro
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
-    """A 15 s built-in typing session decoded and recorded by ``bci-app run --record``."""
+    """A 30 s built-in typing session decoded and recorded by ``bci-app run --record``.
+
+    The built-in stream types held-out test sentences; its first one ends near 21.6 s.
+    """
     if not TYPING_BUNDLE.is_dir():
         pytest.skip("default bundle missing")
     folder = tmp_path_factory.mktemp("run")
-    proc = bci("run", "--duration", "15", "--record", str(folder / "session.xdf"))
+    proc = bci("run", "--duration", "30", "--record", str(folder / "session.xdf"))
     assert proc.returncode == 0, proc.stderr
     return folder, proc.stdout
 
