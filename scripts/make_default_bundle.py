@@ -6,14 +6,16 @@ Simulate -> train -> export -> evaluate, all seeded, so the bundle can be rebuil
     .venv/bin/python scripts/make_default_bundle.py --quick    # a smaller run, for a smoke test
 
 1. A calibration session of simulated 306-channel MEG typing (``Simulator("meg", "typing",
-   snr=SNR, seed=TRAIN_SEED)``, subject 0: the same simulated subject as ``bci-app run``'s
-   built-in stream, whose sessions use other seeds).
+   snr=SNR, seed=TRAIN_SEED, sentence_split="calibration")``, subject 0: the same simulated
+   subject as ``bci-app run``'s built-in stream, whose sessions use other seeds and type the
+   sentence bank's *test* part, which no calibration session types).
 2. ``models.training.train_typing`` trains the ``small`` Brain2Qwerty v1 on it (split by
    sentence, early stopping on validation CER) and exports the verified ONNX graphs, manifest
    and LM.
 3. Only the bundle files (manifest, graphs, LM) are copied to the output folder; the checkpoints
    and training report stay in a temporary folder.
-4. The bundle is evaluated on held-out sessions (seeds 2000-2007, which no training uses) with
+4. The bundle is evaluated on held-out sessions (seeds 2000-2007, which no training uses, typing
+   test sentences only, so the overlap check finds none in training) with
    :func:`bci_app.typing.evaluate.evaluate_bundle`, the same code path as live decoding; the
    ablation table is printed and the CERs (overall, per session, and the mean with its 95 % t
    interval over sessions, :mod:`bci_app.stats`) are written into the manifest's
@@ -73,6 +75,8 @@ def write_readme(args: argparse.Namespace, report: dict) -> None:
     from bci_app.stats import format_interval
 
     cer = {variant: format_interval(v) for variant, v in per_session(report).items()}
+    overlap = report["overlap"]
+    seen = overlap["n_seen"] if overlap["known"] else "unknown how many"
     command = "scripts/make_default_bundle.py" + (" --quick" if args.quick else "")
     (args.out / "README.md").write_text(
         f"# {NAME}\n\n"
@@ -84,8 +88,10 @@ def write_readme(args: argparse.Namespace, report: dict) -> None:
         f"Regenerate with `.venv/bin/python {command}`.\n\n"
         f"CER on {len(args.test_seeds)} held-out simulated sessions (seeds "
         f"{', '.join(map(str, args.test_seeds))}, {args.test_duration:g} s each, snr "
-        f"{args.snr:g}), mean [95 % t interval] over sessions: conv only {cer['conv']}, "
-        f"+ transformer {cer['transformer']}, + LM {cer['lm']}.\n"
+        f"{args.snr:g}, sentences of the bank's test part), mean [95 % t interval] over "
+        f"sessions: conv only {cer['conv']}, + transformer {cer['transformer']}, + LM "
+        f"{cer['lm']}. {seen} of the {overlap['n_sentences']} scored sentences were in the "
+        "calibration data (checked against the sentence keys training recorded).\n"
     )
 
 
@@ -112,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Simulating {args.duration:g} s of {args.modality.upper()} typing (snr={args.snr:g}, "
         f"seed={args.train_seed})"
     )
-    calibration = Simulator(args.modality, "typing", snr=args.snr, seed=args.train_seed).generate(
-        args.duration
-    )
+    calibration = Simulator(
+        args.modality, "typing", snr=args.snr, seed=args.train_seed, sentence_split="calibration"
+    ).generate(args.duration)
     with tempfile.TemporaryDirectory(prefix="bci-default-bundle-") as tmp:
         trained = Path(tmp) / NAME
         metrics = train_typing(
@@ -132,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Trained in {metrics['train_seconds']:.0f} s ({metrics['epochs_run']} epochs): "
         f"test CER {metrics['test_cer']:.3f} (conv only {metrics['test_cer_conv']:.3f})"
     )
+    held_out = {"snr": args.snr, "subject": 0, "sentence_split": "test"}
     sessions = [
-        Simulator(args.modality, "typing", snr=args.snr, seed=seed).generate(args.test_duration)
+        Simulator(args.modality, "typing", seed=seed, **held_out).generate(args.test_duration)
         for seed in args.test_seeds
     ]
     for seed, session in zip(args.test_seeds, sessions):
@@ -143,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = thaw(load_bundle(args.out).manifest.metrics or {})
     metrics["held_out"] = {
         "sessions": [
-            f"Simulator('{args.modality}', 'typing', snr={args.snr}, seed={s})"
+            f"Simulator('{args.modality}', 'typing', snr={args.snr}, seed={s}, "
+            "sentence_split='test')"
             for s in args.test_seeds
         ],
         "seconds_each": args.test_duration,
@@ -154,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             for variant, values in per_session(report).items()
         },
         "wer": report["overall"]["wer"],
+        "sentences_seen_in_training": report["overlap"]["n_seen"],
     }
-    update_manifest(args.out, {"metrics": metrics})
+    # what the built-in stream plays for this bundle: its subject and snr, held-out sentences
+    demo = {"simulator": {"modality": args.modality, "task": "typing", **held_out}}
+    update_manifest(args.out, {"metrics": metrics, "demo": demo})
     write_readme(args, report)
     size = sum(p.stat().st_size for p in args.out.iterdir())
     print(f"Wrote {args.out} ({size / 1e6:.1f} MB) in {time.perf_counter() - started:.0f} s")

@@ -64,7 +64,10 @@ TINY_TYPING = [
     "--epochs",
     "1",
     "--test-duration",
-    "20",
+    "30",
+    "--seeds",
+    "2000",
+    "2001",
     "--repeats",
     "5",
 ]
