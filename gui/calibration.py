@@ -163,6 +163,17 @@ class CalibrationTask(QWidget):
         """The data stream (source_id or name) recorded with the markers; None: not connected."""
         self.data_stream = record_id
 
+    def draw_sentences(self, count: int) -> list[str]:
+        """The ``count`` sentences of a session: the given ones in turn, else a random draw.
+
+        The random draw comes from the bundled bank's calibration part: its test part is what
+        held-out evaluation types, so a decoder trained on a calibration never saw them.
+        """
+        bank = self._bank if self._bank is not None else load_sentences(split="calibration")
+        if self._bank is None:
+            bank = random.sample(bank, min(count, len(bank)))
+        return [bank[i % len(bank)] for i in range(count)]
+
     def start_session(self) -> None:
         """Open the marker outlet, start recording, then present the first sentence."""
         if self.state not in ("idle", "done"):
@@ -174,11 +185,7 @@ class CalibrationTask(QWidget):
             )
             self.failed.emit(message)
             raise RuntimeError(message)
-        count = self.n_sentences.value()
-        bank = self._bank if self._bank is not None else load_sentences()
-        if self._bank is None:
-            bank = random.sample(bank, min(count, len(bank)))
-        self.sentences = [bank[i % len(bank)] for i in range(count)]
+        self.sentences = self.draw_sentences(self.n_sentences.value())
         self.index, self.markers = 0, []
         source_id = self.marker_source_id or f"bci-app-calibration-{uuid.uuid4().hex[:8]}"
         self.outlet = MarkerOutlet("bci-app-calibration", source_id)

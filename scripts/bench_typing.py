@@ -31,11 +31,11 @@ from the first (same sessions, so the noise of the sessions cancels).
 ``--ablation`` measures what the sentence transformer's design brings, per condition (the grid's
 or ``--quick``'s): the ``small`` v1 trained with the paper's transformer over embeddings (``old
 transformer``), with the residual transformer over the conv posteriors trained jointly
-(``residual``, the default since issue 14; the run's last epoch checkpoint's best weights) and
-with that transformer then pretrained on English text and fine-tuned (``residual + text``,
-``--text-pretrain`` steps). Each is scored on the held-out sessions of ``--seeds`` (2000-2007):
-conv only / + transformer / + LM, mean [95 % t interval] over the sessions
-(:func:`bci_app.stats.format_interval`).
+(``residual``, the default since issue 14) and with that transformer then pretrained on English
+text and fine-tuned (``residual + text``, ``--text-pretrain`` steps); both residual runs end with
+the correction's gate fitted on the validation sentences. Each is scored on the held-out
+sessions of ``--seeds`` (2000-2007): conv only / + transformer / + LM, mean [95 % t interval]
+over the sessions (:func:`bci_app.stats.format_interval`).
 """
 
 from __future__ import annotations
@@ -153,20 +153,17 @@ ABLATION = {
 def ablation_condition(modality, duration, snr, args, workdir: Path) -> dict:
     """Train the old and the residual transformers on one calibration; score the three variants.
 
-    The residual run trains once: its last epoch checkpoint holds the jointly trained weights
-    (exported as ``residual``), its final checkpoint those after text pretraining.
+    Each residual run ends with the gate fitted on the validation sentences
+    (:func:`models.typing.pretrain.fit_gate`); the gate and the text stage's figures are
+    returned under ``sentence_stage``.
     """
-    from models.checkpoint import resolve_resume
     from models.training import train_typing
-    from models.typing.bundle import export_typing_checkpoint
     from models.typing.config import Brain2QwertyV1Config
 
     tag = f"{modality}-{duration:g}s-snr{snr:g}"
     calibration = simulate(modality, snr, TRAIN_SEED, duration, "calibration")
     bundles, stages = {}, {}
     for label, (changes, pretrain) in ABLATION.items():
-        if label == "residual":
-            continue  # exported from the residual + text run below
         config = {**Brain2QwertyV1Config.named("small").to_dict(), **changes}
         out = workdir / f"{tag}-{label.replace(' ', '')}"
         print(f"[ablation] {tag}: training '{label}'", file=sys.stderr, flush=True)
@@ -181,11 +178,10 @@ def ablation_condition(modality, duration, snr, args, workdir: Path) -> dict:
             progress=False,
         )
         bundles[label] = out
-        if "sentence_stage" in metrics:
-            stages[label] = metrics["sentence_stage"]
-            joint = workdir / f"{tag}-residual"
-            export_typing_checkpoint(resolve_resume(out), joint, name=f"{tag}-residual")
-            bundles["residual"] = joint
+        stages[label] = {
+            key: metrics[key] for key in ("sentence_stage", "sentence_gate") if key in metrics
+        }
+        print(f"[ablation] {label}: {stages[label]}", file=sys.stderr, flush=True)
     paths = [bundles[label] for label in ABLATION if label in bundles]
     result = compare_bundles(paths, args.seeds, args.test_duration)
     cer = {label: result["cer"][str(bundles[label])] for label in ABLATION if label in bundles}

@@ -276,15 +276,16 @@ class TypingTask(TrainingTask):
         """Validation and test CER of the best weights, chance CER and dataset counts.
 
         A residual v1 transformer is first pretrained on text and fine-tuned
-        (``text_pretrain`` steps; :func:`models.typing.pretrain.sentence_stage`); the final
-        checkpoint then holds those weights.
+        (``text_pretrain`` steps; :func:`models.typing.pretrain.sentence_stage`), then its
+        correction is scaled by the gate with the best validation CER
+        (:func:`models.typing.pretrain.fit_gate`); the final checkpoint holds those weights.
         """
-        stage, state = None, {}
+        stage, gate, state = None, None, {}
         model = self.loss.model
-        if self.settings["text_pretrain"] and getattr(model, "sentence", None) is not None:
-            if model.sentence.residual:
-                from models.typing.pretrain import sentence_stage
+        if getattr(getattr(model, "sentence", None), "residual", False):
+            from models.typing.pretrain import fit_gate, sentence_outputs, sentence_stage
 
+            if self.settings["text_pretrain"]:
                 stage = sentence_stage(
                     model,
                     self.dataset,
@@ -292,7 +293,10 @@ class TypingTask(TrainingTask):
                     steps=self.settings["text_pretrain"],
                     seed=self.settings["seed"],
                 )
-                state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
+            val = [self.dataset.sentences[i] for i in self.split["val"]]
+            if val:
+                gate = fit_gate(model, sentence_outputs(model, val, ctx.device))
+            state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
         results = {
             key: evaluate(self.loss, self.loaders[key], ctx.device, autocast)
             for key in ("val", "test")
@@ -300,6 +304,8 @@ class TypingTask(TrainingTask):
         metrics = self._metrics(results)
         if stage is not None:
             metrics["sentence_stage"] = stage
+        if gate is not None:
+            metrics["sentence_gate"] = gate
         return Evaluation(metrics=metrics, test=results["test"], state=state)
 
     def _metrics(self, results: dict[str, dict]) -> dict[str, Any]:

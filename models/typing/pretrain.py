@@ -22,8 +22,9 @@ sentences), reading keystroke posteriors *simulated* from the conv module's own 
 3. :func:`finetune_sentence`: a short fine-tuning on the calibration sentences with the conv module
    frozen, on its real posteriors.
 
-:func:`sentence_stage` runs the three after the conv module is trained, keeping what the
-validation CER says (see its docstring); :mod:`models.training.typing_task` calls it.
+:func:`sentence_stage` runs the three after the conv module is trained;
+:mod:`models.training.typing_task` calls it, then :func:`fit_gate`, which scales the
+transformer's correction (0: conv only) by what the validation CER says, with or without text.
 
 No library simulates a classifier's confusions for text denoising, so this module does.
 """
@@ -52,6 +53,8 @@ MIN_CLASS_EXAMPLES = 3
 TEMPERATURE_RANGE = (0.7, 1.4)
 #: Largest fraction of simulated keystrokes that read as another class (at difficulty 1).
 MAX_SWAP = 0.4
+#: Scales of the residual transformer's correction that :func:`fit_gate` tries.
+GATES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 #: Largest Gaussian noise added to simulated logits, in units of their spread (difficulty 1).
 MAX_NOISE = 1.0
 
@@ -327,6 +330,36 @@ def finetune_sentence(
                 optimizer.step()
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def fit_gate(model, encoded: Sequence[tuple[Tensor, Tensor]], gates=GATES) -> dict:
+    """Scale the residual transformer's correction by the gate with the best validation CER.
+
+    The correction ``delta`` is the output of a linear head, so ``conv + g * delta`` is the same
+    graph with the head's weight and bias times ``g``: the gate is folded into the weights and
+    the exported graph does not change. ``g = 0`` is conv only, ``1`` the trained transformer;
+    ties go to the gate nearest 1 (the trained weights). It is shallow fusion's weight, fitted on
+    the held-out calibration sentences ``encoded`` (:func:`sentence_outputs` of the validation
+    split): a transformer whose context does not pay on keystrokes it was not trained on is
+    turned down, or off, before it reaches a user.
+
+    Returns
+    -------
+    summary : dict
+        ``gate`` (the scale kept) and ``val_cer_by_gate`` (``str(g)`` -> validation CER).
+    """
+    head = model.sentence.head
+    weight, bias = head.weight.detach().clone(), head.bias.detach().clone()
+    scores = {}
+    for gate in gates:
+        head.weight.copy_(weight * gate)
+        head.bias.copy_(bias * gate)
+        scores[gate] = sentence_cer(model, encoded)[0]
+    best = min(gates, key=lambda g: (round(scores[g], 9), abs(g - 1.0)))
+    head.weight.copy_(weight * best)
+    head.bias.copy_(bias * best)
+    return {"gate": float(best), "val_cer_by_gate": {str(g): v for g, v in scores.items()}}
 
 
 def reset_context(sentence: torch.nn.Module, seed: int = 0) -> None:

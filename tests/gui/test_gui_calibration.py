@@ -35,6 +35,18 @@ def task(qtbot, tmp_path, source_id):
     widget.stop_session()
 
 
+def test_sessions_draw_from_the_calibration_part_of_the_bank(qtbot):
+    from acquisition.simulator import load_sentences
+
+    widget = CalibrationTask()
+    qtbot.addWidget(widget)
+    drawn = widget.draw_sentences(30)
+    assert len(drawn) == len(set(drawn)) == 30
+    assert set(drawn) <= set(load_sentences(split="calibration"))
+    assert not set(drawn) & set(load_sentences(split="test"))
+    assert CalibrationTask(sentences=SENTENCES).draw_sentences(3) == [*SENTENCES, SENTENCES[0]]
+
+
 def _type(qtbot, task: CalibrationTask, text: str, shot=None) -> tuple[float, float]:
     qtbot.waitUntil(lambda: task.state == "typing", timeout=10_000)
     before = pylsl.local_clock()

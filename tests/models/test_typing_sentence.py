@@ -166,6 +166,27 @@ def test_sentence_stage_on_calibration_data(positions, typing_session):
     assert 0.0 <= summary["val_cer"] and np.isfinite(summary["loss_last"])
 
 
+def test_gate_keeps_the_scale_with_the_best_validation_cer(positions, typing_session):
+    """The gate is folded into the head: the kept scale's CER is the model's CER afterwards."""
+    dataset = build_typing_dataset([typing_session])
+    split = dataset.split(seed=0)
+    config = dataclasses.replace(Brain2QwertyV1Config.named("small"), **TINY)
+    torch.manual_seed(0)
+    model = Brain2QwertyV1(dataset.n_chans, dataset.channels.positions, 1, config)
+    with torch.no_grad():  # an untrained correction, large enough to change the argmax
+        torch.nn.init.normal_(model.sentence.head.weight, std=3.0)
+    head = model.sentence.head.weight.detach().clone()
+    encoded = pretrain.sentence_outputs(model, [dataset.sentences[i] for i in split["val"]], "cpu")
+    result = pretrain.fit_gate(model, encoded)
+    scores = {float(k): v for k, v in result["val_cer_by_gate"].items()}
+    assert set(scores) == set(pretrain.GATES)
+    assert scores[result["gate"]] == min(scores.values())
+    torch.testing.assert_close(model.sentence.head.weight, head * result["gate"])
+    transformer_cer, conv_cer = pretrain.sentence_cer(model, encoded)
+    assert transformer_cer == pytest.approx(scores[result["gate"]])
+    assert scores[0.0] == pytest.approx(conv_cer)  # gate 0: conv only
+
+
 @pytest.mark.slow
 def test_the_old_shipped_bundle_still_decodes(tmp_path):
     """The bundle shipped before the residual transformer (from git) decodes as before."""
