@@ -47,13 +47,14 @@ TASKS = ("typing", "listening")
 COMPONENTS = ("evoked", *NOISE_COMPONENTS)
 #: SNR of a session when neither ``snr`` nor ``difficulty`` is given.
 DEFAULT_SNR = 1.0
-#: Named difficulty presets: the SNR per modality. ``paper``: meant to put the small v1
-#: decoder's conv-only CER on held-out sessions after 20 min of calibration near Brain2Qwerty's
-#: (MEG 50 %, EEG 76 %). PROVISIONAL, interpolated, not yet confirmed by a 20 min run: MEG snr
-#: 0.4 after 20 min gave conv-only CER 0.079/0.042 (2 held-out sessions), snr 0.3 after 3 min
-#: 0.86/0.83, and EEG needs about twice MEG's SNR for the same CER (bench_typing). sEEG has no
-#: paper figure and takes the MEG value.
-DIFFICULTIES: dict[str, dict[str, float]] = {"paper": {"meg": 0.25, "eeg": 0.45, "ieeg": 0.25}}
+#: Named difficulty presets: the SNR per modality. ``paper``: puts the small v1 decoder's conv-only
+#: CER on held-out sessions after 20 min of calibration near Brain2Qwerty's (MEG 50 %, EEG 76 %).
+#: Measured on 2026-12-05 (new subject 5, 20 min of calibration sentences, 20 epochs, 4 held-out
+#: sessions of test sentences, mean [95 % t]): MEG snr 0.12 -> 0.564 [0.504, 0.624], 0.15 -> 0.362
+#: [0.310, 0.413], 0.25 -> 0.113 [0.095, 0.132]; EEG snr 0.15 -> 0.741 [0.700, 0.782], 0.2 ->
+#: 0.597 [0.543, 0.651], 0.3 -> 0.315 [0.235, 0.395]; the presets interpolate between them.
+#: sEEG has no paper figure and takes the MEG value.
+DIFFICULTIES: dict[str, dict[str, float]] = {"paper": {"meg": 0.13, "eeg": 0.14, "ieeg": 0.13}}
 #: Rendering block (seconds).
 BLOCK_S = 0.25
 #: Trials whose evoked signal defines the evoked RMS of the SNR.

@@ -169,6 +169,13 @@ def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop", type=float, help="v1: probability of cropping a sentence (default: by --config)"
     )
+    parser.add_argument(
+        "--text-pretrain",
+        type=int,
+        metavar="STEPS",
+        help="v1: steps of the sentence transformer's pretraining on English text (default: "
+        "1000; 0: off)",
+    )
     _add_run_arguments(parser)
 
 
@@ -236,6 +243,7 @@ def run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         crop=args.crop,
+        text_pretrain=args.text_pretrain,
         **_run_options(args),
     )
     _print_metrics(metrics, args.json, _typing_summary)

@@ -57,7 +57,10 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "picks": None,
     "crop": 0.5,
-    "text_pretrain": 0,
+    # text pretraining of v1's residual transformer (models.typing.pretrain): on held-out
+    # sessions it took + transformer below conv only where the jointly trained one was not
+    # (bench_typing --ablation, issue 14); a calibration too small for it skips it by itself
+    "text_pretrain": 1000,
 }
 
 
@@ -106,7 +109,9 @@ def train_typing(
     text_pretrain : int | None
         v1 with a residual sentence transformer: steps of its pretraining on English text
         after the conv module is trained, then fine-tuning
-        (:func:`models.typing.pretrain.sentence_stage`); 0: the jointly trained one is kept.
+        (:func:`models.typing.pretrain.sentence_stage`; default 1000, skipped when the
+        validation split holds too few keystrokes to measure the conv module's confusions);
+        0: the jointly trained one is kept.
     resume : path | None
         Checkpoint (or output folder) to continue from. Settings left as None are taken from it;
         settings that differ from it are an error.
