@@ -46,20 +46,25 @@ def test_a_whole_session_in_the_buffer_decodes_to_the_chunk_by_chunk_events(tmp_
     with Player(path, speed="max", source_id=source_id, wait_for_consumer=True) as player:
         with (
             MarkerSource(source_id=f"{source_id}-markers") as markers,
-            MarkerSource(source_id=f"{source_id}-markers") as same_markers,
             StreamSource(source_id=source_id, bufsize=60.0) as source,
         ):
+            # The markers the live session pulls, kept to feed the same ones below: a second
+            # inlet would see them shifted by its own clock-offset estimate (tens of us), enough
+            # to move a keystroke window by a sample now and then.
+            pulled, pull = [], markers.pull
+
+            def pull_and_keep():
+                batch = pull()
+                pulled.extend(batch)
+                return batch
+
+            markers.pull = pull_and_keep
             deadline = time.monotonic() + 60
             while not player.done.is_set() or source.buffer.n_written < player.n_samples_sent:
                 assert time.monotonic() < deadline, "the replay did not arrive"
                 time.sleep(0.05)
             time.sleep(0.5)  # the last markers
-            # what the live session will find: these samples, these markers (a second inlet)
-            backlog = source.buffer.read_since(0)
-            received = Recording(
-                backlog.data, backlog.timestamps, source.sfreq, source.channels,
-                same_markers.pull(),
-            )  # fmt: skip
+            backlog = source.buffer.read_since(0)  # what the live session will find
             strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
             live = DecodingSession(strategy, source, markers, text_outlet=False)
             with live:  # its first poll finds the whole session waiting
@@ -68,6 +73,9 @@ def test_a_whole_session_in_the_buffer_decodes_to_the_chunk_by_chunk_events(tmp_
                     time.sleep(0.05)
                 time.sleep(0.5)
             summary = live.stop()
+    received = Recording(
+        backlog.data, backlog.timestamps, source.sfreq, source.channels, pulled
+    )  # fmt: skip
     fed = DecodingSession(
         KeystrokeStrategy(TYPING_BUNDLE, provider="cpu"),
         channels=source.channels,

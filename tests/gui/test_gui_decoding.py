@@ -117,12 +117,18 @@ def test_bundle_choice_and_the_simulator_it_was_trained_on(tmp_path):
     copy = tmp_path / "bundle"
     shutil.copytree(TYPING_BUNDLE, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["provenance"]["recordings"][0]["simulator"].update(subject=3, snr=1.5)
+    # the bundle's demo.simulator says what the built-in stream plays for it
+    manifest["demo"]["simulator"].update(subject=3, snr=1.5)
+    manifest["provenance"]["recordings"][0]["simulator"].update(subject=4, snr=1.0)
     (copy / "manifest.json").write_text(json.dumps(manifest))
     bundle = load_bundle(copy)
-    assert simulator_params(bundle, "meg") == {"snr": 1.5, "subject": 3}
+    assert simulator_params(bundle, "meg") == {"snr": 1.5, "subject": 3, "sentence_split": "test"}
     assert simulator_params(bundle, "eeg") == {"snr": 2.0, "subject": 0}  # not its modality
     assert simulator_params(None, "meg") == {"snr": 2.0, "subject": 0}
+    # without a demo, the subject and SNR of its first training recording
+    del manifest["demo"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert simulator_params(load_bundle(copy), "meg") == {"snr": 1.0, "subject": 4}
 
 
 def test_bci_app_gui_help_lists_the_window_options():
