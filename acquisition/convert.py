@@ -22,12 +22,15 @@ BrainVision (pybv, float32) for EEG and iEEG, events.tsv from the annotations.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import re
+import shutil
 import urllib.parse
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -406,7 +409,7 @@ def write_bids(
     existing = sorted(Path(bids_root).glob(f"sub-{subject}/**/{bids_path.basename}_*"))
     if existing and not overwrite:  # before mne-bids, whose message names its own option
         raise exists_error(existing[0], f"the BIDS recording {bids_path.basename}")
-    with warnings.catch_warnings():
+    with _undone_on_failure(Path(bids_root), str(subject)), warnings.catch_warnings():
         # pybv notes that BrainVision only names volts; unitless channels (misc, stim) are
         # still written unscaled with unit "n/a", which is what we want.
         warnings.filterwarnings("ignore", message=".*unsupported non-voltage units.*")
@@ -418,13 +421,49 @@ def write_bids(
             overwrite=overwrite,
             verbose=False,
         )
-    if space is not None:
-        coordsystem = written.copy().update(
-            task=None, run=None, suffix="coordsystem", extension=".json", check=False
-        )
-        description = {"iEEGCoordinateSystemDescription": _IEEG_SPACE_DESCRIPTION}
-        mne_bids.update_sidecar_json(coordsystem, description, verbose=False)
+        if space is not None:
+            coordsystem = written.copy().update(
+                task=None, run=None, suffix="coordsystem", extension=".json", check=False
+            )
+            description = {"iEEGCoordinateSystemDescription": _IEEG_SPACE_DESCRIPTION}
+            mne_bids.update_sidecar_json(coordsystem, description, verbose=False)
     return written
+
+
+@contextlib.contextmanager
+def _undone_on_failure(root: Path, subject: str) -> Iterator[None]:
+    """On an exception, leave the BIDS folder ``root`` as it was before the block.
+
+    mne-bids writes a recording as a dozen files (sidecars, channels, events, data, scans) and
+    updates the dataset's tables (participants.tsv, dataset_description.json, the subject's
+    scans.tsv) as it goes; it does not undo them when a later step fails. Here the files the
+    block created are removed, the tables it may have changed are restored from a copy taken
+    before (they are small text files: the root's and the subject's .tsv/.json), and a root
+    that did not exist is removed whole.
+    """
+    existed = root.exists()
+    before = {p for p in root.rglob("*")} if existed else set()
+    tables = [*root.glob("*.tsv"), *root.glob("*.json")] if existed else []
+    tables += [*root.glob(f"sub-{subject}/**/*.tsv")] if existed else []
+    saved = {p: p.read_bytes() for p in tables if p.is_file()}
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        now = sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        for path in now:  # deepest first, so folders are empty when their turn comes
+            if path in before:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        for path, content in saved.items():
+            if not path.is_file() or path.read_bytes() != content:
+                path.write_bytes(content)
+        raise
 
 
 def _unregistered_positions(raw: mne.io.BaseRaw) -> None:

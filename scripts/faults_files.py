@@ -397,7 +397,7 @@ def bad_inputs(folder: Path, long: bool, workers: int = 2) -> list[dict]:
 
 
 def outputs(folder: Path) -> list[dict]:
-    """``train``, ``export``, ``record``, ``simulate``, ``convert`` onto existing outputs."""
+    """``train``, ``export``, ``record``, ``simulate``, ``convert``, ``lm train`` onto outputs."""
     folder.mkdir(parents=True, exist_ok=True)
     files = _write_inputs(folder / "inputs")
     bundle = folder / "old-bundle"
@@ -416,6 +416,9 @@ def outputs(folder: Path) -> list[dict]:
     checkpoint = folder / "run" / "checkpoint.pt"  # refused before it is read: any bytes do
     checkpoint.parent.mkdir(exist_ok=True)
     checkpoint.write_bytes(b"a training run's checkpoint")
+    corpus, lm = folder / "corpus.txt", folder / "lm.npz"  # refused before either is read
+    corpus.write_text("the quick brown fox jumps over the lazy dog.\n", encoding="utf-8")
+    lm.write_bytes(b"a language model trained for days")
     cases = [
         ("train into a bundle", ["train", "typing", good, "--out", str(bundle)]),
         ("export onto a bundle", ["export", str(checkpoint), "--out", str(bundle)]),
@@ -430,6 +433,7 @@ def outputs(folder: Path) -> list[dict]:
         ),
         ("convert onto a FIF", ["convert", good, str(fif)]),
         ("convert onto a BIDS folder", ["convert", good, str(bids) + "/"]),
+        ("lm train onto a file", ["lm", "train", str(corpus), "--out", str(lm)]),
     ]
     rows = []
     for name, args in cases:

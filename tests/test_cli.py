@@ -203,6 +203,8 @@ def _no_nan(word: str):
         (("simulate", "--sentences", "train", "--duration", "1"), "'sentence_split': 'train'"),
         (("record", "o.xdf", "--stream", "no-such-stream-xyz", "--timeout", "0.6"), "not found"),
         (("convert", "/no/such.xdf", "out.fif"), "no/such.xdf"),
+        (("streams", "--timeout", "-1"), "--timeout"),  # once a wait without end
+        (("record", "o.xdf", "--timeout", "nan"), "--timeout"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args, message, tmp_path):

@@ -54,6 +54,7 @@ def test_existing_outputs_are_refused_unless_overwrite():
         "export onto a bundle",
         "record onto a file",
         "convert onto a BIDS folder",
+        "lm train onto a file",
     ):
         assert rows[case]["exit"] == 2 and rows[case]["unchanged"], rows[case]
         assert "--overwrite" in rows[case]["stderr"], rows[case]

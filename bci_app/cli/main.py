@@ -410,7 +410,7 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     """Train a character n-gram language model."""
     from bci_app.lm.model import train_lm_cli
 
-    stats = train_lm_cli(args.corpus, args.order, args.out)
+    stats = train_lm_cli(args.corpus, args.order, args.out, overwrite=args.overwrite)
     print(
         json.dumps(stats, indent=2)
         if args.json
@@ -640,6 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("corpus", help="UTF-8 text file, one sentence per line")
     p.add_argument("--order", type=int, default=6, help="n-gram order (characters)")
     p.add_argument("--out", required=True, help="output LM file (.npz)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     p.set_defaults(func=cmd_lm_train)
     return parser

@@ -27,6 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from acquisition.recording import exists_error
 from bci_app.lm.format import FORMAT_VERSION, read_archive, write_archive
 from bci_app.lm.kneser_ney import (
     BOS,
@@ -299,7 +300,11 @@ def _with_end(lines: Iterable[str]):
 
 
 def train_lm_cli(
-    corpus_path: str | os.PathLike, order: int = 6, out_path: str | os.PathLike = "lm.npz"
+    corpus_path: str | os.PathLike,
+    order: int = 6,
+    out_path: str | os.PathLike = "lm.npz",
+    *,
+    overwrite: bool = False,
 ) -> dict:
     """Train a :class:`CharNgramLM` on a text file and save it (``bci-app lm train``).
 
@@ -313,6 +318,8 @@ def train_lm_cli(
         N of the n-grams.
     out_path : path
         Where to write the model (``.npz``).
+    overwrite : bool
+        Replace an existing ``out_path`` (otherwise refused before training).
 
     Returns
     -------
@@ -333,6 +340,8 @@ def train_lm_cli(
             f"Invalid value for 'out_path': the folder {str(out_path.parent)!r} does not exist. "
             "Create it or choose another output path."
         )
+    if out_path.exists() and not overwrite:  # before training, not after
+        raise exists_error(out_path, "the LM file")
     total = corpus_path.stat().st_size
     with (
         tqdm(total=total, unit="B", unit_scale=True, desc="Training LM", delay=1.0) as bar,

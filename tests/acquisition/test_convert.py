@@ -168,3 +168,30 @@ def test_convert_errors(tmp_path):
     )
     with pytest.raises(ValueError, match=r"no MEG, EEG or iEEG channel.*\['misc'\]"):
         write_bids(misc_only, tmp_path / "bids", "01")
+
+
+def _tree(root) -> dict:
+    """Every file under ``root`` with its content (folders as None)."""
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes() if p.is_file() else None
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_a_bids_write_that_fails_part_way_leaves_the_dataset_as_it_was(tmp_path):
+    """mne-bids leaves what it wrote when a late step fails; write_bids undoes it.
+
+    The failure is real: the new subject's scans.tsv, which mne-bids writes after the data
+    and the sidecars, is a folder in the way.
+    """
+    root = tmp_path / "bids"
+    write_bids(_eeg_recording(), root, "01", session="1", task="typing")
+    obstacle = root / "sub-02" / "ses-1" / "sub-02_ses-1_scans.tsv"
+    obstacle.mkdir(parents=True)
+    before = _tree(root)
+    with pytest.raises(OSError):
+        write_bids(_eeg_recording(), root, "02", session="1", task="typing")
+    assert _tree(root) == before  # no file of sub-02 left; participants.tsv without sub-02
+    obstacle.rmdir()
+    bids_path = write_bids(_eeg_recording(), root, "02", session="1", task="typing")
+    assert bids_path.fpath.exists() and "sub-02" in (root / "participants.tsv").read_text()

@@ -183,6 +183,11 @@ def test_train_lm_cli_writes_a_loadable_model_and_reports_stats(tmp_path, caplog
         train_lm_cli(tmp_path / "nope.txt", 3, tmp_path / "x.npz")
     with pytest.raises(FileNotFoundError, match="'out_path'"):
         train_lm_cli(corpus, 3, tmp_path / "no" / "dir" / "x.npz")
+    before = (tmp_path / "lm.npz").read_bytes()
+    with pytest.raises(FileExistsError, match=r"lm\.npz.*--overwrite"):
+        train_lm_cli(corpus, 2, tmp_path / "lm.npz")
+    assert (tmp_path / "lm.npz").read_bytes() == before
+    assert train_lm_cli(corpus, 2, tmp_path / "lm.npz", overwrite=True)["order"] == 2
 
 
 def test_default_lm_is_trained_once_and_cached_by_corpus_hash(tmp_path):
