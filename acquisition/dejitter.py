@@ -20,6 +20,14 @@ descheduled between reading and pushing). Such chunks are held back until that i
 on the line, or ``confirm_s`` on a shifted line (at most ``max_hold_s``). After a
 discontinuity the model is reset, so the new segment is fitted on its own.
 
+A sender that stalls and then pushes its backlog chunk after chunk, each stamped at its push
+time, sends stamps that are late by up to the stall and that span only the few milliseconds
+the burst took: every chunk steps back from the one before, and the stream is on its line only
+after the last one. Held samples stamped late whose stamps span less than ``max_hold_s`` are
+therefore held on (up to ``max_burst_s`` of samples): back on the line, they get their times on
+it; continuing on another line (samples were lost as well), one gap is reported where they
+begin and they are dated back from the new line.
+
 liblsl's own ``proc_dejitter`` post-processing smooths over such jumps and cannot be reset from
 Python on a reconnection, which is why the stream source runs this model instead.
 """
@@ -81,7 +89,10 @@ class Dejitter:
         Seconds of samples that must sit on one shifted line before it counts as a gap.
     max_hold_s : float
         Longest run of off-line samples (seconds of samples) held back before it is judged a
-        gap without further evidence.
+        gap without further evidence; longer only for a run stamped late whose stamps span
+        less than this (a backlog pushed in a burst).
+    max_burst_s : float
+        Longest run of such a burst (seconds of samples) held back.
     """
 
     def __init__(
@@ -95,6 +106,7 @@ class Dejitter:
         initial_jitter: float = 0.002,
         confirm_s: float = 0.1,
         max_hold_s: float = 0.25,
+        max_burst_s: float = 10.0,
     ) -> None:
         if not np.isfinite(sfreq) or sfreq <= 0:
             raise ValueError(
@@ -118,6 +130,8 @@ class Dejitter:
         self._held = np.zeros(0)
         self._confirm = max(2, int(confirm_s * self.sfreq))
         self._max_hold = max(self._confirm + 1, int(max_hold_s * self.sfreq))
+        self._max_hold_s = float(max_hold_s)
+        self._max_burst = max(self._max_hold, int(max_burst_s * self.sfreq))
         self.reset()
 
     def reset(self) -> None:
@@ -206,14 +220,23 @@ class Dejitter:
         """Decide about held samples without waiting for more (the stream stopped or was lost).
 
         Nothing contradicts their stamps, so the line is taken to have moved: a gap is
-        reported and they keep times fitted from their own stamps.
+        reported and they keep times fitted from their own stamps (a burst stamped late: dated
+        back from its newest samples' line, the least late).
         """
         ts, self._held = self._held, self._held[:0]
         out = np.empty_like(ts)
         gaps: list[Gap] = []
         if ts.size:
-            gaps.append(self._break(float(ts[0])))
-            self._fit(ts, out, 0)  # a fresh line starts on the held samples: nothing to flag
+            begin, late = self._newest_line(ts)
+            pos = self._restart(ts, out, begin if late else 0, gaps)
+            while pos < ts.shape[0]:  # not on one line: every step is a gap of its own
+                if len(gaps) >= _MAX_BREAKS_PER_CHUNK:
+                    out[pos:] = ts[pos:]
+                    gaps.append(Gap(float(ts[pos]), float(ts[-1] - ts[pos]), 0, "irregular"))
+                    self.reset()
+                    break
+                gaps.append(self._break(float(ts[pos])))
+                pos = self._fit(ts, out, pos)
         return out, gaps
 
     def _predict(self, x: float) -> float:
@@ -224,36 +247,86 @@ class Dejitter:
 
         Back on the old line: the held samples were stamped late (by varying amounts while the
         sender caught up). Everything since the first held sample on one shifted line for at
-        least ``confirm_s``: the line moved, a gap. Otherwise hold on, up to ``max_hold_s``,
-        then call it a gap.
+        least ``confirm_s``: the line moved, a gap. Otherwise hold on, up to ``max_hold_s`` (a
+        backlog stamped late in a burst: until its stamps span that long, at most
+        ``max_burst_s``), then call it a gap: after a burst of late stamps, where the newest
+        samples' line begins, and the late ones are dated back from that line.
         """
         tol = self.tolerance
         if abs(float(ts[held]) - self._predict(held + 1.0)) <= tol:
-            # Put the late samples on the line and move the origin past them without fitting.
-            out[:held] = self._y0 + self._a + self._b * np.arange(1.0, held + 1.0)
-            self._rebase(float(held))
-            return held
+            return self._back_on_line(out, held)
         n = ts.shape[0]
-        shifted = ts - (float(ts[0]) + self._b * np.arange(n))
-        confirmed = n >= self._confirm and float(np.abs(shifted).max()) <= tol
-        if not confirmed and n < self._max_hold:
+        begin, late = self._newest_line(ts)
+        if begin and late and abs(float(ts[begin]) - self._predict(begin + 1.0)) <= tol:
+            return self._back_on_line(out, begin)  # caught up with the old line in this chunk
+        if begin == 0 and n >= self._confirm:
+            gaps.append(self._break(float(ts[0])))
+            return 0
+        lag = float(ts[0]) - self._predict(1.0)
+        burst = lag > tol and float(ts[-1] - ts[0]) < self._max_hold_s and n < self._max_burst
+        if n < self._max_hold or burst:
             return None
+        if begin and late and n - begin >= self._confirm:
+            # A late burst, then another line (samples were lost too): one gap where the burst
+            # begins, and the burst dated back from the new line.
+            return self._restart(ts, out, begin, gaps)
         gaps.append(self._break(float(ts[0])))
         return 0
+
+    def _newest_line(self, ts: np.ndarray) -> tuple[int, bool]:
+        """Where the line of the newest samples begins, and whether all before it are late.
+
+        Stamps before it that are later than the line traced back (never earlier) are a backlog
+        pushed in a burst after a stall, each chunk stamped when it was pushed.
+        """
+        n = ts.shape[0]
+        resid = ts - (float(ts[-1]) - self._b * np.arange(n - 1.0, -1.0, -1.0))
+        tol = self.tolerance
+        off = np.flatnonzero(np.abs(resid) > tol)
+        begin = int(off[-1]) + 1 if off.size else 0
+        return begin, begin == 0 or float(resid[:begin].min()) >= -tol
+
+    def _restart(self, ts: np.ndarray, out: np.ndarray, begin: int, gaps: list[Gap]) -> int:
+        """Gap before ``ts[0]``; fit a new line from ``ts[begin]``, ``ts[:begin]`` dated back on it.
+
+        Returns where the fit stopped (the first sample off the new line).
+        """
+        expected, slope = self._predict(1.0), self._b  # the sender's clock rate, as measured
+        self.reset()
+        start = None  # after a burst, where its samples lie, not on its first one (maybe late)
+        if begin:
+            start = float(np.median(ts[begin:] - slope * np.arange(ts.shape[0] - begin)))
+        stop = self._fit(ts, out, begin, start)
+        out[:begin] = out[begin] - slope * np.arange(begin, 0.0, -1.0)
+        gaps.append(self._gap(expected, float(out[0]) if begin else float(ts[0])))
+        return stop
+
+    def _back_on_line(self, out: np.ndarray, n: int) -> int:
+        """Put the first ``n`` (late) samples on the line; move the origin past them unfitted."""
+        out[:n] = self._y0 + self._a + self._b * np.arange(1.0, n + 1.0)
+        self._rebase(float(n))
+        return n
 
     def _break(self, first: float) -> Gap:
         """Report the discontinuity before a sample stamped ``first`` and reset the line."""
         expected = self._predict(1.0)
-        jump = first - expected
         self.reset()
+        return self._gap(expected, first)
+
+    def _gap(self, expected: float, first: float) -> Gap:
+        """The gap between the next sample expected at ``expected`` and one at ``first``."""
+        jump = first - expected
         if jump > 0:
             return Gap(expected, jump, round(jump * self.sfreq), "jump")
         return Gap(expected, jump, 0, "backwards")
 
-    def _fit(self, ts: np.ndarray, out: np.ndarray, pos: int) -> int:
-        """Fit samples from ``pos`` up to the first one off the line; return its index."""
+    def _fit(self, ts: np.ndarray, out: np.ndarray, pos: int, start: float | None = None) -> int:
+        """Fit samples from ``pos`` up to the first one off the line; return its index.
+
+        A new line starts at ``ts[pos]``, or at ``start`` if given.
+        """
         if self._empty:
-            self._y0 = float(ts[pos])
+            self._y0 = float(ts[pos]) if start is None else start
         seg = ts[pos:] - self._y0
         first_x = 0 if self._empty else 1
         x = self._design(seg.shape[0], first_x)[0]

@@ -72,7 +72,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compare", nargs="+", type=Path, metavar="BUNDLE", help="score bundles")
     p.add_argument("--seeds", nargs="+", type=int, default=list(COMPARE_SEEDS))
     p.add_argument("--ablation", action="store_true", help="sentence transformer variants")
-    p.add_argument("--text-pretrain", type=int, default=1000, help="--ablation: text steps")
+    p.add_argument(
+        "--text-pretrain",
+        type=int,
+        default=1000,
+        help="text pretraining steps of the residual transformer (train typing's default)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.durations, args.snrs, args.epochs = [240.0], [2.0], 8
@@ -115,6 +120,7 @@ def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
         config="small",
         arch="v1",
         epochs=args.epochs,
+        text_pretrain=args.text_pretrain,
         name=tag,
         progress=False,
     )

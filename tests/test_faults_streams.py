@@ -47,14 +47,22 @@ def test_outages_under_bci_app_run_all_recover():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_bad_streams_each_get_a_defined_outcome():
-    cases = "rate-2x,markers-flood"  # clock steps: tests/bci_app/test_live_faults.py
-    proc = _script("bad", "--cases", cases, "--seconds", "10", timeout=200)
+    cases = "nan-bursts,clock-backwards,stall-then-burst,rate-2x,markers-flood"
+    proc = _script("bad", "--cases", cases, "--seconds", "10", timeout=400)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     matrix = proc.stdout.split("what happened", 1)[1].strip().splitlines()
     assert [line.split()[0] for line in matrix] == cases.split(",")
     assert all(" defined " in line for line in matrix)
     assert "refused: effective rate" in proc.stdout and "nominal 1000 Hz; " in proc.stdout
     assert "dropped as a flood" in proc.stdout
+    rows = dict(line.split(None, 1) for line in matrix)
+    assert "NaN/Inf samples counted" in rows["nan-bursts"]
+    assert (
+        "timeline restarts" in rows["clock-backwards"]
+        and "gaps: none" not in rows["clock-backwards"]
+    )
+    assert "gaps: none; 0 timeline restarts" in rows["stall-then-burst"]  # nothing was lost
+    assert all("decoder inputs finite" in rows[c] for c in ("nan-bursts", "clock-backwards"))
 
 
 @pytest.mark.slow

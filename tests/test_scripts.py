@@ -16,7 +16,7 @@ def _run(script: str, *args: str) -> str:
         [sys.executable, str(SCRIPTS / script), *args],
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=300,  # a hang guard: a loaded 2-core machine trains slowly
         cwd=SCRIPTS.parent,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -70,6 +70,8 @@ TINY_TYPING = [
     "2001",
     "--repeats",
     "5",
+    "--text-pretrain",
+    "50",
 ]
 
 

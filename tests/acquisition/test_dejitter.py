@@ -150,3 +150,124 @@ def test_rate_monitor_needs_a_sustained_difference_and_clears_it():
     assert monitor.mismatch is None and changes.count("cleared") == 1
     monitor.reset()
     assert not monitor.known and monitor.mismatch is None
+
+
+def _stall_then_burst(sfreq: float, seconds: float, lost: int, rng):
+    """Pushes of a sender that stalls 1 s every 3 s, then pushes its backlog in 20-sample chunks.
+
+    Stamped as liblsl auto-stamps (``--stall-every 3 --stall-s 1 --stamps auto`` of
+    scripts/faults_streams.py): the last sample of each chunk at its push time, the others dated
+    back by ``1 / sfreq``. Between stalls a chunk is pushed every 10 ms. ``lost`` samples are
+    lost in each stall (the device's buffer overflowed). Returns the samples' true times and
+    the stamps of every push.
+    """
+    pushes, true_t, t, i, next_stall = [], [], 0.0, 0, 3.0
+
+    def push(n: int, at: float) -> None:
+        nonlocal i
+        pushes.append(1000.0 + at - np.arange(n - 1, -1, -1) / sfreq)
+        true_t.append(1000.0 + (i + np.arange(n)) / sfreq)
+        i += n
+
+    while t < seconds:
+        if t >= next_stall:
+            t += 1.0  # stalled
+            next_stall = t + 3.0
+            i += lost
+            backlog = int(t * sfreq) - i
+            for start in range(0, backlog, 20):  # the backlog at once, 20 us per push
+                t += 20e-6
+                push(min(20, backlog - start), t)
+            continue
+        n = int(t * sfreq) - i
+        if n > 0:
+            push(n, t)
+        t += 0.01 + abs(rng.normal(0.0, 3e-4))  # scheduling jitter
+    return np.concatenate(true_t), pushes
+
+
+def _feed(dj: Dejitter, chunks: list[np.ndarray], flush: bool = True):
+    outs, gaps = [], []
+    for chunk in chunks:
+        out, found = dj.process(chunk)
+        outs.append(out)
+        gaps += found
+    if flush:
+        out, found = dj.flush()
+        outs.append(out)
+        gaps += found
+    return np.concatenate(outs), gaps
+
+
+def _pulled(pushes: list[np.ndarray], rng) -> list[np.ndarray]:
+    """The inlet pulls whatever arrived: one to four pushes at a time."""
+    pulls, k = [], 0
+    while k < len(pushes):
+        m = int(rng.integers(1, 5))
+        pulls.append(np.concatenate(pushes[k : k + m]))
+        k += m
+    return pulls
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["push-by-push", "pulls"])
+def test_a_backlog_pushed_in_a_burst_after_a_stall_is_put_back_on_the_line(grouped):
+    """faults_streams.py's stall-then-burst: no gap, the backlog's times put back on the line.
+
+    Every burst chunk is stamped at its push time, so the stamps of 1 s of backlog span 1 ms
+    and step back chunk after chunk; then the stream is on its line again. Nothing is missing.
+    """
+    rng = np.random.default_rng(3)
+    sfreq = 1000.0
+    true_t, pushes = _stall_then_burst(sfreq, 10.0, 0, rng)
+    raw = np.concatenate(pushes)
+    assert np.sum(np.diff(raw) < -0.01) == 2 * 49  # 2 stalls, 50 chunks stepping back each
+    dj = Dejitter(sfreq)
+    out, gaps = _feed(dj, _pulled(pushes, rng) if grouped else pushes, flush=False)
+    assert gaps == [] and dj.n_held == 0 and out.shape == raw.shape
+    assert np.all(np.diff(out) > 0.5 / sfreq)
+    # on the line: the true times plus the mean push latency (under 1 ms here)
+    np.testing.assert_allclose(out - true_t, np.median(out - true_t), atol=1e-3)
+
+
+def test_a_burst_after_a_stall_that_lost_samples_is_one_jump_not_a_run_of_steps_back():
+    """A stall that lost 200 samples, then the rest in a burst: one jump, the burst dated back.
+
+    The device's buffer overflowed in the stall; the burst is stamped at push time, and dated
+    back from the line the stream goes on on.
+    """
+    rng = np.random.default_rng(4)
+    sfreq = 1000.0
+    true_t, pushes = _stall_then_burst(sfreq, 10.0, 200, rng)
+    out, gaps = _feed(Dejitter(sfreq), pushes)
+    assert [g.kind for g in gaps] == ["jump", "jump"]  # stalls at 3 s and 7 s
+    assert all(abs(g.n_missing - 200) <= 1 for g in gaps)
+    assert np.all(np.diff(out) > 0.5 / sfreq)
+    np.testing.assert_allclose(out - true_t, np.median(out - true_t), atol=1e-3)
+
+
+def test_a_burst_cut_short_is_flushed_as_one_gap_dated_back_from_its_last_chunk():
+    rng = np.random.default_rng(6)
+    _, pushes = _stall_then_burst(1000.0, 4.0, 0, rng)
+    first_step_back = next(k for k in range(1, len(pushes)) if pushes[k][0] < pushes[k - 1][-1])
+    cut = first_step_back + 30  # the sender died in the burst, 31 chunks into it
+    dj = Dejitter(1000.0)
+    out, gaps = _feed(dj, pushes[:cut])
+    assert [g.kind for g in gaps] == ["jump"] and dj.n_held == 0
+    assert out.shape == (sum(p.size for p in pushes[:cut]),)
+    assert np.all(np.diff(out) > 0.5e-3)
+    np.testing.assert_allclose(out[-20:], pushes[cut - 1], atol=1e-3)
+
+
+def test_clock_steps_are_still_gaps_when_stamped_at_push_time():
+    """faults_streams.py's clock-backwards and clock-jumps: still one gap each.
+
+    Auto-stamped chunks from a clock that steps back 3 s, or forward 0.5 s, and stays there.
+    """
+    rng = np.random.default_rng(5)
+    for step, kind in ((-3.0, "backwards"), (0.5, "jump")):
+        _, pushes = _stall_then_burst(1000.0, 2.9, 0, rng)  # no stall before 3 s
+        half = len(pushes) // 2
+        out, gaps = _feed(Dejitter(1000.0), pushes[:half] + [p + step for p in pushes[half:]])
+        assert [g.kind for g in gaps] == [kind]
+        assert gaps[0].duration == pytest.approx(step, abs=2e-3)
+        assert np.all(np.diff(out[: sum(p.size for p in pushes[:half])]) > 0)
