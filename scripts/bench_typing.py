@@ -368,6 +368,22 @@ def format_results(rows: list[dict], lat: dict | None) -> str:
             f"{r['test_keys']:>9} {c[0]:>26} {c[1]:>26} {c[2]:>26} "
             f"{r['top1']:>6.3f} {r['top5']:>6.3f} {r['train_s']:>8.0f}"
         )
+    lines += ["", "Paired over the same sessions (the ordering asks these): mean [95 % t interval]"]
+    lines.append(f"{'modality':<8} {'snr':>4} {'calib_s':>7} {'transformer - conv':>26} "
+                 f"{'LM - transformer':>26}")  # fmt: skip
+    for r in rows:
+        cells = []
+        for after, before in (("transformer", "conv"), ("lm", "transformer")):
+            a, b = r["cer_sessions"][after], r["cer_sessions"][before]
+            if len(a) >= 2 and len(a) == len(b):
+                mean, low, high = mean_interval(np.subtract(a, b))
+                cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+            else:
+                cells.append("n/a")
+        lines.append(
+            f"{r['modality']:<8} {r['snr']:>4g} {r['calibration_s']:>7g} {cells[0]:>26} "
+            f"{cells[1]:>26}"
+        )
     if lat:
         lines.append(
             f"\nPer-keystroke inference, {lat['n_chans']} channels, {lat['threads']} threads "

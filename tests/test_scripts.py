@@ -83,12 +83,22 @@ TINY_TYPING = [
         ("bench_preprocessing.py", ["--seconds", "2", "--repeats", "1", "--minutes", "0.2"]),
         ("bench_replay.py", ["--minutes", "0.1"]),
         ("bench_gui.py", ["--seconds", "2", "--channels", "64"]),
-        ("bench_typing.py", TINY_TYPING),
     ],
 )
 def test_other_benchmarks_run_on_tiny_sizes(script, args):
     out = _run(script, *args)
     assert out.strip(), f"{script} printed nothing"
+
+
+@pytest.mark.slow
+def test_bench_typing_gives_each_variant_and_the_paired_orderings_with_intervals():
+    out = _run("bench_typing.py", *TINY_TYPING)
+    row = next(line for line in out.splitlines() if line.startswith("meg "))
+    assert row.count("(n=2)") == 3, out  # conv, + transformer, + LM over the 2 sessions
+    paired = out.split("Paired over the same sessions", 1)[1].splitlines()
+    assert "transformer - conv" in paired[1] and "LM - transformer" in paired[1], out
+    cells = paired[2].split()
+    assert cells[0] == "meg" and len([c for c in cells if c.startswith("[")]) == 2, out
 
 
 @pytest.mark.slow

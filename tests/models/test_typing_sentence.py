@@ -99,23 +99,46 @@ def _bank(seed: int = 0, n: int = 600, margin: float = 1.5) -> pretrain.Confusio
     return pretrain.ConfusionBank(logits, targets)
 
 
-def test_confusion_bank_resamples_real_vectors_and_falls_back_for_unseen_classes():
+def test_confusion_bank_simulates_the_held_out_confusions_without_reusing_a_vector():
     rng = np.random.default_rng(0)
-    targets = np.repeat(np.arange(4), 5)  # classes 0-3 seen, the others not
-    logits = np.full((20, N_CLASSES), -3.0)
-    logits[np.arange(20), targets] = 3.0
-    bank = pretrain.ConfusionBank(logits, targets)
-    classes = np.array([0, 1, 2, 3, 10, 20] * 50)
-    sampled = bank.sample(classes, rng)
+    held_out = _bank(seed=1, n=290, margin=2.0)  # right about 70 % of the time
+    real_accuracy = held_out.conv_accuracy()
+    classes = np.tile(np.arange(N_CLASSES), 200)
+    sampled = held_out.sample(classes, rng)
     assert sampled.shape == (len(classes), N_CLASSES) and sampled.dtype == np.float32
-    seen = classes < 4
-    np.testing.assert_array_equal(sampled[seen].argmax(1), classes[seen])
-    # unseen classes: Gaussian draws with the measured true-class and other-class statistics
-    assert (sampled[~seen].argmax(1) == classes[~seen]).mean() > 0.9
-    hard = bank.sample(classes, rng, difficulty=1.0)
-    assert 0.5 < (hard.argmax(1) == classes).mean() < 0.9
+    assert abs((sampled.argmax(1) == classes).mean() - real_accuracy) < 0.1
+    # fresh noise every draw: no simulated keystroke is one of the real ones
+    distances = np.abs(sampled[:, None, :] - held_out.logits[None, :, :]).max(-1)
+    assert distances.min() > 1e-3
+    hard = held_out.sample(classes, rng, difficulty=1.0)
+    assert (hard.argmax(1) == classes).mean() < (sampled.argmax(1) == classes).mean() - 0.1
+
+
+def test_confusion_bank_takes_the_confusions_from_training_and_the_margin_from_held_out():
+    """Training keystrokes show which classes are confused; held-out ones how sure conv is."""
+    rng = np.random.default_rng(0)
+    n = 29 * 20
+    train_targets = np.arange(n) % N_CLASSES
+    train = rng.normal(0.0, 0.3, (n, N_CLASSES))
+    train[np.arange(n), train_targets] += 8.0  # over-sure on its own training keystrokes
+    train[np.arange(n), (train_targets + 1) % N_CLASSES] += 4.0  # and confuses c with c + 1
+    held = _bank(seed=2, n=116, margin=2.0)
+    bank = pretrain.ConfusionBank(held.logits, held.targets, train, train_targets)
+    true = bank.means[np.arange(N_CLASSES), np.arange(N_CLASSES)]
+    neighbour = bank.means[np.arange(N_CLASSES), (np.arange(N_CLASSES) + 1) % N_CLASSES]
+    others = np.delete(bank.means[0], [0, 1])
+    held_true = held.logits[np.arange(116), held.targets].mean()
+    assert abs(true.mean() - held_true) < 0.5  # the held-out margin, not 8
+    assert (neighbour > others.max()).all() and (true > neighbour).all()  # the training shape
+    sampled = bank.sample(np.repeat(np.arange(N_CLASSES), 100), rng)
+    wrong = sampled.argmax(1) != np.repeat(np.arange(N_CLASSES), 100)
+    read_as = sampled.argmax(1)[wrong]
+    as_neighbour = np.mean(read_as == (np.repeat(np.arange(N_CLASSES), 100)[wrong] + 1) % 29)
+    assert as_neighbour > 3 / (N_CLASSES - 1)  # errors go to c + 1 well above chance
     with pytest.raises(ValueError, match="no held-out keystroke"):
         pretrain.ConfusionBank(np.zeros((0, N_CLASSES)), np.zeros(0))
+    with pytest.raises(ValueError, match=r"expected logits \(n, 29\)"):
+        pretrain.ConfusionBank(np.zeros((3, 5)), np.zeros(3))
 
 
 @pytest.fixture
