@@ -259,12 +259,14 @@ def _difficulty_params(args: argparse.Namespace, params: dict) -> dict:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Record LSL streams to XDF."""
+    # Ctrl-C sets the event from here on: one pressed during the imports below would raise
+    # inside a library's import (a fresh-clone run once saw record outlive Ctrl-C by 30 s)
+    stop = _stop_event()
     from acquisition.recorder import Recorder
     from acquisition.recording import exists_error
 
     if Path(args.out).exists() and not args.overwrite:  # before waiting for streams
         raise exists_error(args.out)
-    stop = _stop_event()
     infos = _resolve_streams(args.timeout, stop)
     if args.stream:
         wanted = set(args.stream)
