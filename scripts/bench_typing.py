@@ -142,6 +142,9 @@ def run_condition(modality, duration, snr, args, workdir: Path) -> dict:
         "wer": overall["wer"],
         "top1": overall["topk"]["transformer"]["top1"],
         "top5": overall["topk"]["transformer"]["top5"],
+        # what the validation sentences chose: the transformer's gate and the LM's weight
+        "gate": (metrics.get("sentence_gate") or {}).get("gate"),
+        "lm_weight": (metrics.get("lm_fit") or {}).get("weight"),
         "decoder_step_ms": report["latency_ms"],
         "bundle": str(workdir / tag),
         "checkpoint": metrics["paths"]["checkpoint"],
@@ -370,7 +373,7 @@ def format_results(rows: list[dict], lat: dict | None) -> str:
         )
     lines += ["", "Paired over the same sessions (the ordering asks these): mean [95 % t interval]"]
     lines.append(f"{'modality':<8} {'snr':>4} {'calib_s':>7} {'transformer - conv':>26} "
-                 f"{'LM - transformer':>26}")  # fmt: skip
+                 f"{'LM - transformer':>26} {'gate':>5} {'LM weight':>9}")  # fmt: skip
     for r in rows:
         cells = []
         for after, before in (("transformer", "conv"), ("lm", "transformer")):
@@ -380,9 +383,10 @@ def format_results(rows: list[dict], lat: dict | None) -> str:
                 cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
             else:
                 cells.append("n/a")
+        fitted = ["-" if r.get(key) is None else f"{r[key]:g}" for key in ("gate", "lm_weight")]
         lines.append(
             f"{r['modality']:<8} {r['snr']:>4g} {r['calibration_s']:>7g} {cells[0]:>26} "
-            f"{cells[1]:>26}"
+            f"{cells[1]:>26} {fitted[0]:>5} {fitted[1]:>9}"
         )
     if lat:
         lines.append(

@@ -283,10 +283,13 @@ class TypingTask(TrainingTask):
         A residual v1 transformer is first pretrained on text and fine-tuned
         (``text_pretrain`` steps; :func:`models.typing.pretrain.sentence_stage`), then its
         correction is scaled by the gate with the best validation CER
-        (:func:`models.typing.pretrain.fit_gate`); the final checkpoint holds those weights.
+        (:func:`models.typing.pretrain.fit_gate`); the final checkpoint holds those weights. A v1
+        decoder's character-LM weight is then fitted on the validation sentences too
+        (:func:`models.typing.pretrain.fit_lm_weight`; the bundle's ``lm.weight``).
         """
-        stage, gate, state = None, None, {}
+        stage, gate, lm_fit, state = None, None, None, {}
         model = self.loss.model
+        val = [self.dataset.sentences[i] for i in self.split["val"]]
         if getattr(getattr(model, "sentence", None), "residual", False):
             from models.typing.pretrain import fit_gate, sentence_outputs, sentence_stage
 
@@ -298,10 +301,16 @@ class TypingTask(TrainingTask):
                     steps=self.settings["text_pretrain"],
                     seed=self.settings["seed"],
                 )
-            val = [self.dataset.sentences[i] for i in self.split["val"]]
             if val:
                 gate = fit_gate(model, sentence_outputs(model, val, ctx.device))
             state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
+        if self.arch == "brain2qwerty_v1" and val:
+            from bci_app.lm.model import default_lm
+            from models.typing.bundle import DECODING, LM_ORDER
+            from models.typing.pretrain import fit_lm_weight, sentence_outputs
+
+            encoded = sentence_outputs(model, val, ctx.device)
+            lm_fit = fit_lm_weight(model, encoded, default_lm(LM_ORDER), **DECODING)
         results = {
             key: evaluate(self.loss, self.loaders[key], ctx.device, autocast)
             for key in ("val", "test")
@@ -311,6 +320,8 @@ class TypingTask(TrainingTask):
             metrics["sentence_stage"] = stage
         if gate is not None:
             metrics["sentence_gate"] = gate
+        if lm_fit is not None:
+            metrics["lm_fit"] = lm_fit
         return Evaluation(metrics=metrics, test=results["test"], state=state)
 
     def _metrics(self, results: dict[str, dict]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ Manifest keys (besides ``format``, ``format_version`` and ``graphs``, filled by 
   training recordings of each one's median/IQR; see :mod:`models.typing.data`); v2 also clamps here;
 - ``window: {tmin, tmax, sfreq, baseline, clamp}`` (v1: keystroke windows);
   ``ctc: {blank, frame_stride, frame_s}`` (v2);
-- ``classes`` (the 29 of :mod:`bci_app.typing.alphabet`), ``lm: {file: "lm.npz", order, weight}``,
+- ``classes`` (the 29 of :mod:`bci_app.typing.alphabet`), ``lm: {file: "lm.npz", order, weight}``
+  (v1: the weight fitted on the validation sentences, ``metrics.lm_fit``; else the default),
   ``decoding: {top_k, beam_width}``, ``subject: {n_subjects, default, labels}``;
 - ``provenance`` (created, versions, recordings, seed, config, git commit) and ``metrics``;
 - ``export``: the largest |onnxruntime - torch| of each graph and the bound it was checked against.
@@ -48,6 +49,12 @@ LM_ORDER = 6
 DECODING = {"top_k": 5, "beam_width": 30}
 
 
+def lm_weight(meta: dict[str, Any]) -> float:
+    """The LM weight fitted on the validation sentences at training, else the default."""
+    fit = (meta.get("metrics") or {}).get("lm_fit") or {}
+    return float(fit.get("weight", DEFAULT_LM_WEIGHT))
+
+
 def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[str, Any]:
     """The bundle manifest (module docstring) of a checkpoint description and export reports."""
     manifest = {
@@ -58,7 +65,7 @@ def manifest_from_meta(meta: dict[str, Any], reports: dict[str, dict]) -> dict[s
         "stream": {"sfreq": meta["sfreq_in"], "channels": meta["channels"]},
         "preprocessing": meta["preprocessing"],
         "classes": list(CLASSES),
-        "lm": {"file": LM_FILE, "order": LM_ORDER, "weight": DEFAULT_LM_WEIGHT},
+        "lm": {"file": LM_FILE, "order": LM_ORDER, "weight": lm_weight(meta)},
         "decoding": dict(DECODING),
         **trained_sections(meta, reports),
     }

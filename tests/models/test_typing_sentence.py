@@ -210,6 +210,39 @@ def test_gate_keeps_the_scale_with_the_best_validation_cer(positions, typing_ses
     assert scores[0.0] == pytest.approx(conv_cer)  # gate 0: conv only
 
 
+def test_lm_weight_is_the_one_with_the_best_validation_cer_of_the_live_beam(
+    positions, typing_session
+):
+    """Each weight's score is the CER of the live beam over the validation sentences."""
+    from bci_app.lm.beam import KeystrokeBeamDecoder
+    from bci_app.lm.model import default_lm
+    from bci_app.typing.alphabet import cer, classes_to_text
+
+    dataset = build_typing_dataset([typing_session])
+    split = dataset.split(seed=0)
+    config = dataclasses.replace(Brain2QwertyV1Config.named("small"), **TINY)
+    model = Brain2QwertyV1(dataset.n_chans, dataset.channels.positions, 1, config)
+    encoded = pretrain.sentence_outputs(model, [dataset.sentences[i] for i in split["val"]], "cpu")
+    lm = default_lm(6)
+    result = pretrain.fit_lm_weight(model, encoded, lm, weights=(0.0, 0.5, 2.0), beam_width=8)
+    scores = {float(k): v for k, v in result["val_cer_by_weight"].items()}
+    assert set(scores) == {0.0, 0.5, 2.0} and scores[result["weight"]] == min(scores.values())
+    assert result["weight"] == min(  # ties go to the weight nearest the default, 0.5
+        (w for w in scores if scores[w] == min(scores.values())), key=lambda w: abs(w - 0.5)
+    )
+    beam = KeystrokeBeamDecoder(lm, top_k=5, beam_width=8, lm_weight=2.0)
+    cers = []
+    with torch.no_grad():
+        for embeddings, targets in encoded:
+            mask = torch.ones(embeddings.shape[:2], dtype=torch.bool)
+            beam.reset()
+            for row in torch.log_softmax(model.sentence(embeddings, mask)[0], -1).numpy():
+                beam.step(row)
+            cers.append(cer(beam.finalize(), classes_to_text(targets.numpy())))
+    assert scores[2.0] == pytest.approx(np.mean(cers))
+    assert model.training  # left as it was found
+
+
 @pytest.mark.slow
 def test_the_old_shipped_bundle_still_decodes(tmp_path):
     """The bundle shipped before the residual transformer (from git) decodes as before."""

@@ -32,6 +32,7 @@ def test_training_reduces_the_loss_and_writes_checkpoints_and_report(typing_run,
     assert 1 <= metrics["best_epoch"] <= 3 and 0.0 <= metrics["test_cer"]
     assert metrics["n_windows"] == sum(len(t[1]) for t in td.ground_truth_keys(typing_session))
     assert metrics["n_dropped_invalid"] == 0 and "test_cer_conv" in metrics
+    assert len(metrics["lm_fit"]["val_cer_by_weight"]) == 6  # the LM weight is fitted too
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
         "epoch_0002.pt",
         "epoch_0003.pt",
@@ -128,6 +129,7 @@ def test_bundle_loads_and_its_graphs_match_the_trained_model(
     assert manifest.provenance.recordings[0].simulator["seed"] == 1
     assert bundle.check_stream(typing_session.channels, typing_session.sfreq) == list(range(64))
     assert CharNgramLM.load(bundle.file_path(manifest.lm.file)).order == 6
+    assert manifest.lm.weight == metrics["lm_fit"]["weight"]  # fitted on validation sentences
     dataset = build_typing_dataset([typing_session])
     assert manifest.preprocessing.scaler_center == dataset.preprocessing.scaler_center
 
