@@ -185,14 +185,16 @@ class LivePipeline:
         """Step whatever is new in the source's buffer and marker stream; return the windows.
 
         The new samples are stepped in pieces of at most ``max(1 s, 1000)`` samples (what
-        :meth:`RingBuffer.read_since` says about large copies); the markers go with the first
-        piece, so they are known before any of the data that follows them. Preprocessing and
-        windows do not depend on how the samples are cut (chunked == one-shot).
+        :meth:`RingBuffer.read_since` says about large copies); the markers received so far are
+        pulled before each piece, so they are known before any of the data that follows them,
+        also when a backlog takes many pieces (at max-speed replay, markers taken once per poll
+        arrived after their data had left the windower's history). Preprocessing and windows
+        do not depend on how the samples are cut (chunked == one-shot).
         """
         buffer = self.source.buffer
-        new_markers = self.markers.pull() if self.markers is not None else []
         n_windows = 0
         while True:
+            new_markers = self.markers.pull() if self.markers is not None else []
             new = buffer.read_since(self._counter, self._max_read)
             data, timestamps, valid, n_lost = new.data, new.timestamps, new.valid, new.n_lost
             self._counter = new.next_counter
@@ -204,7 +206,6 @@ class LivePipeline:
                 logger.warning("pipeline fell %d samples behind the buffer; filters reset", n_lost)
                 self.preprocessor.reset()
             n_windows += self.step(data, timestamps, valid, new_markers, t_pulled=t_pulled)
-            new_markers = []
             if len(timestamps) < self._max_read or self._stop.is_set():
                 return n_windows
 
@@ -350,7 +351,10 @@ class LivePipeline:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.poll() == 0:
+                before = self._counter
+                self.poll()
+                if self._counter == before:  # nothing new arrived (a step without a window
+                    # does not count: at max speed that throttled replay to a poll per 5 ms)
                     self._stop.wait(self.poll_s)
             except Exception as err:  # a failing worker never dies silently
                 self.error = err

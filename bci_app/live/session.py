@@ -324,6 +324,8 @@ class DecodingSession:
             "rate_mismatch": None if health is None else health.rate_mismatch,
             "timeline_restarts": self.pipeline.n_restarts,
             "markers_dropped": self.pipeline.n_markers_dropped,
+            # markers whose window could not be cut (too late for the history, data ended)
+            "windows_not_cut": len(getattr(self.pipeline.windower, "dropped", ())),
             "gaps": 0 if health is None else health.n_gaps,
             "dropped_samples": 0 if health is None else health.dropped_samples,
             "invalid_samples": 0 if health is None else health.n_invalid_samples,

@@ -89,3 +89,51 @@ def test_a_whole_session_in_the_buffer_decodes_to_the_chunk_by_chunk_events(tmp_
     assert _texts(events) == _texts(expected)
     # equal to float32 rounding: the resampler's products group rows by chunk
     np.testing.assert_allclose(_probabilities(events), _probabilities(expected), rtol=1e-5)
+
+
+def test_markers_that_arrive_while_a_backlog_is_stepped_still_get_their_windows(
+    tmp_path, source_id
+):
+    """A backlog longer than the windower's history, with its markers arriving late.
+
+    The data (40 s, more than the 30 s of history the windower keeps for late markers) are all
+    in the buffer when the session starts; the marker inlet hands over nothing at the first
+    pull and everything at the next (a marker stream that lags its data, as at max-speed
+    replay). The pipeline pulls markers before each piece of the backlog, so every key gets
+    its window; pulled once per poll, the keys of the first 10 s were dropped as too late.
+    """
+    recording = Simulator("meg", "typing", snr=2.0, seed=4244, subject=0).generate(40.0)
+    n_keys = sum(m.value.startswith("key:") for m in recording.markers)
+    path = write_recording(recording, tmp_path / "session.xdf")
+    with Player(path, speed="max", source_id=source_id, wait_for_consumer=True) as player:
+        with (
+            MarkerSource(source_id=f"{source_id}-markers") as markers,
+            StreamSource(source_id=source_id, bufsize=60.0) as source,
+        ):
+            deadline = time.monotonic() + 60
+            while not player.done.is_set() or source.buffer.n_written < player.n_samples_sent:
+                assert time.monotonic() < deadline, "the replay did not arrive"
+                time.sleep(0.05)
+            time.sleep(0.5)  # the last markers reach the marker inlet
+            pull, calls = markers.pull, []
+
+            def lagging_pull():  # stands in for a marker stream that lags its data
+                calls.append(1)
+                return [] if len(calls) == 1 else pull()
+
+            markers.pull = lagging_pull
+            strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
+            live = DecodingSession(strategy, source, markers, text_outlet=False)
+            with live:
+                while live.pipeline.n_processed < source.buffer.n_written:
+                    assert time.monotonic() < deadline + 60, "the backlog was not processed"
+                    time.sleep(0.05)
+                time.sleep(0.5)
+            summary = live.stop()
+    assert n_keys > 60 and summary["inference_errors"] == 0
+    windower = live.pipeline.windower
+    reasons = {reason for _, reason in windower.dropped}
+    assert reasons <= {"the data ended before the window was complete"}  # none too late
+    assert live.pipeline.n_windows + len(windower.dropped) + windower.n_pending == n_keys
+    assert live.pipeline.n_windows >= n_keys - 1  # a last key may end past the data
+    assert summary["windows_not_cut"] == len(windower.dropped)
