@@ -435,7 +435,10 @@ class DecodingSession:
             self.latency.add("pulled->emitted", now - origin.t_pulled)
             self.latency.add("sample->emitted", now - float(origin.chunk.timestamps[-1]))
         self.events.put(text_event)
-        line = text_event.to_json()
+        if self._outlet is None and self._log_thread is None:
+            line = ""  # nobody reads JSON: not encoded (a few % of a max-speed replay)
+        else:
+            line = text_event.to_json()
         if self._outlet is not None:
             self._outlet.push(line)
         if self._log_thread is not None:
