@@ -202,8 +202,11 @@ def test_gate_keeps_the_scale_with_the_best_validation_cer(positions, typing_ses
     encoded = pretrain.sentence_outputs(model, [dataset.sentences[i] for i in split["val"]], "cpu")
     result = pretrain.fit_gate(model, encoded)
     scores = {float(k): v for k, v in result["val_cer_by_gate"].items()}
-    assert set(scores) == set(pretrain.GATES)
+    nlls = {float(k): v for k, v in result["val_nll_by_gate"].items()}
+    assert set(scores) == set(pretrain.GATES) == set(nlls)
     assert scores[result["gate"]] == min(scores.values())
+    tied = [g for g in scores if round(scores[g], 9) == round(min(scores.values()), 9)]
+    assert nlls[result["gate"]] == min(nlls[g] for g in tied)  # ties: the better-fitting posteriors
     torch.testing.assert_close(model.sentence.head.weight, head * result["gate"])
     transformer_cer, conv_cer = pretrain.sentence_cer(model, encoded)
     assert transformer_cer == pytest.approx(scores[result["gate"]])
