@@ -225,6 +225,22 @@ def test_markers_are_lines_at_their_time(scope, qtbot):
     assert lines[0].label.toPlainText() == "a"
 
 
+def test_a_marker_keeps_its_line_while_shown_and_the_label_follows(scope, qtbot):
+    _mins, _maxs, times = scope._decimator.columns()
+    first = Marker(float(times[-1]) - 1.0, "key:a")
+    scope.add_markers([first])
+    scope.refresh()
+    (line,) = [line for line in scope.markers.lines if line.isVisible()]
+    x_before = line.value()
+    qtbot.wait(300)  # the page scrolls: the marker moves left
+    scope.add_markers([Marker(float(times[-1]) - 0.2, "key:b")])
+    scope.refresh()
+    by_value = {ln.marker.value: ln for ln in scope.markers.lines if ln.isVisible()}
+    assert by_value["key:a"] is line and line.marker is first  # not handed another marker
+    assert line.value() < x_before and line.label.toPlainText() == "a"
+    assert by_value["key:b"].label.toPlainText() == "b"
+
+
 def test_span_gain_and_channel_controls(scope, qtbot):
     names = scope.source.channels.names
     scope.set_span(2.0)
