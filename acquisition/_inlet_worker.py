@@ -135,21 +135,16 @@ class InletWorker(ABC):
         info = self._resolve()
         self._check_info(info)
         try:
-            inlet, full = self._open_inlet(info, open_stream=False)
-            self._info = full
-            self._regular = full.nominal_srate() > 0
-            # Everything slow comes before the data flow starts (a player at max speed starts
-            # pushing when it sees a consumer): the buffer is allocated and touched, and the
-            # clock offset measured (~0.6 s of liblsl's time_correction), so the worker pulls
-            # from the first sample with the offset known and nothing piles up behind set-up.
-            self._on_open(full, first=True)
-            self._measure_first_clock_offset(inlet)
-            inlet.open_stream(timeout=2.0)
+            inlet, full = self._open_inlet(info)
         except (LostError, LSLTimeoutError) as exc:
             raise StreamNotFoundError(
                 f"Found {describe(info)} but could not open it ({exc}). Check that its outlet "
                 "is still running, then connect() again."
             ) from exc
+        self._info = full
+        self._regular = full.nominal_srate() > 0
+        self._on_open(full, first=True)
+        self._measure_first_clock_offset(inlet)
         self._inlet = inlet
         self._stop.clear()
         self._set_state("connected")
@@ -230,17 +225,11 @@ class InletWorker(ABC):
         if err is not None:
             raise err
 
-    def _open_inlet(
-        self, info: pylsl.StreamInfo, *, open_stream: bool = True
-    ) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
-        """Open an inlet on ``info`` (see the module docstring for ``recover=False``).
-
-        ``open_stream=False``: the inlet and its full info only; the caller opens the data flow.
-        """
+    def _open_inlet(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, pylsl.StreamInfo]:
+        """Open an inlet on ``info`` (see the module docstring for ``recover=False``)."""
         inlet = pylsl.StreamInlet(info, max_buflen=self._max_buflen, recover=False)
         full = inlet.info(timeout=2.0)
-        if open_stream:
-            inlet.open_stream(timeout=2.0)
+        inlet.open_stream(timeout=2.0)
         return inlet, full
 
     def _measure_first_clock_offset(self, inlet: pylsl.StreamInlet, *, wait: bool = True) -> None:

@@ -95,6 +95,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
         ):
             session = DecodingSession(strategy, source, markers, text_outlet=False)
             with session:
+                ready = pylsl.local_clock()  # the decoder runs from here
                 t0 = None
                 last_progress, seen = time.monotonic(), 0
                 while session.pipeline.n_processed < n_times:
@@ -111,13 +112,26 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
                     if np.isfinite(h.lag_s) and t0 is not None:
                         lags.append((pylsl.local_clock() - t0, h.lag_s))
                     time.sleep(0.01 if speed == "max" else 0.25)
-                wall = pylsl.local_clock() - t0
+                end = pylsl.local_clock()
+                wall = end - t0
                 time.sleep(1.0)  # the last windows complete after the data ends
             summary = session.stop()
     finally:
         player.terminate()
         player.communicate(timeout=20)
-    return {"wall_s": wall, "summary": summary, "lags": np.array(lags)}
+    # Decoding time runs from the later of the first push and the decoder's start: a player at
+    # max speed starts pushing when the data inlet connects, before the session's set-up (buffer
+    # prefault, the ~0.6 s clock-offset measurement) is done, and that one-time set-up is not
+    # throughput. Opening the data flow only after set-up would lose what a live outlet pushes
+    # meanwhile (markers included), so the set-up is reported beside the figure instead.
+    decoding = end - max(t0, ready)
+    return {
+        "wall_s": wall,
+        "decode_s": decoding,
+        "setup_s": max(0.0, ready - t0),
+        "summary": summary,
+        "lags": np.array(lags),
+    }
 
 
 def _lag_slope(lags: np.ndarray) -> float:
@@ -234,7 +248,9 @@ def _pipeline(bundle, path, folder, seconds, realtime_s, provider, max_seconds) 
         "max_speed": {
             "recording_s": duration,
             "wall_s": round(fast["wall_s"], 2),
-            "x_real_time": round(duration / fast["wall_s"], 1),
+            "decode_s": round(fast["decode_s"], 2),
+            "setup_s": round(fast["setup_s"], 2),
+            "x_real_time": round(duration / fast["decode_s"], 1),
             "windows": fast["summary"]["windows"],
             "latency_ms": fast["summary"]["latency_ms"],
         },
@@ -305,8 +321,10 @@ def _pipeline_lines(result: dict) -> list[str]:
     fast = result["max_speed"]
     lines = [
         f"\nmax-speed replay on {result.get('provider')}: {fast['recording_s']:.0f} s of "
-        f"306 ch x 1 kHz pushed and decoded in {fast['wall_s']:.1f} s = {fast['x_real_time']}x "
-        f"real time ({fast['windows']} windows)"
+        f"306 ch x 1 kHz decoded in {fast.get('decode_s', fast['wall_s']):.2f} s from the "
+        f"decoder's start = {fast['x_real_time']}x real time ({fast['windows']} windows); "
+        f"{fast['wall_s']:.2f} s from the first push, {fast.get('setup_s', 0.0):.2f} s of it "
+        "decoder set-up after the player had started"
     ]
     if "realtime" in result:
         rt = result["realtime"]
