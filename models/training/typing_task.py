@@ -290,27 +290,29 @@ class TypingTask(TrainingTask):
         stage, gate, lm_fit, state = None, None, None, {}
         model = self.loss.model
         val = [self.dataset.sentences[i] for i in self.split["val"]]
-        if getattr(getattr(model, "sentence", None), "residual", False):
-            from models.typing.pretrain import fit_gate, sentence_outputs, sentence_stage
+        residual = getattr(getattr(model, "sentence", None), "residual", False)
+        if residual and self.settings["text_pretrain"]:
+            from models.typing.pretrain import sentence_stage
 
-            if self.settings["text_pretrain"]:
-                stage = sentence_stage(
-                    model,
-                    self.dataset,
-                    self.split,
-                    steps=self.settings["text_pretrain"],
-                    seed=self.settings["seed"],
-                )
-            if val:
-                gate = fit_gate(model, sentence_outputs(model, val, ctx.device))
-            state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
+            stage = sentence_stage(
+                model,
+                self.dataset,
+                self.split,
+                steps=self.settings["text_pretrain"],
+                seed=self.settings["seed"],
+            )
         if self.arch == "brain2qwerty_v1" and val:
             from bci_app.lm.model import default_lm
             from models.typing.bundle import DECODING, LM_ORDER
-            from models.typing.pretrain import fit_lm_weight, sentence_outputs
+            from models.typing.pretrain import fit_gate, fit_lm_weight, sentence_outputs
 
+            # the conv module's embeddings, encoded once: the gate scales the transformer only
             encoded = sentence_outputs(model, val, ctx.device)
+            if residual:
+                gate = fit_gate(model, encoded)
             lm_fit = fit_lm_weight(model, encoded, default_lm(LM_ORDER), **DECODING)
+        if residual:
+            state = {"best_model": {k: v.clone() for k, v in model.state_dict().items()}}
         results = {
             key: evaluate(self.loss, self.loaders[key], ctx.device, autocast)
             for key in ("val", "test")
