@@ -61,6 +61,7 @@ class MarkerLines:
             if line is None:
                 line = free.pop() if free else self._new_line()
                 line.marker = marker
+                line.show()  # before styling: a hidden label ignores a new text
                 _style(line, marker)
             # Moved without its signal: the label's handler re-renders its (fixed) text and
             # re-places it along the line on every move, ~3/4 of a move's cost, and as a child

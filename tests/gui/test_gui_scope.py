@@ -241,6 +241,19 @@ def test_a_marker_keeps_its_line_while_shown_and_the_label_follows(scope, qtbot)
     assert by_value["key:b"].label.toPlainText() == "b"
 
 
+def test_a_reused_line_shows_its_new_marker_label(scope, qtbot):
+    _mins, _maxs, times = scope._decimator.columns()
+    scope.add_markers([Marker(float(times[-1]) - 1.0, "key:a")])
+    scope.refresh()
+    scope.markers.clear()
+    scope.refresh()  # the line is hidden and back in the pool
+    assert not any(line.isVisible() for line in scope.markers.lines)
+    scope.add_markers([Marker(float(times[-1]) - 0.5, "sentence_start:hello")])
+    scope.refresh()
+    (line,) = [line for line in scope.markers.lines if line.isVisible()]
+    assert line.label.toPlainText() == "▶ hello"
+
+
 def test_span_gain_and_channel_controls(scope, qtbot):
     names = scope.source.channels.names
     scope.set_span(2.0)
