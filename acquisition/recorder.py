@@ -46,6 +46,10 @@ class _RecordedStream(InletWorker):
 
     _what = "recorded stream"
     _stall_s = 2.0
+    # The file keeps the sender's own timestamps and every measured offset beside them; the
+    # offset is never applied here, so connect() waits for the first measurement (the samples
+    # wait in liblsl's buffer) and even a short recording holds one.
+    _same_host_clock = False
 
     def __init__(self, recorder: Recorder, stream_id: int, info: pylsl.StreamInfo) -> None:
         super().__init__(

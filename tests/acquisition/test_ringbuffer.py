@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from acquisition.ringbuffer import NewSamples, RingBuffer
+from acquisition.ringbuffer import NewSamples, RingBuffer, _Prefault
 
 
 def _ramp(start: int, n: int, n_channels: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -142,3 +142,22 @@ def test_read_since_names_its_fields():
     data, timestamps, valid, next_counter, n_lost = new
     assert data is new.data and timestamps is new.timestamps and valid is new.valid
     assert (next_counter, n_lost) == (2, 0)
+
+
+def test_a_large_buffer_is_mapped_in_the_background_without_touching_written_rows():
+    # Larger than one prefault block: the fill runs in its own thread while samples are written
+    # from the first moment on; the writer waits for the rows it writes, so no sample written
+    # is ever overwritten by the fill's zeros, across the first pass and the wrap-around.
+    n_ch = 64
+    capacity = 3 * _Prefault.BLOCK_BYTES // (4 * n_ch) + 17  # a bit over three blocks
+    buf = RingBuffer(n_ch, capacity)
+    rng = np.random.default_rng(0)
+    written = []
+    for _ in range(int(1.5 * capacity) // 999 + 1):
+        chunk = rng.standard_normal((999, n_ch)).astype(np.float32)
+        buf.write(chunk, np.arange(999, dtype=float))
+        written.append(chunk)
+    everything = np.concatenate(written)
+    data, _, valid = buf.read_latest(capacity)
+    np.testing.assert_array_equal(data, everything[-capacity:])
+    assert valid.all()

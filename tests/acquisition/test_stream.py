@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 
 import numpy as np
 import pylsl
 import pytest
 
+from acquisition import _inlet_worker as inlet_worker
+from acquisition._inlet_worker import SAME_HOST_TOLERANCE_S
 from acquisition.channels import ChannelSpec
 from acquisition.outlets import DataOutlet, MarkerOutlet
 from acquisition.stream import StreamNotFoundError, StreamSource
@@ -348,3 +351,42 @@ def test_a_stream_at_its_declared_rate_has_no_rate_mismatch(spawn_python, source
     assert proc.stdout.readline().strip() == "done"
     assert health.rate_known and health.rate_mismatch is None and health.n_gaps == 0
     assert health.effective_rate == pytest.approx(500.0, rel=1e-3)
+
+
+def test_a_stream_of_this_host_flows_before_its_clock_offset_is_measured(source_id):
+    # LSL's clock is the host's monotonic clock: a stream of this host needs no offset, so its
+    # samples flow at once with offset 0 while liblsl measures the real one (~0.6 s) behind them.
+    outlet = DataOutlet("bci-test-samehost", "EEG", ChannelSpec.generic(2), 100.0, source_id)
+    with StreamSource(source_id=source_id, resolve_timeout=10) as src:
+        assert src.info.hostname() == socket.gethostname()
+        stamps = pylsl.local_clock() - np.arange(50)[::-1] / 100.0
+        outlet.push_chunk(np.stack([np.arange(50), -np.arange(50)], 1).astype(np.float32), stamps)
+        _wait(lambda: src.buffer.n_written == 50, what="the 50 samples")
+        _wait(lambda: src.clock_offset_measured, what="the clock offset measurement")
+        assert abs(src.clock_offset) < SAME_HOST_TOLERANCE_S
+        _, ts, _ = src.buffer.read_latest(50)
+        np.testing.assert_allclose(ts, stamps, atol=SAME_HOST_TOLERANCE_S)
+    outlet.close()
+
+
+def test_a_stream_of_another_host_waits_for_its_clock_offset(source_id, monkeypatch):
+    # Seen from a machine with another name, the outlet is remote: connect() measures the clock
+    # offset before any sample is handed out (they wait in liblsl's buffer meanwhile).
+    monkeypatch.setattr(inlet_worker.socket, "gethostname", lambda: "another-host")
+    outlet = DataOutlet("bci-test-remote", "EEG", ChannelSpec.generic(2), 100.0, source_id)
+    with StreamSource(source_id=source_id, resolve_timeout=10) as src:
+        assert src.clock_offset_measured
+        assert abs(src.clock_offset) < SAME_HOST_TOLERANCE_S  # the same clock, measured
+    outlet.close()
+
+
+def test_a_same_named_host_with_another_clock_is_reported(source_id, monkeypatch, caplog):
+    # Two machines with one name: the assumed offset 0 is wrong until measured. The real offset
+    # here is ~0, so a tolerance below 0 stands in for a clock that differs.
+    monkeypatch.setattr(inlet_worker, "SAME_HOST_TOLERANCE_S", -1.0)
+    outlet = DataOutlet("bci-test-twin", "EEG", ChannelSpec.generic(2), 100.0, source_id)
+    with caplog.at_level(logging.WARNING, logger="acquisition._inlet_worker"):
+        with StreamSource(source_id=source_id, resolve_timeout=10) as src:
+            _wait(lambda: src.clock_offset_measured, what="the clock offset measurement")
+    assert "Give the two machines different host names" in caplog.text
+    outlet.close()
