@@ -191,6 +191,11 @@ class OnnxRuntime:
         self._bound: OrderedDict[tuple, _Bound] = OrderedDict()
         self._n_bound = 0
         self._run_options = ort.RunOptions()
+        # Say "no captured graph" explicitly (captured CUDA graphs get their own options per
+        # shape, in run()): onnxruntime >= 1.2x looks this entry up on every run with options,
+        # and an entry that is not set costs a C++ exception, ~30 us a run (py-spy: 2.6 % of a
+        # max-speed replay's decoding thread).
+        self._run_options.add_run_config_entry("gpu_graph_id", "-1")
         for _ in range(int(warmup)):
             self.run(self._zeros(warmup_shapes))
         if self.engine_cache and shape_ranges and warmup:

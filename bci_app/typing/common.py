@@ -12,6 +12,7 @@ is.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,11 +41,14 @@ _GRAPH_IO = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def key_class(marker_value: str) -> int | None:
     """Return the class of a ``key:<c>`` marker, or None (not a key, or a key with no class).
 
     Keys the alphabet ignores (backspace, shift, other control keys) have no class: their windows
-    are skipped by the decoders and their characters left out of the reference text.
+    are skipped by the decoders and their characters left out of the reference text. Cached: a
+    session has a few dozen distinct key markers, and mapping one through the alphabet's numpy
+    path took ~3 % of a max-speed replay's decoding thread (py-spy).
     """
     kind, char = parse_marker(marker_value)
     if kind != "key" or len(char) != 1:
