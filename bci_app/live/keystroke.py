@@ -112,6 +112,7 @@ class KeystrokeStrategy:
         self.pause_s = float(pause_s)
         self.boundaries = SentenceBoundaries(self.decoder)
         self._last_key_time: float | None = None
+        self._held: list[WindowEvent] = []  # windows of one step, decoded with the last one
 
     @property
     def sentences(self) -> list[SentenceDecoding]:
@@ -136,25 +137,43 @@ class KeystrokeStrategy:
         self.boundaries.add(markers)
 
     def on_window(self, event: WindowEvent, emit: Emit) -> None:
-        """Close the sentences that end before this keystroke, then decode its window."""
+        """Close the sentences that end before this keystroke, then decode its window.
+
+        Windows that complete together (``event.n_following`` > 0: a backlog being stepped) are
+        held and decoded as one batch with the last of them
+        (:meth:`~bci_app.typing.keystroke.KeystrokeDecoder.add_windows`: one sentence-graph run
+        for all), split wherever a sentence boundary lies between two of them. Live at 1x,
+        keystrokes come one per step and are decoded at once.
+        """
         window = event.window
         key_time = window.marker.timestamp if window.marker is not None else window.t_complete
+        if self._held and self.boundaries.next_time < key_time:
+            self._decode_held(emit)
         self.boundaries.apply(key_time, emit)
-        stages = {
-            "pulled": event.t_pulled,
-            "preprocessed": event.t_preprocessed,
-            "windowed": event.t_windowed,
-        }
-        text_event = self.decoder.add_window(window, stages)
+        self._held.append(event)
         self._last_key_time = key_time
-        if text_event is not None:
-            emit(text_event, event)
+        if event.n_following == 0:
+            self._decode_held(emit)
+
+    def _decode_held(self, emit: Emit) -> None:
+        """Decode the held windows as one batch and emit their events in order."""
+        held, self._held = self._held, []
+        stages = [
+            {"pulled": e.t_pulled, "preprocessed": e.t_preprocessed, "windowed": e.t_windowed}
+            for e in held
+        ]
+        text_events = self.decoder.add_windows([e.window for e in held], stages)
+        for origin, text_event in zip(held, text_events):
+            if text_event is not None:
+                emit(text_event, origin)
 
     def on_chunk(self, event: ChunkEvent, emit: Emit) -> None:
         """Not called: keystroke decoding reads windows (``reads_chunks`` is False)."""
 
     def on_step(self, newest: float, emit: Emit) -> None:
         """Act on boundaries whose keys all have their window; end a sentence after a pause."""
+        if self._held:  # not after a whole step, but a strategy driven by hand may leave some
+            self._decode_held(emit)
         self.boundaries.apply(newest - self.tmax, emit)
         idle = self._last_key_time is not None and newest - self._last_key_time > self.pause_s
         if not self.boundaries.seen and idle and self.decoder.in_sentence:
@@ -162,7 +181,9 @@ class KeystrokeStrategy:
             self._last_key_time = None
 
     def flush(self, emit: Emit) -> None:
-        """Commit the open sentence."""
+        """Decode any held window, then commit the open sentence."""
+        if self._held:
+            self._decode_held(emit)
         if self.decoder.in_sentence:
             self.boundaries.commit(self.decoder.end_sentence(), emit)
 

@@ -48,12 +48,18 @@ _RESTART_LOG_PERIOD_S = 10.0
 
 @dataclass(frozen=True)
 class WindowEvent:
-    """A completed window and when each stage finished with it (LSL local clock, seconds)."""
+    """A completed window and when each stage finished with it (LSL local clock, seconds).
+
+    ``n_following`` counts the windows completed in the same step after this one: more than 0
+    only when several windows complete at once, as when a backlog is stepped (max-speed replay,
+    a decoder catching up). A decoder may then do per-batch work once for all of them.
+    """
 
     window: Window
     t_pulled: float
     t_preprocessed: float
     t_windowed: float
+    n_following: int = 0
 
 
 @dataclass(frozen=True)
@@ -339,11 +345,11 @@ class LivePipeline:
         if self.windower is not None:
             windows += self.windower.push_data(chunk.data, chunk.timestamps, chunk.valid)
         t_win = pylsl.local_clock()
-        for window in windows:
+        for k, window in enumerate(windows):
             self.n_windows += 1
             self.n_invalid_windows += not window.valid
             self.latency.add("window complete->windowed", t_win - window.t_complete)
-            self.on_window(WindowEvent(window, t_pulled, t_pre, t_win))
+            self.on_window(WindowEvent(window, t_pulled, t_pre, t_win, len(windows) - 1 - k))
         if self.on_step is not None and len(chunk.timestamps):
             self.on_step(float(chunk.timestamps[-1]))
         return len(windows)

@@ -27,7 +27,7 @@ their posteriors. The v2 (CTC) decoder is :class:`~bci_app.typing.ctc.CTCDecoder
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -166,16 +166,48 @@ class KeystrokeDecoder(SentenceDecoderBase):
         :func:`key_class`) are skipped and counted in the sentence's ``n_skipped`` /
         ``n_ignored``; the call then returns None. Live and offline decoding both use this.
         """
+        return self.add_windows([window], [stages])[0]
+
+    def add_windows(
+        self,
+        windows: Sequence[Window],
+        stages: Sequence[Mapping[str, float] | None] | None = None,
+    ) -> list[TextEvent | None]:
+        """Decode several keystroke windows of the open sentence at once; one event (or None) each.
+
+        As :meth:`add_window` on each in turn, except that the sentence graph runs once, after
+        the last window, instead of once per window: every keystroke's event then comes from
+        that one revision (its live hypothesis sees the keystrokes after it). The committed
+        text is the same either way (:meth:`end_sentence` decodes the final revision). The live
+        session passes the windows that complete together while it steps a backlog, where the
+        per-keystroke sentence graph was a third of the decoding time.
+        """
+        stages = [None] * len(windows) if stages is None else list(stages)
+        if len(stages) != len(windows):
+            raise ValueError(
+                f"Invalid value for 'stages': {len(stages)} for {len(windows)} windows; give "
+                "one (or None) per window."
+            )
         if not self._open:
             self.start_sentence()
-        if window.marker is not None and key_class(window.marker.value) is None:
-            self._n_ignored += 1
-            return None
-        if not window.valid:
-            self._n_skipped += 1
-            return None
-        timestamp = window.t_complete if window.marker is None else window.marker.timestamp
-        return self.add_keystroke(window.data, timestamp, stages)
+        kept = []
+        for k, window in enumerate(windows):
+            if window.marker is not None and key_class(window.marker.value) is None:
+                self._n_ignored += 1
+            elif not window.valid:
+                self._n_skipped += 1
+            else:
+                kept.append(k)
+        events: list[TextEvent | None] = [None] * len(windows)
+        if kept:
+            made = self.add_keystrokes(
+                [windows[k].data for k in kept],
+                [_key_time(windows[k]) for k in kept],
+                [stages[k] for k in kept],
+            )
+            for k, event in zip(kept, made):
+                events[k] = event
+        return events
 
     def add_keystroke(
         self, window_data: np.ndarray, timestamp: float, stages: Mapping[str, float] | None = None
@@ -185,11 +217,24 @@ class KeystrokeDecoder(SentenceDecoderBase):
         Opens a sentence if none is open. ``stages`` (stage -> LSL clock time) is copied into the
         event, with ``inferred`` (graphs done) and ``decoded`` (beam done) added.
         """
-        data = self._check_window(window_data)
+        return self.add_keystrokes([window_data], [timestamp], [stages])[0]
+
+    def add_keystrokes(
+        self,
+        windows_data: Sequence[np.ndarray],
+        timestamps: Sequence[float],
+        stages: Sequence[Mapping[str, float] | None],
+    ) -> list[TextEvent]:
+        """Decode keystroke windows, running the sentence graph once after the last of them.
+
+        See :meth:`add_windows`; one ``keystroke`` event per window, in order.
+        """
+        datas = [self._check_window(w) for w in windows_data]
         if not self._open:
             self.start_sentence()
-        out = self._keystroke.run({"x": data[None], "subject": self.subject})
-        self._append(out["embedding"][0], log_softmax(out["conv_logits"][0]), timestamp)
+        for data, timestamp in zip(datas, timestamps):
+            out = self._keystroke.run({"x": data[None], "subject": self.subject})
+            self._append(out["embedding"][0], log_softmax(out["conv_logits"][0]), timestamp)
         first = max(0, self._n - MAX_SENTENCE_KEYS)
         feeds = {
             "embeddings": self._embeddings[None, first : self._n],
@@ -197,16 +242,29 @@ class KeystrokeDecoder(SentenceDecoderBase):
         }
         revised = log_softmax(self._sentence.run(feeds)["logits"][0])
         self._log_probs = np.concatenate([self._log_probs[:first], revised]) if first else revised
-        stages = dict(stages or {})
-        stages["inferred"] = pylsl.local_clock()
-        self._hypothesis = self._decode_text(final=False)
-        self._confidence = self._text_confidence(self._hypothesis)
-        newest = self._log_probs[-1]
-        top = np.argsort(-newest, kind="stable")[: self.top_k]
-        candidates = [(DISPLAY_CHARS[i], float(np.exp(newest[i]))) for i in top.tolist()]
-        return self._event(
-            "keystroke", self._hypothesis, self._confidence, candidates, timestamp, stages
-        )
+        inferred = pylsl.local_clock()
+        events = []
+        for key, (timestamp, key_stages) in enumerate(
+            zip(timestamps, stages), start=self._n - len(datas)
+        ):
+            key_stages = dict(key_stages or {})
+            key_stages["inferred"] = inferred
+            self._hypothesis = self._decode_text(final=False, upto=key + 1)
+            self._confidence = self._text_confidence(self._hypothesis)
+            row = self._log_probs[key]
+            top = np.argsort(-row, kind="stable")[: self.top_k]
+            candidates = [(DISPLAY_CHARS[i], float(np.exp(row[i]))) for i in top.tolist()]
+            events.append(
+                self._event(
+                    "keystroke",
+                    self._hypothesis,
+                    self._confidence,
+                    candidates,
+                    timestamp,
+                    key_stages,
+                )
+            )
+        return events
 
     def _check_window(self, window_data: np.ndarray) -> np.ndarray:
         data = np.asarray(window_data)
@@ -235,18 +293,22 @@ class KeystrokeDecoder(SentenceDecoderBase):
         self._times[self._n] = timestamp
         self._n += 1
 
-    def _decode_text(self, final: bool) -> str:
-        """Best text of the open sentence: live (per ``live_beam``) or final (whole sentence)."""
+    def _decode_text(self, final: bool, upto: int | None = None) -> str:
+        """Best text of the open sentence: live (per ``live_beam``) or final (whole sentence).
+
+        ``upto``: the live text after that many keystrokes (default: all of them).
+        """
+        rows = self._log_probs[: self._n if upto is None else upto]
         if self._beam is None:
-            return best_path(self._log_probs)
+            return best_path(rows)
         if final or self.live_beam == "full":
             if final and self.live_beam == "full" and self._beam.n_keystrokes == self._n:
                 return self._beam.finalize()  # the last keystroke already re-ran it
             self._beam.reset()
-            for row in self._log_probs:
+            for row in rows:
                 self._beam.step(row)
             return self._beam.finalize() if final else self._beam.hypotheses(1)[0].text
-        self._beam.step(self._log_probs[-1])
+        self._beam.step(rows[-1])
         return self._beam.hypotheses(1)[0].text
 
     def _text_confidence(self, text: str) -> tuple[float, ...]:
@@ -282,6 +344,11 @@ class KeystrokeDecoder(SentenceDecoderBase):
             tuple(self._gaps),
         )
         return self._finish(decoding, candidates, timestamp, stages)
+
+
+def _key_time(window: Window) -> float:
+    """A keystroke window's time: its marker's, else when it completed."""
+    return window.t_complete if window.marker is None else window.marker.timestamp
 
 
 def open_decoder(

@@ -3,8 +3,11 @@
 At max speed the pipeline finds seconds of samples in the ring buffer at each poll; it reads
 them in bounded pieces (``RingBuffer.read_since(max_samples=...)``) and preprocesses float32
 samples without a float64 copy. Here the whole session is in the buffer before the pipeline
-starts (the worst backlog), over a real LSL outlet and inlet, and every text event must equal
-those of the same recording fed in 0.1 s chunks with no LSL and no thread.
+starts (the worst backlog), over a real LSL outlet and inlet, and what it commits must equal what
+the same recording fed in 0.1 s chunks with no LSL and no thread commits: every keystroke has
+its event, every sentence the same text and posteriors. The keystroke events' live hypotheses
+may differ: the windows that complete together in a backlog are decoded as one batch (one
+sentence-graph run), so each sees the keystrokes after it.
 """
 
 from __future__ import annotations
@@ -26,17 +29,46 @@ from bci_app.live.keystroke import KeystrokeStrategy
 from bci_app.live.session import DecodingSession
 
 
-def _texts(events) -> list[tuple]:
-    """What a user reads in each event: committed text, hypothesis, candidate characters."""
-    return [
-        (e.kind, e.committed, e.hypothesis, [c for c, _ in e.candidates])
-        for e in events
-        if e.kind != "gap"
-    ]
+def _commits(events) -> list[tuple]:
+    """Each event's kind, time and committed text: what is the same with or without batches.
+
+    A keystroke has its event at its time, a sentence end commits its text (the live hypotheses
+    aside).
+    """
+    return [(e.kind, e.timestamp, e.committed) for e in events if e.kind != "gap"]
 
 
-def _probabilities(events) -> np.ndarray:
-    return np.array([p for e in events if e.kind == "keystroke" for _, p in e.candidates])
+def test_windows_that_complete_together_are_decoded_as_one_batch_per_sentence():
+    """Windows completing in one step are decoded together, split at sentence boundaries.
+
+    Fed in one chunk, every keystroke window completes in one step, on both sides of a sentence
+    boundary: the batch ends at the boundary, and every key and sentence is committed as when
+    fed in 0.1 s chunks (one window per step).
+    """
+    recording = Simulator("meg", "typing", snr=2.0, seed=4245, subject=0).generate(30.0)
+    strategies, results = [], []
+    for chunk_s in (0.1, 30.0):
+        strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
+        batches = []
+        add_windows = strategy.decoder.add_windows
+
+        def counted(windows, stages, add_windows=add_windows, batches=batches):
+            batches.append(len(windows))
+            return add_windows(windows, stages)
+
+        strategy.decoder.add_windows = counted
+        session = DecodingSession(
+            strategy, channels=recording.channels, sfreq=recording.sfreq, text_outlet=False
+        )
+        events, _ = feed(session, recording, chunk_s)
+        strategies.append(strategy)
+        results.append((events, batches))
+    (one_by_one, singles), (together, batches) = results
+    assert set(singles) == {1} and len(batches) == len(strategies[1].sentences)
+    assert len(strategies[1].sentences) >= 2
+    assert _commits(together) == _commits(one_by_one)
+    for a, b in zip(*(s.sentences for s in strategies)):
+        assert a.variants == b.variants and a.target == b.target
 
 
 @pytest.mark.slow
@@ -76,19 +108,20 @@ def test_a_whole_session_in_the_buffer_decodes_to_the_chunk_by_chunk_events(tmp_
     received = Recording(
         backlog.data, backlog.timestamps, source.sfreq, source.channels, pulled
     )  # fmt: skip
+    fed_strategy = KeystrokeStrategy(TYPING_BUNDLE, provider="cpu")
     fed = DecodingSession(
-        KeystrokeStrategy(TYPING_BUNDLE, provider="cpu"),
-        channels=source.channels,
-        sfreq=source.sfreq,
-        text_outlet=False,
+        fed_strategy, channels=source.channels, sfreq=source.sfreq, text_outlet=False
     )
     expected, _ = feed(fed, received, 0.1)
     assert summary["inference_errors"] == 0 and summary["dropped_samples"] == 0
     assert len(strategy.sentences) >= 2 and len(expected) > 20
     events = live.events.drain()
-    assert _texts(events) == _texts(expected)
-    # equal to float32 rounding: the resampler's products group rows by chunk
-    np.testing.assert_allclose(_probabilities(events), _probabilities(expected), rtol=1e-5)
+    assert _commits(events) == _commits(expected)
+    assert len(strategy.sentences) == len(fed_strategy.sentences)
+    for live_sentence, fed_sentence in zip(strategy.sentences, fed_strategy.sentences):
+        assert live_sentence.variants == fed_sentence.variants
+        # equal to float32 rounding: the resampler's products group rows by chunk
+        np.testing.assert_allclose(live_sentence.log_probs, fed_sentence.log_probs, rtol=1e-5)
 
 
 def test_markers_that_arrive_while_a_backlog_is_stepped_still_get_their_windows(

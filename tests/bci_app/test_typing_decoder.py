@@ -141,6 +141,42 @@ def test_text_events(bundle, noisy):
     assert decoder.committed == f"{first_text} {decoder.last_sentence.text}"
 
 
+@pytest.mark.parametrize("live_beam", ["incremental", "full"])
+def test_windows_decoded_together_commit_what_one_at_a_time_does(bundle, noisy, live_beam):
+    # add_windows() runs the sentence graph once for a batch (a backlog's windows): each key
+    # still gets its event (None where skipped), the batch's last key sees the same revision as
+    # one at a time, and the committed sentence is the same.
+    single = KeystrokeDecoder(bundle, provider="cpu", live_beam=live_beam)
+    batched = KeystrokeDecoder(bundle, provider="cpu", live_beam=live_beam)
+    for windows in _sentences(bundle, noisy):
+        bad = Window(windows[2].data, windows[2].timestamps, windows[2].marker, False, 0.0)
+        windows = [*windows[:2], bad, *windows[2:]]
+        expected = [single.add_window(w) for w in windows]
+        got = []
+        for first in range(0, len(windows), 3):
+            batch = windows[first : first + 3]
+            events = batched.add_windows(batch, [{"windowed": 1.0}] * len(batch))
+            got += events
+            last = first + len(batch) - 1
+            if events[-1] is not None:  # the same keys seen: the same revision
+                assert events[-1].candidates == expected[last].candidates
+                assert events[-1].stages["windowed"] == 1.0
+                if live_beam == "full":  # the live beam re-ran over that revision
+                    assert events[-1].hypothesis == expected[last].hypothesis
+        assert [e is None for e in got] == [e is None for e in expected]
+        assert [e.timestamp for e in got if e] == [e.timestamp for e in expected if e]
+        assert all(len(e.hypothesis) == len(e.confidence) for e in got if e)
+        single.end_sentence()
+        batched.end_sentence()
+        one, many = single.last_sentence, batched.last_sentence
+        assert many.text == one.text and many.variants == one.variants
+        assert many.n_skipped == one.n_skipped == 1
+        np.testing.assert_allclose(many.log_probs, one.log_probs, rtol=1e-5, atol=1e-6)
+    assert batched.committed == single.committed
+    with pytest.raises(ValueError, match="one \\(or None\\) per window"):
+        batched.add_windows(windows[:2], [None])
+
+
 def test_invalid_and_classless_windows_are_skipped_and_counted(bundle, noisy):
     decoder = KeystrokeDecoder(bundle, provider="cpu", use_lm=False)
     windows = _sentences(bundle, noisy)[0][:4]
