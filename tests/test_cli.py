@@ -249,12 +249,15 @@ def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
         "8",
         "--repeats",
         "20",
+        "--max-runs",
+        "2",
         "--json",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["max_speed"]["x_real_time"] > 1 and result["max_speed"]["windows"] > 0
+    assert result["max_speed"]["runs"] == len(result["max_speed"]["x_real_time_runs"]) == 2
     stages = result["realtime"]["latency_ms"]
     assert {"sample->emitted", "pulled->emitted", "windowed->inferred"} <= set(stages)
     assert result["realtime"]["dropped_samples"] == 0

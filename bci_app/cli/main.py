@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bci_app._argparse import ArgumentParser, RawDescriptionDefaultsHelpFormatter
-from bci_app.cli._checks import positive_seconds, speed
+from bci_app.cli._checks import positive_int, positive_seconds, speed
 from bci_app.cli._signals import (
     EXIT_STATUS,
     interrupt_error,
@@ -401,6 +401,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         provider=args.provider,
         n=args.repeats,
         max_seconds=args.max_seconds,
+        max_runs=args.max_runs,
         configs=args.config,
         compile_mode=None if args.no_compile else args.compile_mode,
     )
@@ -605,6 +606,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-seconds", type=float, default=300.0, help="part replayed at max speed (<= 360)"
+    )
+    p.add_argument(
+        "--max-runs",
+        type=positive_int,
+        default=3,
+        help="max-speed replays; the median is reported",
     )
     p.add_argument("--repeats", type=int, default=300, help="inference timing repeats")
     p.add_argument(
