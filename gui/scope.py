@@ -42,7 +42,13 @@ from gui.channel_picker import ChannelPicker
 from gui.scope_controls import CUSTOM, SPANS_S, ScopeControls
 from gui.scope_markers import MarkerLines
 from gui.scope_rows import ChannelAxis, ChannelRows, color_table
-from gui.trace_raster import ColumnDecimator, TraceImage, typical_ranges
+from gui.trace_raster import (
+    ColumnDecimator,
+    DevicePixels,
+    TraceImage,
+    argb_table,
+    typical_ranges,
+)
 
 _PAD_PX = 9  # free pixels above the first and below the last row (tick labels)
 #: Fraction of a row that a typical channel's envelope spans at gain 1, per view (a butterfly
@@ -58,20 +64,35 @@ class _TraceItem(pg.ImageItem):
     which Qt does in ~2-4 ms per frame at full screen while holding the interpreter lock (the
     inlet worker waits that long: ``scripts/bench_gui.py``). Here the labels are turned into
     premultiplied ARGB pixels with numpy at the device size of the image's rectangle and drawn
-    without any transform (~0.1 ms in Qt). :meth:`show_newest` gives the LSL time of the newest
-    sample of the image just set; the next :meth:`paint` passes ``local_clock() - that time`` to
-    ``on_painted``, once per new image.
+    without any transform (~0.1 ms in Qt). Given the :class:`~gui.trace_raster.TraceImage` that
+    made the image (:meth:`show_trace`), only the columns it drew since the last paint are
+    coloured (:class:`~gui.trace_raster.DevicePixels`). :meth:`show_newest` gives the LSL time of
+    the newest sample of the image just set; the next :meth:`paint` passes ``local_clock() - that
+    time`` to ``on_painted``, once per new image.
     """
 
     def __init__(self, on_painted, lut: np.ndarray) -> None:
         super().__init__(axisOrder="row-major")
-        lut = np.asarray(lut, dtype=np.uint32)
-        self._argb_lut = (lut[:, 3] << 24) | (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]
         self._on_painted = on_painted
         self._unpainted = math.nan
-        self._converted: tuple = (None, 0, 0)  # (label image, width, height) of _pixels
-        self._pixels = np.zeros((1, 1), dtype=np.uint32)
+        self._device = DevicePixels(argb_table(lut))
+        self._trace: TraceImage | None = None
+        self._stamp = 0  # of the trace's columns drawn when they were last coloured
         self._qimage = QImage()
+        self._qimage_pixels: np.ndarray | None = None  # the buffer _qimage shows
+
+    def show_trace(self, trace: TraceImage) -> None:
+        """Show ``trace``'s image: each paint colours the columns it drew since the last one."""
+        if trace is not self._trace:
+            self._trace, self._stamp = trace, 0
+        # pyqtgraph sizes the item (bounds, setRect) from its image: one of the right size
+        # without copying the ring in time order (paint reads the trace, not this).
+        self.setImage(trace.ring[:, : trace.n_kept], autoLevels=False)
+
+    def show_image(self, image: np.ndarray) -> None:
+        """Show a label image (each new one is coloured whole)."""
+        self._trace = None
+        self.setImage(image, autoLevels=False)
 
     def show_newest(self, timestamp: float) -> None:
         """The image now shows samples up to ``timestamp`` (LSL local clock)."""
@@ -87,12 +108,27 @@ class _TraceItem(pg.ImageItem):
         if target.width() < 1 or target.height() < 1:
             return
         ratio = painter.device().devicePixelRatio()  # device pixels per logical pixel
-        converted = (image, round(target.width() * ratio), round(target.height() * ratio))
-        done, width, height = self._converted
-        if done is not image or (width, height) != converted[1:]:
-            self._convert(*converted)
+        size = (round(target.width() * ratio), round(target.height() * ratio))
+        trace, device = self._trace, self._device
+        if trace is not None:
+            drawn, self._stamp = trace.drawn_since(self._stamp)
+            device.update(trace.ring, trace.oldest, trace.n_kept, drawn, *size)
+        else:  # nothing tells which columns changed: a new image is coloured whole
+            drawn = None if image is not device.ring else np.zeros(0, dtype=np.intp)
+            device.update(image, 0, width, drawn, *size)
+        pixels = device.pixels
+        if pixels is not self._qimage_pixels or self._qimage.devicePixelRatio() != ratio:
+            # The pixels are updated in place: the QImage over them stays valid while their
+            # size is the same.
+            self._qimage = QImage(
+                pixels.data,
+                size[0],
+                size[1],
+                4 * size[0],
+                QImage.Format.Format_ARGB32_Premultiplied,
+            )
             self._qimage.setDevicePixelRatio(ratio)
-            self._converted = converted
+            self._qimage_pixels = pixels
         painter.save()
         painter.resetTransform()
         painter.drawImage(target.topLeft(), self._qimage)
@@ -100,23 +136,6 @@ class _TraceItem(pg.ImageItem):
         if self._unpainted == self._unpainted:  # not NaN: a new sample to account
             newest, self._unpainted = self._unpainted, math.nan
             self._on_painted(pylsl.local_clock() - newest)
-
-    def _convert(self, image: np.ndarray, width: int, height: int) -> None:
-        """Colour ``image`` (labels) into ARGB pixels of ``width`` x ``height`` (nearest).
-
-        ``np.take`` into a reused buffer: 2x faster than fancy indexing, without the GIL.
-        """
-        rows, cols = image.shape
-        if height != rows:
-            image = image.take(np.arange(height) * rows // height, axis=0)
-        if width != cols:
-            image = image.take(np.arange(width) * cols // width, axis=1)
-        if self._pixels.shape != (height, width):
-            self._pixels = np.empty((height, width), dtype=np.uint32)
-        np.take(self._argb_lut, image, out=self._pixels)
-        self._qimage = QImage(
-            self._pixels.data, width, height, 4 * width, QImage.Format.Format_ARGB32_Premultiplied
-        )
 
 
 class ScopeWidget(QWidget):
@@ -166,7 +185,7 @@ class ScopeWidget(QWidget):
         #: ``sample -> painted`` of the recent frames that showed new samples (seconds).
         self.paint_latencies: collections.deque[float] = collections.deque(maxlen=300)
         self._frame_stamps: collections.deque[float] = collections.deque(maxlen=120)
-        self.image = np.zeros((0, 0), dtype=np.uint8)
+        self._image: np.ndarray | None = np.zeros((0, 0), dtype=np.uint8)  # None: the trace's
         self.controls = self._build_controls()
         self._build_plot()
         plot_row = QHBoxLayout()
@@ -252,6 +271,15 @@ class ScopeWidget(QWidget):
     def bads(self) -> list[str]:
         """Names of the bad channels, in stream order."""
         return self.channels.bad_names
+
+    @property
+    def image(self) -> np.ndarray:
+        """The colour labels on screen, ``(height, columns)``, oldest column first (do not modify).
+
+        The traces' image is made on demand (a copy of the ring in time order): nothing needs it
+        in a frame.
+        """
+        return self._trace.image() if self._image is None else self._image
 
     @property
     def span(self) -> float:
@@ -422,7 +450,7 @@ class ScopeWidget(QWidget):
         types = self.channels.types
         ranges = np.array([self._type_range.get(types[i], 1.0) for i in shown.channels])
         row_px = height / n_rows
-        self.image = self._trace.update(
+        self._trace.draw(
             dec,
             shown.channels,
             gain=row_px * _ROW_FILL[view] * self._gain / ranges,
@@ -433,15 +461,22 @@ class ScopeWidget(QWidget):
             clip_rows=_CLIP_ROWS[view],
         )
         column_s = dec.samples_per_column / self._source.sfreq
-        self._draw(self.image, column_s * dec.n_kept, n_rows, pad_rows)
+        self._draw(None, column_s * dec.n_kept, n_rows, pad_rows)
         self.markers.place(dec.times(), column_s)
 
-    def _draw(self, image: np.ndarray, width_s: float, n_rows: int, pad_rows: float) -> None:
-        self._image_item.setImage(image, autoLevels=False)
+    def _draw(self, image: np.ndarray | None, width_s: float, n_rows: int, pad_rows: float) -> None:
+        """Show ``image`` (None: the trace's) over the last ``width_s`` seconds and ``n_rows``."""
+        if image is None:
+            self._image_item.show_trace(self._trace)
+        else:
+            self._image_item.show_image(image)
+        self._image = image
         self._image_item.setRect(QRectF(-width_s, 0.0, max(width_s, 1e-9), max(n_rows, 1)))
         view = self.plot.getViewBox()
-        view.setXRange(-self._span, 0.0, padding=0)
-        view.setYRange(-pad_rows, max(n_rows, 1) + pad_rows, padding=0)
+        x_range, y_range = [-self._span, 0.0], [-pad_rows, max(n_rows, 1) + pad_rows]
+        if view.viewRange() != [x_range, y_range]:  # the same every frame but after a change
+            view.setXRange(*x_range, padding=0)
+            view.setYRange(*y_range, padding=0)
 
     # ----------------------------------------------------------------- channels and bads
     def _channels_changed(self) -> None:

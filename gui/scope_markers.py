@@ -7,7 +7,10 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyqtgraph as pg
+from PyQt6.QtCore import QPointF, Qt
 from PyQt6.QtGui import QFont
+from PyQt6.QtWidgets import QGraphicsObject
+from pyqtgraph.graphicsItems.InfiniteLine import InfLineLabel
 
 from acquisition.recording import Marker, parse_marker
 from gui import style
@@ -19,13 +22,13 @@ class MarkerLines:
     """The most recent markers, drawn as vertical lines with short labels on a plot.
 
     Lines are pooled; a line keeps its marker while it is shown and is only restyled for a new
-    one, so a frame costs a signal-free ``setPos`` per visible marker.
+    one, so a frame costs a cheap move (:meth:`_MarkerLine.move_to`) per visible marker.
     """
 
     def __init__(self, plot_item: pg.PlotItem) -> None:
         self._plot_item = plot_item
         self._markers: collections.deque[Marker] = collections.deque(maxlen=_MAX_MARKERS)
-        self.lines: list[pg.InfiniteLine] = []
+        self.lines: list[_MarkerLine] = []
         self._font = QFont()
         self._font.setBold(True)
 
@@ -66,19 +69,15 @@ class MarkerLines:
             # Moved without its signal: the label's handler re-renders its (fixed) text and
             # re-places it along the line on every move, ~3/4 of a move's cost, and as a child
             # item the label moves with the line anyway (5.7 ms a frame for a 10 s page of
-            # keystrokes before both changes).
-            line.blockSignals(True)
-            try:
-                line.setPos(min(float(x), 0.0))
-            finally:
-                line.blockSignals(False)
+            # keystrokes before both changes). See _MarkerLine for the rest.
+            line.move_to(min(float(x), 0.0))
             line.show()
         for line in free:
             line.marker = None
             line.hide()
 
-    def _new_line(self) -> pg.InfiniteLine:
-        line = pg.InfiniteLine(angle=90, movable=False, label="", labelOpts={"position": 0.03})
+    def _new_line(self) -> _MarkerLine:
+        line = _MarkerLine()
         line.setZValue(10)
         line.label.fill = pg.mkBrush(255, 255, 255, 240)
         line.label.setFont(self._font)
@@ -86,6 +85,68 @@ class MarkerLines:
         self._plot_item.addItem(line)
         self.lines.append(line)
         return line
+
+
+class _MarkerLabel(InfLineLabel):
+    """A marker line's label, whose transform is recomputed only when the view is scaled.
+
+    Before every paint, pyqtgraph recomputes a text item's transform whenever its parent's scene
+    transform changed; that transform only undoes the parent's scale and rotation (the text keeps
+    its size), so after a move of the line (every marker, every frame) it comes out the same, at
+    ~10 us of Python per label per paint.
+    """
+
+    _linear: tuple | None = None  # scale and rotation of the line the transform was made for
+
+    def updateTransform(self, force: bool = False) -> None:
+        """Recompute the transform if the line's scale or rotation in the scene changed."""
+        parent = self.parentItem()
+        if parent is None or not self.isVisible():
+            super().updateTransform(force)
+            return
+        scene = parent.sceneTransform()
+        linear = (scene.m11(), scene.m12(), scene.m21(), scene.m22())
+        if force or linear != self._linear:
+            super().updateTransform(force=True)
+            self._linear = linear
+
+
+class _MarkerLine(pg.InfiniteLine):
+    """A marker's vertical line with its label (:class:`_MarkerLabel`), cheap to move every frame.
+
+    pyqtgraph's ``setPos`` makes the line recompute its bounds at the next paint (the view
+    mapped into the line, the size of a pixel: ~40 us of Python). A vertical line's bounds, in
+    its own coordinates, span the view's height and a few pixels across wherever it is, so
+    :meth:`move_to` keeps them; they are still recomputed when the view changes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(angle=90, movable=False)
+        self.label = _MarkerLabel(self, text="", position=0.03)
+        self.marker: Marker | None = None
+        # Without it, every move calls pyqtgraph back twice (its itemChange) to tell the view the
+        # line's bounds changed, for auto-range (~0.5 ms a frame for 30 markers); a line's data
+        # bounds do not depend on where it is, and the scope sets the view's range itself.
+        self.setFlag(self.GraphicsItemFlag.ItemSendsGeometryChanges, False)
+
+    def move_to(self, x: float) -> None:
+        """Put the line at ``x`` (view coordinates), without ``sigPositionChanged``."""
+        if self.p[0] == x:
+            return
+        self.p = [x, 0]
+        self._cachedView = None  # the view as the line sees it (the label's side) did move
+        QGraphicsObject.setPos(self, QPointF(x, 0.0))
+
+    def paint(self, painter, *args) -> None:
+        """Draw the line between the ends found with its bounds (as pyqtgraph does, leaner)."""
+        if self.markers:
+            super().paint(painter, *args)
+            return
+        left, right = self._endPoints
+        pen = self.currentPen
+        pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+        painter.setPen(pen)
+        painter.drawLine(QPointF(left, 0.0), QPointF(right, 0.0))
 
 
 def _style(line: pg.InfiniteLine, marker: Marker) -> None:

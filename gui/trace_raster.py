@@ -6,7 +6,9 @@ QPainter takes longer than a frame, so the traces are drawn here with numpy inst
 channel's samples are reduced to one (min, max) pair per pixel column (:class:`ColumnDecimator`,
 updated incrementally as samples arrive), and each pair becomes a vertical run of pixels joined to
 the neighbouring column (:func:`rasterize_traces`). The cost depends on the number of pixels, not
-on the sampling rate. This is display code only: nothing here filters or alters the signal.
+on the sampling rate. :class:`DevicePixels` colours that image into the premultiplied ARGB
+pixels the scope paints, at the device size, converting only the columns drawn since the last
+frame. This is display code only: nothing here filters or alters the signal.
 """
 
 from __future__ import annotations
@@ -180,16 +182,52 @@ def rasterize_traces(
     top = np.clip(np.floor(top), 0, height - 1).astype(np.int64)
     bottom = np.clip(np.floor(bottom), 0, height - 1).astype(np.int64)
     top[missing] = bottom[missing] = height  # a run below the image: draws nothing
-    cols = np.arange(n_cols)[:, None]
-    size = (height + 2) * n_cols
-    for label in np.unique(labels):
+    for label in np.unique(labels):  # ascending: a higher label is drawn over a lower one
         group = labels == label
-        starts = (top[:, group] * n_cols + cols).ravel()
-        stops = ((bottom[:, group] + 1) * n_cols + cols).ravel()
-        runs = np.bincount(starts, minlength=size) - np.bincount(stops, minlength=size)
-        covered = np.cumsum(runs.reshape(height + 2, n_cols)[:height], axis=0) > 0
-        image[covered] = label
+        _fill_runs(image, top[:, group], bottom[:, group], label)
     return image
+
+
+def _fill_runs(image: np.ndarray, top: np.ndarray, bottom: np.ndarray, label: int) -> None:
+    """Set ``label`` in rows ``top`` to ``bottom`` (included) of each column; top = height: none.
+
+    ``top`` and ``bottom`` are ``(n_columns, n_channels)``. The pixels of the runs are indexed one
+    by one (~3-9 ns each) when they are fewer than the image's; otherwise the runs are counted
+    over the whole image (:func:`_fill_area`, ~7 ns per pixel of the image whatever the runs). A
+    page of 25 channels x 1400 columns covers ~0.2 M of its 1.1 M pixels: ~2 ms one by one, ~8
+    over the image; an overlay of 150 channels in one row covers many pixels several times, and
+    is cheaper over the image. Both give the same image.
+    """
+    height, n_cols = image.shape
+    lengths = bottom - top + 1
+    lengths[top >= height] = 0  # missing
+    n_pixels = int(lengths.sum())
+    if n_pixels <= image.size and (lengths >= 0).all():
+        lengths = lengths.ravel()
+        firsts = (top * n_cols + np.arange(n_cols)[:, None]).ravel()
+        before = np.cumsum(lengths) - lengths  # pixels of the runs before each run
+        flat = np.repeat(firsts - before * n_cols, lengths) + np.arange(n_pixels) * n_cols
+        image.reshape(-1)[flat] = label
+    else:
+        _fill_area(image, top, bottom, label)
+
+
+def _fill_area(image: np.ndarray, top: np.ndarray, bottom: np.ndarray, label: int) -> None:
+    """:func:`_fill_runs` by counting the runs that start and end at each pixel of the image.
+
+    A block of 64 columns at a time: the int64 counts of the whole image (~9 MB at full screen)
+    would miss the caches, ~3x slower.
+    """
+    height = image.shape[0]
+    for first in range(0, image.shape[1], 64):
+        block = image[:, first : first + 64]
+        n_cols = block.shape[1]
+        cols = np.arange(n_cols)[:, None]
+        size = (height + 2) * n_cols
+        starts = (top[first : first + 64] * n_cols + cols).ravel()
+        stops = ((bottom[first : first + 64] + 1) * n_cols + cols).ravel()
+        runs = np.bincount(starts, minlength=size) - np.bincount(stops, minlength=size)
+        block[np.cumsum(runs.reshape(height + 2, n_cols)[:height], axis=0) > 0] = label
 
 
 class TraceImage:
@@ -197,19 +235,26 @@ class TraceImage:
 
     A full redraw (after :meth:`invalidate`, or when the columns or the image size change) fixes
     each channel's baseline at the mean of the columns on screen; afterwards only new columns are
-    drawn, into a ring of image columns that mirrors the decimator's. When a channel's recent
+    drawn, into a ring of image columns that mirrors the decimator's (:attr:`ring`; which of its
+    columns were drawn since a given moment: :meth:`drawn_since`). When a channel's recent
     mean drifts more than half a row from its baseline, the baselines are measured again at once
     (new columns use them) and the columns already drawn are redrawn over the next frames, newest
-    first, at most ``redraw_budget`` channel-columns per frame: a drift never costs one long frame
-    (a full redraw of 306 channels x 1400 columns takes ~60 ms, four 60 fps frames).
+    first, at most ``redraw_budget`` channel-columns and ``redraw_pixels`` pixels per frame: a
+    drift never costs one long frame (a full redraw of 306 channels x 1400 columns takes ~20 ms,
+    of a page of 25 channels ~5 ms, plus ~2 ms to colour it, and a drifting recording
+    re-baselines every few seconds).
 
     Parameters
     ----------
     redraw_budget : int
         Channel-columns (columns x channels drawn) redrawn per :meth:`update` after a drift.
+    redraw_pixels : int
+        Pixels (columns x image height) redrawn per :meth:`update` after a drift: few channels
+        on a tall image cost by their pixels (the old columns of a 25-channel page, 800 pixels
+        high, are redrawn over ~8 frames).
     """
 
-    def __init__(self, redraw_budget: int = 40_000) -> None:
+    def __init__(self, redraw_budget: int = 40_000, redraw_pixels: int = 150_000) -> None:
         self._ring = np.zeros((1, 1), dtype=np.uint8)
         self._decimator: ColumnDecimator | None = None
         self._drawn_upto = 0
@@ -217,9 +262,50 @@ class TraceImage:
         self._stale = True
         self._redo = (0, 0)  # absolute columns [lo, hi) still drawn with the old baselines
         self.redraw_budget = int(redraw_budget)
+        self.redraw_pixels = int(redraw_pixels)
         self.baseline = np.zeros(0)
         self.n_full_redraws = 0
         self.n_rebaselines = 0
+        self._n_draws = 0  # draws so far: the stamp of the latest one
+        self._drawn_at = np.zeros(1, dtype=np.int64)  # stamp of the draw of each ring column
+        self._oldest = 0
+        self._n_kept = 0
+
+    @property
+    def ring(self) -> np.ndarray:
+        """The image in ring order, ``(height, n_columns)``: do not modify it.
+
+        Column ``(oldest + k) % n_columns`` holds the k-th oldest of the ``n_kept`` columns shown
+        (as of the last :meth:`draw`). A full redraw makes a new array; otherwise columns are
+        redrawn in place.
+        """
+        return self._ring
+
+    @property
+    def oldest(self) -> int:
+        """Ring column of the oldest column shown."""
+        return self._oldest
+
+    @property
+    def n_kept(self) -> int:
+        """Number of columns shown."""
+        return self._n_kept
+
+    def drawn_since(self, stamp: int) -> tuple[np.ndarray, int]:
+        """Ring columns drawn after ``stamp``, and the stamp of now.
+
+        ``stamp`` is 0 (before anything was drawn) or a stamp this method returned. A consumer of
+        the ring (:class:`DevicePixels`) passes the stamp it got last time to learn which columns
+        changed since; after a full redraw every column is reported.
+        """
+        return np.flatnonzero(self._drawn_at > stamp), self._n_draws
+
+    def image(self) -> np.ndarray:
+        """A copy of the image of the columns shown, oldest first: ``(height, n_kept)``."""
+        if self._n_kept < self._ring.shape[1]:
+            return self._ring[:, : self._n_kept].copy()  # not wrapped yet: the oldest is column 0
+        seam = self._oldest
+        return np.concatenate([self._ring[:, seam:], self._ring[:, :seam]], axis=1)
 
     def invalidate(self) -> None:
         """Redraw everything at the next :meth:`update` (gain, channels or size changed)."""
@@ -237,7 +323,32 @@ class TraceImage:
         rows: np.ndarray | None = None,
         clip_rows: float = 2.0,
     ) -> np.ndarray:
-        """Draw what is new and return the image of the kept columns, oldest first.
+        """:meth:`draw`, then return :meth:`image`."""
+        self.draw(
+            decimator,
+            picks,
+            gain=gain,
+            row_px=row_px,
+            height=height,
+            labels=labels,
+            rows=rows,
+            clip_rows=clip_rows,
+        )
+        return self.image()
+
+    def draw(
+        self,
+        decimator: ColumnDecimator,
+        picks: np.ndarray,
+        *,
+        gain: np.ndarray,
+        row_px: float,
+        height: int,
+        labels: np.ndarray,
+        rows: np.ndarray | None = None,
+        clip_rows: float = 2.0,
+    ) -> None:
+        """Draw what is new into :attr:`ring`, to show the columns the decimator keeps.
 
         ``picks`` are the channels drawn, ``gain`` their pixels per unit, ``row_px`` the height
         of a row, ``labels`` their colour labels and ``rows`` the row of each (0 at the top;
@@ -267,11 +378,8 @@ class TraceImage:
                 self._drawn_upto = decimator.n_total
                 self._check_drift(decimator, picks, gain, row_px)
             self._redraw_some(decimator, picks, args)
-        n_kept = decimator.n_kept
-        if n_kept < n_columns:
-            return self._ring[:, :n_kept].copy()
-        seam = decimator.n_total % n_columns
-        return np.concatenate([self._ring[:, seam:], self._ring[:, :seam]], axis=1)
+        self._n_kept = decimator.n_kept
+        self._oldest = (decimator.n_total - self._n_kept) % n_columns
 
     def _draw_columns(
         self, decimator: ColumnDecimator, picks: np.ndarray, args: dict, first: int, n: int
@@ -281,6 +389,8 @@ class TraceImage:
         image = rasterize_traces(mins[:, picks], maxs[:, picks], baseline=self.baseline, **args)
         slots = (first + np.arange(n)) % decimator.n_columns
         self._ring[:, slots] = image[:, -n:]
+        self._n_draws += 1
+        self._drawn_at[slots] = self._n_draws
 
     def _redraw_some(self, decimator: ColumnDecimator, picks: np.ndarray, args: dict) -> None:
         """Redraw the newest columns left from before a re-baselining, within the budget."""
@@ -289,7 +399,11 @@ class TraceImage:
         if hi <= lo:
             self._redo = (0, 0)
             return
-        n = min(hi - lo, max(1, self.redraw_budget // max(picks.size, 1)))
+        n = min(
+            hi - lo,
+            max(1, self.redraw_budget // max(picks.size, 1)),
+            max(1, self.redraw_pixels // args["height"]),
+        )
         self._draw_columns(decimator, picks, args, hi - n, n)
         self._redo = (lo, hi - n)
 
@@ -301,6 +415,8 @@ class TraceImage:
         if mins.shape[0]:
             image = rasterize_traces(mins, maxs, baseline=self.baseline, **args)
             self._ring[:, decimator.slots(mins.shape[0])] = image
+        self._n_draws += 1
+        self._drawn_at = np.full(decimator.n_columns, self._n_draws, dtype=np.int64)
         self._decimator = decimator
         self._drawn_upto = self._checked_upto = decimator.n_total
         self._stale = False
@@ -325,6 +441,126 @@ class TraceImage:
         self.baseline = _finite_mean((mins[:, picks] + maxs[:, picks]) / 2)
         self._redo = (decimator.n_total - decimator.n_kept, decimator.n_total)
         self.n_rebaselines += 1
+
+
+def argb_table(rgba: np.ndarray) -> np.ndarray:
+    """Pixel value (``0xAARRGGBB``, as QImage's ARGB32 formats store it) of each RGBA row.
+
+    The colours are taken as they are: for a premultiplied image each must be opaque or, like the
+    background, fully transparent black.
+    """
+    lut = np.asarray(rgba, dtype=np.uint32)
+    return (lut[:, 3] << 24) | (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]
+
+
+def label_pixels(image: np.ndarray, table: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The pixels of a label image at ``width`` x ``height``, all at once (nearest neighbour).
+
+    Output row ``i`` shows image row ``i * rows // height`` and output column ``j`` image column
+    ``j * columns // width``; ``table`` is the pixel value of each label (:func:`argb_table`).
+    :class:`DevicePixels` gives the same pixels without converting the whole image each frame.
+    """
+    rows, cols = image.shape
+    image = image.take(np.arange(height) * rows // height, axis=0)
+    image = image.take(np.arange(width) * cols // width, axis=1)
+    return np.take(table, image)
+
+
+class DevicePixels:
+    """The pixels of a :class:`TraceImage` at a device size, converted only where columns changed.
+
+    The scope's image scrolls: every frame its columns move left by the few that are new. Colouring
+    and resampling the whole image each frame took 2-6 ms at full screen. Here each ring column is
+    coloured once, at the device height, when it is drawn (into a ring of ARGB columns), and a
+    frame only gathers those columns into :attr:`pixels` at the device width, nearest neighbour
+    (0.6-1.2 ms for 1500 x 800 pixels; colouring them all takes ~2 ms, mostly spent casting the
+    labels to indices). :attr:`pixels` are exactly :func:`label_pixels` of the image shown, oldest
+    column first: the same screen-fixed columns are repeated (or skipped) as when the whole image
+    was resampled, so the ARGB columns cannot simply scroll with the data.
+
+    Parameters
+    ----------
+    table : array of uint32, shape (256,)
+        Pixel value of each label (:func:`argb_table`).
+
+    Attributes
+    ----------
+    pixels : array of uint32, shape (height, width)
+        The pixels of the last :meth:`update`, row-major. The same array while the size is the
+        same (a painter can keep an image on it).
+    ring : array or None
+        The label ring the pixels were made from (identity tells a full redraw).
+    """
+
+    def __init__(self, table: np.ndarray) -> None:
+        self._table = np.asarray(table, dtype=np.uint32)
+        self.pixels = np.zeros((0, 0), dtype=np.uint32)
+        self.ring: np.ndarray | None = None
+        self.n_full = 0  # full conversions (tests, benchmarks)
+        self._coloured = np.zeros((0, 0), dtype=np.uint32)  # the ring coloured, device height
+        self._row_map: np.ndarray | None = None  # ring row of each device row (None: the same)
+        self._column_key: tuple = ()  # (n_kept, width) of _column_map
+        self._column_map = np.zeros(0, dtype=np.intp)
+        self._shown: tuple = ()  # (oldest, n_kept, width) of pixels
+
+    @property
+    def table(self) -> np.ndarray:
+        """Pixel value of each label; setting it colours everything again at the next update."""
+        return self._table
+
+    @table.setter
+    def table(self, table: np.ndarray) -> None:
+        self._table = np.asarray(table, dtype=np.uint32)
+        self.ring = None
+
+    def update(
+        self,
+        ring: np.ndarray,
+        oldest: int,
+        n_kept: int,
+        drawn: np.ndarray | None,
+        width: int,
+        height: int,
+    ) -> bool:
+        """Make :attr:`pixels` show ``n_kept`` columns of ``ring`` from column ``oldest``, wrapping.
+
+        ``ring`` is a label image ``(rows, n_columns)`` (:attr:`TraceImage.ring`); ``drawn`` the
+        ring columns changed since the previous call with the same ring
+        (:meth:`TraceImage.drawn_since`), or None when unknown. Everything is coloured again when
+        ``drawn`` is None or the ring object, its size, ``height`` or :attr:`table` changed.
+        Returns whether :attr:`pixels` changed.
+        """
+        rows, n_columns = ring.shape
+        if drawn is None or ring is not self.ring or self._coloured.shape != (height, n_columns):
+            self.ring = ring
+            self._row_map = None if height == rows else np.arange(height) * rows // height
+            self._coloured = self._colour(ring)
+            self._shown = ()
+            self.n_full += 1
+        elif drawn.size:
+            if drawn[-1] - drawn[0] + 1 == drawn.size:  # contiguous (sorted): a slice is faster
+                drawn = slice(int(drawn[0]), int(drawn[-1]) + 1)
+            self._coloured[:, drawn] = self._colour(ring[:, drawn])
+            self._shown = ()
+        if self._shown == (oldest, n_kept, width):
+            return False
+        if self._column_key != (n_kept, width):
+            self._column_map = np.arange(width, dtype=np.intp) * n_kept // width
+            self._column_key = (n_kept, width)
+        if self.pixels.shape != (height, width):
+            self.pixels = np.empty((height, width), dtype=np.uint32)
+        # "wrap" maps oldest + k past the ring's end back to its start; unlike the default
+        # "raise", it also writes into ``out`` directly instead of through a temporary copy
+        # (half the time).
+        np.take(self._coloured, self._column_map + oldest, axis=1, out=self.pixels, mode="wrap")
+        self._shown = (oldest, n_kept, width)
+        return True
+
+    def _colour(self, labels: np.ndarray) -> np.ndarray:
+        """Pixel values of ``labels`` (ring columns), resampled to the device height."""
+        if self._row_map is not None:
+            labels = labels.take(self._row_map, axis=0)
+        return np.take(self._table, labels)
 
 
 def typical_ranges(mins: np.ndarray, maxs: np.ndarray, types: Sequence[str]) -> dict[str, float]:

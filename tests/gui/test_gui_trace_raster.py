@@ -1,11 +1,20 @@
-"""Scope display decimation: min/max columns (chunked == one-shot) and their rasterisation."""
+"""Scope display decimation: min/max columns (chunked == one-shot), their rasterisation, pixels."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gui.trace_raster import ColumnDecimator, TraceImage, rasterize_traces, typical_ranges
+from gui.scope_rows import color_table
+from gui.trace_raster import (
+    ColumnDecimator,
+    DevicePixels,
+    TraceImage,
+    argb_table,
+    label_pixels,
+    rasterize_traces,
+    typical_ranges,
+)
 
 
 def _direct_columns(data: np.ndarray, per_column: int):
@@ -143,9 +152,11 @@ def test_incremental_image_equals_a_full_redraw_with_the_same_baseline():
     np.testing.assert_array_equal(image[:, 1:], full[:, 1:])
 
 
-def test_a_drifting_channel_is_rebaselined_and_redrawn_over_several_frames():
+# 30 columns per update: of 2 channels, or of 100 pixels
+@pytest.mark.parametrize("budget", [{"redraw_budget": 60}, {"redraw_pixels": 3000}])
+def test_a_drifting_channel_is_rebaselined_and_redrawn_over_several_frames(budget):
     dec = ColumnDecimator(2, 100, 5)
-    trace = TraceImage(redraw_budget=60)  # 30 columns of 2 channels per update
+    trace = TraceImage(**budget)
     picks = np.array([0, 1])
     args = _trace_args(2, height=100)
     dec.push(np.zeros((500, 2), np.float32), np.arange(500.0))
@@ -171,6 +182,83 @@ def test_a_drifting_channel_is_rebaselined_and_redrawn_over_several_frames():
     images = [trace.update(dec, picks, **args) for _ in range(4)]  # 100 columns: 4 x 30
     np.testing.assert_array_equal(images[-1][:, 1:], full[:, 1:])
     assert not np.array_equal(images[1], full)  # it took more than one frame
+
+
+@pytest.mark.parametrize("longest", [3, 8, 400])  # few pixels (one by one) to many (counted)
+def test_runs_filled_pixel_by_pixel_equal_runs_counted_over_the_image(longest):
+    from gui.trace_raster import _fill_area, _fill_runs
+
+    rng = np.random.default_rng(longest)
+    height, n_cols, n_channels = 90, 150, 12
+    top = rng.integers(0, height, (n_cols, n_channels))
+    bottom = np.minimum(top + rng.integers(0, longest, (n_cols, n_channels)), height - 1)
+    top[rng.random(top.shape) < 0.1] = height  # missing: nothing drawn
+    bottom[top == height] = height
+    runs, area = np.zeros((height, n_cols), np.uint8), np.zeros((height, n_cols), np.uint8)
+    runs[::7], area[::7] = 2, 2  # drawn before: kept where no run passes
+    _fill_runs(runs, top, bottom, 5)
+    _fill_area(area, top, bottom, 5)
+    np.testing.assert_array_equal(runs, area)
+    assert (runs == 5).any() and (runs == 2).any()
+
+
+def test_device_pixels_coloured_column_by_column_equal_a_full_conversion():
+    rng = np.random.default_rng(5)
+    n_channels = 3
+    data = rng.standard_normal((9000, n_channels)).astype(np.float32)
+    data[6000:, 1] += 12.0  # a drift: re-baselined, the old columns redrawn over several frames
+    dec = ColumnDecimator(n_channels, 70, 10)
+    trace = TraceImage(redraw_budget=60)
+    picks = np.arange(n_channels)
+    labels = np.array([2, 3, 4], dtype=np.uint8)
+    args = {**_trace_args(n_channels, height=45), "labels": labels}
+    table = argb_table(color_table())
+    device, stamp = DevicePixels(table), 0
+    # Wider than the image (columns repeated) and taller, then narrower and shorter (skipped).
+    sizes = [(101, 67)] * 60 + [(61, 40)] * 30 + [(101, 67)] * 10
+    start, last_size, pixels_kept = 0, None, True
+    for frame, size in enumerate(sizes):
+        if frame == 80:
+            trace.invalidate()  # a full redraw (gain, page, view): a new ring
+        chunk = int(rng.integers(0, 130))
+        dec.push(data[start : start + chunk], np.arange(start, start + chunk, dtype=float))
+        start += chunk
+        trace.update(dec, picks, **args)
+        if frame % 3 == 2:
+            continue  # not painted this frame: the drawn columns add up
+        drawn, stamp = trace.drawn_since(stamp)
+        before = device.pixels
+        device.update(trace.ring, trace.oldest, trace.n_kept, drawn, *size)
+        if trace.n_kept:
+            expected = label_pixels(trace.image(), table, *size)
+            np.testing.assert_array_equal(device.pixels, expected, err_msg=f"frame {frame}")
+        pixels_kept &= size != last_size or device.pixels is before
+        last_size = size
+    assert start > 3 * 70 * 10  # the ring wrapped around several times
+    assert trace.n_rebaselines >= 1 and dec.n_total > dec.n_columns
+    # Coloured whole only for the first image, the resize, the way back and the full redraw.
+    assert trace.n_full_redraws == 2 and device.n_full == 4
+    assert pixels_kept  # the same array while the size is the same (a QImage stays on it)
+    assert not device.update(trace.ring, trace.oldest, trace.n_kept, np.zeros(0, int), *sizes[-1])
+
+
+def test_device_pixels_colour_everything_again_for_a_new_table_or_image():
+    image = np.array([[0, 1, 2], [2, 1, 0]], dtype=np.uint8)
+    table = np.array([0, 0xFF0000FF, 0xFF00FF00, *[0] * 253], dtype=np.uint32)
+    device = DevicePixels(table)
+    device.update(image, 1, 3, None, 6, 4)  # from column 1: columns 1, 2, then 0 (wrapped)
+    red, green = 0xFF0000FF, 0xFF00FF00
+    rows = [[red, red, green, green, 0, 0], [red, red, 0, 0, green, green]]
+    np.testing.assert_array_equal(device.pixels, [rows[0], rows[0], rows[1], rows[1]])
+    device.table = table[[0, 2, 1, *range(3, 256)]]
+    device.update(image, 1, 3, np.zeros(0, int), 6, 4)
+    assert device.n_full == 2
+    np.testing.assert_array_equal(device.pixels[0], [green, green, red, red, 0, 0])
+    other = image.copy()
+    other[0, 0] = 1
+    device.update(other, 0, 3, np.zeros(0, int), 3, 2)  # another array: the drawn columns unknown
+    np.testing.assert_array_equal(device.pixels, label_pixels(other, device.table, 3, 2))
+    assert device.n_full == 3
 
 
 def test_channels_on_the_same_row_are_overlaid():
