@@ -64,6 +64,8 @@ def test_speed_pause_resume_and_seek_on_a_real_recording(qtbot, panel, screensho
         # Twice real time: the stream's samples are 0.5 ms apart on the LSL clock.
         np.testing.assert_allclose(np.diff(stamps), 1 / 1000, rtol=1e-6)  # recording time base
 
+        first_marker = min(s for _label, s in panel.seek_points)
+        qtbot.waitUntil(lambda: panel.player.n_samples_sent > first_marker + 400, timeout=10_000)
         panel.toggle_pause()
         assert panel.player.paused and panel.pause_button.text() == "Resume"
         qtbot.wait(150)

@@ -18,7 +18,8 @@ from acquisition.simulator import Simulator, SimulatorStream
 from acquisition.stream import StreamSource
 from gui import style
 from gui.scope import ScopeWidget
-from gui.scope_rows import DEFAULT_ROWS, ChannelRows
+from gui.scope_rows import DEFAULT_ROWS, ChannelRows, color_table
+from gui.trace_raster import argb_table, label_pixels
 
 
 def _scope(qtbot, source) -> ScopeWidget:
@@ -45,6 +46,9 @@ def meg_scope(qtbot, source_id):
     sim = Simulator("meg", "typing", snr=2.0, seed=5, sfreq=250.0)
     with SimulatorStream(sim, name=f"gui-meg-{source_id}", source_id=source_id):
         source = StreamSource(source_id=source_id).connect()
+        # a second of data first, so the scope's scale fits the traces into their rows (this
+        # host's stream flows the moment it connects)
+        qtbot.waitUntil(lambda: source.buffer.n_written >= 250, timeout=10_000)
         widget = _scope(qtbot, source)
         yield widget
         widget.stop()
@@ -212,6 +216,34 @@ def test_clicking_a_channel_name_toggles_it_bad(meg_scope, qtbot, screenshot):
     assert scope.bads == [names[0]]
 
 
+def _paint_new_frames(scope: ScopeWidget, qtbot, n: int) -> None:
+    """Let the timer draw ``n`` frames with new columns, painting each (offscreen: by hand)."""
+    for _ in range(n):
+        drawn = scope._decimator.n_total
+        qtbot.waitUntil(lambda drawn=drawn: scope._decimator.n_total > drawn)
+        scope.plot.grab()
+
+
+def test_painted_pixels_are_the_image_coloured_only_where_it_changed(meg_scope, qtbot):
+    scope = meg_scope
+    device = scope._image_item._device
+    table = argb_table(color_table())
+    _paint_new_frames(scope, qtbot, 1)
+    n_full = device.n_full
+    _paint_new_frames(scope, qtbot, 8)
+    assert device.n_full == n_full  # the image scrolled: only its new columns were coloured
+    height, width = device.pixels.shape
+    assert width > scope.image.shape[1]  # some columns are repeated at the device width
+    np.testing.assert_array_equal(device.pixels, label_pixels(scope.image, table, width, height))
+    old = scope._decimator
+    scope.resize(900, 560)  # new columns at the new width: coloured whole again
+    qtbot.waitUntil(lambda: scope._decimator is not old)
+    _paint_new_frames(scope, qtbot, 4)
+    assert device.n_full > n_full and device.pixels.shape != (height, width)
+    height, width = device.pixels.shape
+    np.testing.assert_array_equal(device.pixels, label_pixels(scope.image, table, width, height))
+
+
 def test_markers_are_lines_at_their_time(scope, qtbot):
     _mins, _maxs, times = scope._decimator.columns()
     column_s = scope._decimator.samples_per_column / scope.source.sfreq
@@ -223,6 +255,48 @@ def test_markers_are_lines_at_their_time(scope, qtbot):
     x = lines[0].value()
     assert -1.0 - column_s - 3 * column_s < x < -1.0 - column_s + 3 * column_s
     assert lines[0].label.toPlainText() == "a"
+
+
+def test_marker_lines_moved_cheaply_look_as_pyqtgraph_lines_moved_by_set_pos(scope, qtbot):
+    import pyqtgraph as pg
+
+    from gui.scope_markers import _style
+
+    _mins, _maxs, times = scope._decimator.columns()
+    marker = Marker(float(times[-1]) - 1.0, "key:a")
+    scope.add_markers([marker])
+    scope.refresh()
+    scope.stop()  # nothing else moves from now on
+    (ours,) = [line for line in scope.markers.lines if line.isVisible()]
+    # The line as the scope made it with pyqtgraph alone, moved by setPos.
+    stock = pg.InfiniteLine(angle=90, movable=False, label="", labelOpts={"position": 0.03})
+    stock.setZValue(10)
+    stock.label.fill = pg.mkBrush(255, 255, 255, 240)
+    stock.label.setFont(ours.label.textItem.font())
+    scope.plot.getPlotItem().addItem(stock)
+    _style(stock, marker)
+    for x in (-1.0, -1.37, -2.5, -6.21, -9.9, -0.3):
+        ours.move_to(x)
+        stock.blockSignals(True)
+        stock.setPos(x)
+        stock.blockSignals(False)
+        ours.hide()
+        stock.show()
+        expected = scope.plot.grab().toImage()
+        stock.hide()
+        ours.show()
+        assert scope.plot.grab().toImage() == expected, x
+        assert ours.boundingRect() == ours._computeBoundingRect()  # the kept bounds are right
+    scope.set_rows_per_page(10)  # the view's scale changes: bounds and label follow
+    scope.refresh()
+    ours.move_to(-3.3)
+    stock.setPos(-3.3)
+    ours.hide()
+    stock.show()
+    expected = scope.plot.grab().toImage()
+    stock.hide()
+    ours.show()
+    assert scope.plot.grab().toImage() == expected
 
 
 def test_a_marker_keeps_its_line_while_shown_and_the_label_follows(scope, qtbot):
