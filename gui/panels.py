@@ -145,6 +145,7 @@ class TextPanel(QWidget):
         if event.kind == "candidates" or (self.listening and event.kind == "gap"):
             self._add_word(event)
             return
+        finished = ""
         if event.kind == "sentence_end":
             finished = event.committed[len(self.committed_text) :].strip() or self.hypothesis_text
             target = event.target if event.target else self.target_text
@@ -156,6 +157,11 @@ class TextPanel(QWidget):
         if event.target is not None or event.kind == "sentence_end":
             self.target_text = event.target
         self.cer_so_far = self._cer_so_far()
+        if event.kind == "sentence_end":
+            # The event's hypothesis is empty: until the next sentence's first keystroke, the box
+            # shows the finished sentence under its target (an empty "Decoded" row looked like
+            # nothing had been decoded).
+            self.hypothesis_text, self.confidence = finished, ()
 
     def _add_word(self, event: TextEvent) -> None:
         """Take a speech event: one more decoded word (or a gap), scored when a word was heard."""

@@ -191,3 +191,20 @@ def test_session_cer_shows_its_interval_over_sentences(panels):
     shown = f"session CER {mean:.2f} [{low:.2f}, {high:.2f}] over 3 sentences (95 % t interval)"
     assert shown in text.stats.text()
     text.clear()
+
+
+def test_a_finished_sentence_stays_under_its_target_until_the_next_one(panels):
+    text = panels[0]
+    text.clear()
+    text.add_event(TextEvent("keystroke", committed="", hypothesis="a do", target="a dog"))
+    text.add_event(TextEvent("sentence_end", committed="a dgo", target="a dog"))
+    text.render()
+    html = text.live.text()
+    assert "Target&nbsp;&nbsp;</span>a&nbsp;dog" in html
+    decoded = html.split("Decoded&nbsp;</span>", 1)[1]
+    assert ">a<" in decoded and ">g<" in decoded and ">o<" in decoded  # "a dgo", per character
+    assert text.cer_so_far is None and text.sentence_cers == [cer("a dgo", "a dog")]
+    text.add_event(TextEvent("keystroke", committed="a dgo", hypothesis="t", target="the end"))
+    text.render()
+    assert text.hypothesis_text == "t" and "the&nbsp;end" in text.live.text()
+    text.clear()
