@@ -258,6 +258,7 @@ def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
     result = json.loads(proc.stdout)
     assert result["max_speed"]["x_real_time"] > 1 and result["max_speed"]["windows"] > 0
     assert result["max_speed"]["runs"] == len(result["max_speed"]["x_real_time_runs"]) == 2
+    assert result["max_speed"]["cpu_s"]["decoding_process"] > 0
     stages = result["realtime"]["latency_ms"]
     assert {"sample->emitted", "pulled->emitted", "windowed->inferred"} <= set(stages)
     assert result["realtime"]["dropped_samples"] == 0

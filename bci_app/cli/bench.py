@@ -96,6 +96,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
             session = DecodingSession(strategy, source, markers, text_outlet=False)
             with session:
                 ready = pylsl.local_clock()  # the decoder runs from here
+                cpu_ready = (time.process_time(), _cpu_seconds(player.pid))
                 t0 = None
                 last_progress, seen = time.monotonic(), 0
                 while session.pipeline.n_processed < n_times:
@@ -113,6 +114,7 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
                         lags.append((pylsl.local_clock() - t0, h.lag_s))
                     time.sleep(0.01 if speed == "max" else 0.25)
                 end = pylsl.local_clock()
+                cpu_end = (time.process_time(), _cpu_seconds(player.pid))
                 wall = end - t0
                 time.sleep(1.0)  # the last windows complete after the data ends
             summary = session.stop()
@@ -128,9 +130,24 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
         "wall_s": wall,
         "decode_s": decoding,
         "setup_s": max(0.0, ready - t0),
+        # CPU seconds each process used from the decoder's start to the last sample processed:
+        # whether the two cores were busy or waiting (None where /proc is missing)
+        "cpu_s": {
+            "decoding_process": cpu_end[0] - cpu_ready[0],
+            "player": None if None in (cpu_end[1], cpu_ready[1]) else cpu_end[1] - cpu_ready[1],
+        },
         "summary": summary,
         "lags": np.array(lags),
     }
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; else None)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _lag_slope(lags: np.ndarray) -> float:
@@ -259,6 +276,8 @@ def _pipeline(bundle, path, folder, seconds, realtime_s, provider, max_seconds, 
             "setup_s": round(fast["setup_s"], 2),
             "x_real_time": round(duration / fast["wall_s"], 1),
             "x_real_time_runs": [round(duration / w, 1) for w in walls.tolist()],
+            "cpu_s": {k: v if v is None else round(v, 2) for k, v in fast["cpu_s"].items()},
+            "cores": os.cpu_count(),
             "windows": fast["summary"]["windows"],
             "latency_ms": fast["summary"]["latency_ms"],
         },
@@ -335,6 +354,14 @@ def _pipeline_lines(result: dict) -> list[str]:
         f"{fast.get('runs', 1)} runs: {runs}); {fast.get('setup_s', 0.0):.2f} s of it decoder "
         "set-up after the first push"
     ]
+    cpu = fast.get("cpu_s")
+    if cpu:
+        player = "n/a" if cpu["player"] is None else f"{cpu['player']:.2f} s"
+        lines.append(
+            f"  CPU from the decoder's start to the last sample ({fast['decode_s']:.2f} s of wall "
+            f"time on {fast.get('cores')} cores): decoding process "
+            f"{cpu['decoding_process']:.2f} s, player process {player}"
+        )
     if "realtime" in result:
         rt = result["realtime"]
         lines.append(
