@@ -385,17 +385,19 @@ SHORT_CASES = ("nan-bursts", "clock-backwards", "rate-0.95x", "markers-10kB")
 def _probe(decoder, clamp: float) -> dict:
     """Watch what reaches the decoder's graph (every keystroke window it is given)."""
     seen = {"windows": 0, "bad": 0, "max_abs": 0.0}
-    add_keystroke = decoder.add_keystroke
+    # every keystroke window goes through add_keystrokes (one at a time or a backlog's batch)
+    add_keystrokes = decoder.add_keystrokes
 
-    def checked(window_data, *args, **kwargs):
-        seen["windows"] += 1
-        finite = bool(np.isfinite(window_data).all())
-        peak = float(np.abs(window_data).max()) if finite else math.inf
-        seen["max_abs"] = max(seen["max_abs"], peak)
-        seen["bad"] += (not finite) or peak > clamp + 1e-6
-        return add_keystroke(window_data, *args, **kwargs)
+    def checked(windows_data, *args, **kwargs):
+        for window_data in windows_data:
+            seen["windows"] += 1
+            finite = bool(np.isfinite(window_data).all())
+            peak = float(np.abs(window_data).max()) if finite else math.inf
+            seen["max_abs"] = max(seen["max_abs"], peak)
+            seen["bad"] += (not finite) or peak > clamp + 1e-6
+        return add_keystrokes(windows_data, *args, **kwargs)
 
-    decoder.add_keystroke = checked
+    decoder.add_keystrokes = checked
     return seen
 
 
