@@ -311,29 +311,9 @@ class TraceImage:
         """Redraw everything at the next :meth:`update` (gain, channels or size changed)."""
         self._stale = True
 
-    def update(
-        self,
-        decimator: ColumnDecimator,
-        picks: np.ndarray,
-        *,
-        gain: np.ndarray,
-        row_px: float,
-        height: int,
-        labels: np.ndarray,
-        rows: np.ndarray | None = None,
-        clip_rows: float = 2.0,
-    ) -> np.ndarray:
-        """:meth:`draw`, then return :meth:`image`."""
-        self.draw(
-            decimator,
-            picks,
-            gain=gain,
-            row_px=row_px,
-            height=height,
-            labels=labels,
-            rows=rows,
-            clip_rows=clip_rows,
-        )
+    def update(self, decimator: ColumnDecimator, picks: np.ndarray, **options) -> np.ndarray:
+        """:meth:`draw` (with the same keyword options), then return :meth:`image`."""
+        self.draw(decimator, picks, **options)
         return self.image()
 
     def draw(

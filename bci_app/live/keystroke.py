@@ -145,8 +145,7 @@ class KeystrokeStrategy:
         for all), split wherever a sentence boundary lies between two of them. Live at 1x,
         keystrokes come one per step and are decoded at once.
         """
-        window = event.window
-        key_time = window.marker.timestamp if window.marker is not None else window.t_complete
+        key_time = event.window.time
         if self._held and self.boundaries.next_time < key_time:
             self._decode_held(emit)
         self.boundaries.apply(key_time, emit)

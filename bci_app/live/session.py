@@ -351,8 +351,7 @@ class DecodingSession:
             except Exception:  # a decoding error never ends the session
                 marker = event.window.marker
                 what = "a sliding window" if marker is None else marker.value
-                when = event.window.t_complete if marker is None else marker.timestamp
-                self._inference_failed(f"the window of {what} at {when:.3f} s")
+                self._inference_failed(f"the window of {what} at {event.window.time:.3f} s")
 
     def _on_chunk(self, event: ChunkEvent) -> None:
         with self._lock:

@@ -62,6 +62,11 @@ class Window:
     valid: bool
     t_complete: float
 
+    @property
+    def time(self) -> float:
+        """The window's event time: its marker's, else when it completed (sliding windows)."""
+        return self.t_complete if self.marker is None else self.marker.timestamp
+
 
 class _Windower(ABC):
     """Shared part: history, chunk checks, baseline + clamp, building windows."""

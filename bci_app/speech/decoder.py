@@ -237,8 +237,7 @@ class SpeechDecoder:
         """Decode one window into a ``candidates`` event; invalid windows give None."""
         if not window.valid:
             return None
-        timestamp = window.t_complete if window.marker is None else window.marker.timestamp
-        return self.decode(window.data, timestamp, stages)
+        return self.decode(window.data, window.time, stages)
 
     def decode(
         self, window_data: np.ndarray, timestamp: float, stages: Mapping[str, float] | None = None

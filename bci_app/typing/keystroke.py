@@ -202,7 +202,7 @@ class KeystrokeDecoder(SentenceDecoderBase):
         if kept:
             made = self.add_keystrokes(
                 [windows[k].data for k in kept],
-                [_key_time(windows[k]) for k in kept],
+                [windows[k].time for k in kept],
                 [stages[k] for k in kept],
             )
             for k, event in zip(kept, made):
@@ -298,7 +298,7 @@ class KeystrokeDecoder(SentenceDecoderBase):
 
         ``upto``: the live text after that many keystrokes (default: all of them).
         """
-        rows = self._log_probs[: self._n if upto is None else upto]
+        rows = self._log_probs[:upto]  # the open sentence has a row per keystroke
         if self._beam is None:
             return best_path(rows)
         if final or self.live_beam == "full":
@@ -344,11 +344,6 @@ class KeystrokeDecoder(SentenceDecoderBase):
             tuple(self._gaps),
         )
         return self._finish(decoding, candidates, timestamp, stages)
-
-
-def _key_time(window: Window) -> float:
-    """A keystroke window's time: its marker's, else when it completed."""
-    return window.t_complete if window.marker is None else window.marker.timestamp
 
 
 def open_decoder(
