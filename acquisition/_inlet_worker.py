@@ -75,7 +75,7 @@ class InletWorker(ABC):
     """Base class of LSL consumers: one inlet, one worker thread, loss detection, reconnection.
 
     Subclasses implement :meth:`_check_info`, :meth:`_on_open` and :meth:`_pull`, and may override
-    :meth:`_resolve`, :meth:`_prefer`, :meth:`_on_clock_offset`, :meth:`_on_lost`,
+    :meth:`_resolve`, :meth:`_prefer`, :meth:`_prepare`, :meth:`_on_clock_offset`, :meth:`_on_lost`,
     :meth:`_on_close` and the class attributes below.
 
     Error rule: an exception in the worker is logged with its traceback and marks the stream
@@ -176,6 +176,7 @@ class InletWorker(ABC):
             return self
         info = self._resolve()
         self._check_info(info)
+        self._prepare(info)
         try:
             inlet, full = self._open_inlet(info)
         except (LostError, LSLTimeoutError) as exc:
@@ -244,6 +245,9 @@ class InletWorker(ABC):
     @abstractmethod
     def _check_info(self, info: pylsl.StreamInfo) -> None:
         """Raise ValueError if the stream cannot be consumed."""
+
+    def _prepare(self, info: pylsl.StreamInfo) -> None:
+        """Get ready for ``info``'s data on connect(), before the inlet opens and data flows."""
 
     @abstractmethod
     def _on_open(self, info: pylsl.StreamInfo, first: bool) -> None:

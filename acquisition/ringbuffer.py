@@ -40,56 +40,6 @@ class NewSamples(NamedTuple):
     n_lost: int
 
 
-class _Prefault:
-    """Maps the pages of a new sample array in a background thread, ahead of its writer.
-
-    ``np.zeros`` maps its pages lazily (``calloc``), so every first write into a page of the
-    buffer faults; across the first pass through a 2-minute 306-channel buffer that is ~36 k
-    faults on the writer's hot path. On a virtual machine each fault on memory the guest never
-    touched also waits for the host (``bci-app bench`` measured ~10 ms per 250-sample write into
-    fresh pages vs 0.1 ms into mapped ones). The array is taken with ``np.empty`` (``malloc``'s
-    path, on which numpy asks Linux for transparent huge pages: 512x fewer faults) and filled
-    block by block, oldest rows first: the usual real-time rule, no page faults on the hot path.
-
-    Filling a 2-minute 306-channel buffer takes ~0.13 s; done when the stream connects, that
-    delayed the first sample of every session by as much (``bci-app bench``, max speed). So the
-    fill runs in its own thread (``ndarray.fill`` releases the interpreter lock), and the writer
-    waits (:meth:`wait`) only for the rows it is about to write: the fill runs at ~1 GB/s, far
-    ahead of any stream, so in practice only the first write waits, for one block. Readers only
-    read rows that were written, so they never see the unfilled ones.
-    """
-
-    #: Bytes filled per step; the first write waits for at most one of them (~4 ms).
-    BLOCK_BYTES = 4 << 20
-
-    def __init__(self, data: np.ndarray) -> None:
-        self._data = data
-        self._rows = max(1, self.BLOCK_BYTES // max(1, data[:1].nbytes))
-        self._done = 0  # rows mapped so far, from row 0 on
-        if data.nbytes <= self.BLOCK_BYTES:
-            data.fill(0)
-            self._done = data.shape[0]
-            return
-        self._cond = threading.Condition()
-        threading.Thread(target=self._run, name="bci-app-prefault", daemon=True).start()
-
-    def _run(self) -> None:
-        n = self._data.shape[0]
-        for first in range(0, n, self._rows):
-            self._data[first : first + self._rows].fill(0)
-            with self._cond:
-                self._done = min(n, first + self._rows)
-                self._cond.notify_all()
-        self._data = None  # done: hold the buffer no longer than its owner does
-
-    def wait(self, rows: int) -> None:
-        """Return once the first ``rows`` rows are mapped."""
-        if rows <= self._done:  # the usual case, without the condition's lock
-            return
-        with self._cond:
-            self._cond.wait_for(lambda: self._done >= rows)
-
-
 class RingBuffer:
     """Fixed-capacity circular buffer of ``(n_times, n_channels)`` samples with timestamps.
 
@@ -107,6 +57,16 @@ class RingBuffer:
     Every sample ever written has a counter: sample ``k`` is the ``k``-th written since creation.
     :attr:`n_written` is the counter of the next sample. A reader that remembers the counter it
     reached calls :meth:`read_since` with it to get exactly the new samples.
+
+    The sample array's pages are all mapped by the constructor (filled with zeros), so that no
+    write faults a page in: the first pass through a lazily mapped 2-minute 306-channel buffer
+    (147 MB) took ~36 k page faults on the writer's path, and on a virtual machine a fault on
+    memory the guest had not touched lately also waits for the host (``bci-app bench`` measured
+    ~10 ms per 250-sample write into fresh pages vs 0.1 ms into mapped ones). Mapping 147 MB
+    took 0.02 s to 1.2 s of kernel time on the 2-core VM of docs/BENCHMARKS.md, depending on
+    whether the host still backed the pages, and while it runs every memory operation of the
+    process waits longer. So create the buffer before the data flows: ``StreamSource`` does so
+    before it opens its inlet.
     """
 
     def __init__(self, n_channels: int, capacity: int, dtype: np.dtype | type = np.float32) -> None:
@@ -121,8 +81,9 @@ class RingBuffer:
             )
         self._n_channels = int(n_channels)
         self._capacity = int(capacity)
+        # Every page is mapped here, not on the writer's first pass (see the class notes).
         self._data = np.empty((self._capacity, self._n_channels), dtype=dtype)
-        self._prefault = _Prefault(self._data)
+        self._data.fill(0)  # releases the interpreter lock
         self._timestamps = np.zeros(self._capacity, dtype=np.float64)
         self._valid = np.zeros(self._capacity, dtype=bool)
         self._lock = threading.Lock()
@@ -195,7 +156,6 @@ class RingBuffer:
             return
         skipped = max(0, n - self._capacity)  # a chunk longer than the buffer keeps its tail
         with self._lock:
-            self._prefault.wait(min(self._capacity, self._n_written + n))
             start = (self._n_written + skipped) % self._capacity
             self._copy_in(start, data[skipped:], timestamps[skipped:], valid[skipped:])
             self._n_written += n

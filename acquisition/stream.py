@@ -285,14 +285,21 @@ class StreamSource(InletWorker):
                 f"or pass expected_sfreq={sfreq:g} (and use decoders trained at that rate)."
             )
 
+    def _prepare(self, info: pylsl.StreamInfo) -> None:
+        # The ring buffer maps all its memory when made (see RingBuffer): done here, before the
+        # inlet opens, so that it neither delays nor slows the data (the player of a replay only
+        # starts pushing once the inlet opens). A live outlet's samples from before the inlet
+        # opens are not received, as with any later connection.
+        sfreq, n_ch = info.nominal_srate(), info.channel_count()
+        capacity = max(1, math.ceil(self._bufsize * sfreq))
+        buf = self._buffer
+        if buf is None or buf.n_channels != n_ch or buf.capacity != capacity:
+            self._buffer = RingBuffer(n_ch, capacity, dtype=np.float32)
+            self._reset_stats(sfreq)
+
     def _on_open(self, info: pylsl.StreamInfo, first: bool) -> None:
         sfreq, n_ch = info.nominal_srate(), info.channel_count()
         if first:
-            capacity = max(1, math.ceil(self._bufsize * sfreq))
-            buf = self._buffer
-            if buf is None or buf.n_channels != n_ch or buf.capacity != capacity:
-                self._buffer = RingBuffer(n_ch, capacity, dtype=np.float32)
-                self._reset_stats(sfreq)
             self._channels = channels_from_info(info)
             self._dejitter = Dejitter(sfreq)
             self._held: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None

@@ -353,6 +353,30 @@ def test_a_stream_at_its_declared_rate_has_no_rate_mismatch(spawn_python, source
     assert health.effective_rate == pytest.approx(500.0, rel=1e-3)
 
 
+class _OpenOrderSource(StreamSource):
+    """Notes which ring buffer exists when the inlet opens (the data starts flowing then)."""
+
+    buffer_at_open = None
+
+    def _open_inlet(self, info):
+        self.buffer_at_open = self._buffer
+        return super()._open_inlet(info)
+
+
+def test_the_buffer_is_made_before_the_data_flows(source_id):
+    # The ring buffer maps all its memory when made; a replay's player starts pushing as soon as
+    # the inlet opens, so the buffer must exist by then, not be made while the data arrives.
+    outlet = DataOutlet("bci-test-order", "EEG", ChannelSpec.generic(2), 100.0, source_id)
+    with _OpenOrderSource(source_id=source_id, bufsize=3.0) as src:
+        assert src.buffer_at_open is not None and src.buffer_at_open is src.buffer
+        assert (src.buffer.capacity, src.buffer.n_channels) == (300, 2)
+        outlet.push_chunk(
+            np.ones((5, 2), np.float32), pylsl.local_clock() - np.arange(5)[::-1] / 100
+        )
+        _wait(lambda: src.buffer.n_written == 5, what="the 5 samples")
+    outlet.close()
+
+
 def test_a_stream_of_this_host_flows_before_its_clock_offset_is_measured(source_id):
     # LSL's clock is the host's monotonic clock: a stream of this host needs no offset, so its
     # samples flow at once with offset 0 while liblsl measures the real one (~0.6 s) behind them.
