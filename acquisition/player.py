@@ -43,6 +43,11 @@ from acquisition.io import RecordingReader, open_recording
 
 #: Default chunk length in seconds of data (the chunk size is this times the rate, at least 1).
 DEFAULT_CHUNK_S = 0.02
+#: Default chunk length at ``"max"`` speed. Nothing is paced there, so a chunk's length only sets
+#: how many pushes (and pulls, and pipeline steps on the consumer's side) carry the data: 100 ms
+#: chunks made ``bci-app bench``'s max-speed replay + decode 181-212x real time on 2 cores, against
+#: 108-165x with 20 ms ones (the player's CPU 0.39-0.47 s vs 0.56-0.86 s for 120 s of 306 ch).
+MAX_SPEED_CHUNK_S = 0.1
 # Samples are read from files in blocks of about this many seconds, then pushed chunk by chunk.
 _READ_BLOCK_S = 1.0
 _CONSUMER_POLL_S = 0.1
@@ -100,7 +105,7 @@ class Player(OutletWorker):
         LSL name and source_id of the data stream (default: the recording's). The marker
         stream is ``<name>-markers`` / ``<source_id>-markers``.
     chunk_size : int | None
-        Samples per pushed chunk (default: 20 ms of data, at least 1).
+        Samples per pushed chunk (default: 20 ms of data, 100 ms at ``"max"``; at least 1).
     stype : str | None
         LSL stream type (default: the recording's, else MEG/iEEG/EEG from its channel types).
     stream : str | None
@@ -134,11 +139,12 @@ class Player(OutletWorker):
             raise ValueError(f"Invalid value for 'source': {source!r} holds no samples to play.")
         sfreq = self._reader.sfreq
         if chunk_size is None:
-            chunk_size = max(1, round(DEFAULT_CHUNK_S * sfreq))
+            chunk_s = MAX_SPEED_CHUNK_S if self._speed == "max" else DEFAULT_CHUNK_S
+            chunk_size = max(1, round(chunk_s * sfreq))
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(
                 f"Invalid value for 'chunk_size': {chunk_size!r}; it must be an int >= 1 "
-                "(samples per chunk), or None for 20 ms of data."
+                "(samples per chunk), or None for the default (20 ms of data, 100 ms at max)."
             )
         self._loop = bool(loop)
         self._wait_first = bool(wait_for_consumer)

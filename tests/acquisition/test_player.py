@@ -204,6 +204,8 @@ def test_metadata_defaults_and_names(source_id):
     assert player.marker_info.name() == "bv-replay-markers"
     assert player.marker_info.source_id() == f"{source_id}-markers"
     assert player.chunk_size == 20  # 20 ms at 1 kHz
+    # at max speed nothing is paced: 100 ms chunks, fewer pushes for the same data
+    assert Player(REAL_DIR / "test.vhdr", speed="max", source_id=source_id).chunk_size == 100
     assert Player(REAL_DIR / "test.sqd").info.type() == "MEG"
     assert not player.done.is_set()
     player.stop()  # before start: harmless
