@@ -87,6 +87,7 @@ class RingBuffer:
         self._timestamps = np.zeros(self._capacity, dtype=np.float64)
         self._valid = np.zeros(self._capacity, dtype=bool)
         self._lock = threading.Lock()
+        self._written = threading.Condition(self._lock)  # notified on every write
         self._n_written = 0
 
     @property
@@ -109,6 +110,15 @@ class RingBuffer:
         """Total number of samples written since creation (counter of the next sample)."""
         with self._lock:
             return self._n_written
+
+    def wait_for_new(self, counter: int, timeout: float) -> bool:
+        """Wait until samples past ``counter`` are written, or ``timeout`` seconds pass.
+
+        Returns whether there are such samples. A reader waits on this rather than sleeping
+        between polls, so it wakes as soon as the writer has written.
+        """
+        with self._written:
+            return self._written.wait_for(lambda: self._n_written > counter, timeout)
 
     @property
     def n_available(self) -> int:
@@ -159,6 +169,7 @@ class RingBuffer:
             start = (self._n_written + skipped) % self._capacity
             self._copy_in(start, data[skipped:], timestamps[skipped:], valid[skipped:])
             self._n_written += n
+            self._written.notify_all()
 
     def _copy_in(self, start: int, data: np.ndarray, ts: np.ndarray, valid: np.ndarray) -> None:
         """Copy a chunk no longer than the capacity into the arrays from slot ``start``."""

@@ -98,7 +98,8 @@ class LivePipeline:
         Called on the worker thread after each processed chunk with the timestamp of the newest
         preprocessed sample, e.g. to close a sentence once its last window is complete.
     poll_s : float
-        Sleep between polls when no new data has arrived.
+        Longest wait between polls when no new data has arrived; new samples in the source's
+        buffer end the wait at once.
     max_markers_per_s : float
         Markers accepted per second of marker time; more are dropped and counted
         (``n_markers_dropped``). Nobody types or hears 50 events a second: a flood is a broken
@@ -360,8 +361,9 @@ class LivePipeline:
                 before = self._counter
                 self.poll()
                 if self._counter == before:  # nothing new arrived (a step without a window
-                    # does not count: at max speed that throttled replay to a poll per 5 ms)
-                    self._stop.wait(self.poll_s)
+                    # does not count: at max speed that throttled replay to a poll per 5 ms);
+                    # wake as soon as the stream writes, else after poll_s (markers, stop)
+                    self.source.buffer.wait_for_new(self._counter, self.poll_s)
             except Exception as err:  # a failing worker never dies silently
                 self.error = err
                 logger.error("pipeline worker failed:\n%s", traceback.format_exc())

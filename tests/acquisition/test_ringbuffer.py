@@ -162,3 +162,15 @@ def test_a_new_buffer_has_its_memory_mapped_before_any_write():
     assert buf.n_available == 0
     buf.write(np.ones((3, n_ch), np.float32), np.arange(3.0))
     np.testing.assert_array_equal(buf.read_latest(3)[0], 1.0)
+
+
+def test_a_reader_waiting_for_new_samples_wakes_on_the_write():
+    buf = RingBuffer(2, 16)
+    assert not buf.wait_for_new(0, timeout=0.01)  # nothing written: the wait times out
+    writer = threading.Timer(0.05, buf.write, (np.ones((3, 2)), np.arange(3.0)))
+    writer.start()
+    assert buf.wait_for_new(0, timeout=30)  # returns once the write is in
+    writer.join()
+    assert buf.n_written == 3
+    assert buf.wait_for_new(2, timeout=0)  # samples past counter 2 are there already
+    assert not buf.wait_for_new(3, timeout=0.01)
