@@ -64,6 +64,15 @@ TEXT_LINGER_S = 0.2
 #: Seconds within which further data gaps are not marked again in the text (they are counted).
 GAP_MARK_S = 1.0
 
+#: A window due before the next chunk (expected as long as the last one, times 1.5, at most
+#: WARM_LEAD_S of stream time) has the decoder's graphs warmed first (``decoder.warm``), if
+#: they have been idle for ``WARM_IDLE_S`` seconds of wall time. Live at 1x a keystroke comes
+#: every ~0.3 s and its graphs ran several times slower than back to back (see
+#: OnnxRuntime.warm); warmed on the chunk before, the run that counts finds them in the
+#: caches. A backlog decodes windows back to back, so nothing is warmed there.
+WARM_LEAD_S = 0.2
+WARM_IDLE_S = 0.05
+
 #: Kind of the marker that says which channels are bad from its time on: ``bads:["MEG 0113"]``.
 BADS_MARKER = "bads"
 
@@ -199,6 +208,9 @@ class DecodingSession:
         self._last_gap_marked = -float("inf")
         self.n_refused = 0
         self.rate_mismatch: str | None = None
+        self.n_warm_runs = 0
+        self._warmed_for: float | None = None
+        self._last_newest: float | None = None
         self._lock = threading.Lock()
         self._stopped = False
         config = strategy.preprocess_config()
@@ -333,6 +345,7 @@ class DecodingSession:
             "recentering_updates": 0 if recentering is None else recentering.n_updates,
             "events_dropped_gui": self.events.n_dropped,
             "events_dropped_log": self.n_log_dropped,
+            "warm_runs": self.n_warm_runs,
             "latency_ms": self.latency.summary(),
         }
 
@@ -367,6 +380,24 @@ class DecodingSession:
         with self._lock:
             self._check_gaps()
             self.strategy.on_step(newest, self._emit)
+            self._warm_before_window(newest)
+
+    def _warm_before_window(self, newest: float) -> None:
+        """Warm the decoder's graphs once when the next window is due with the next chunk."""
+        last, self._last_newest = self._last_newest, newest
+        due = getattr(self.strategy.windower, "next_due", None)
+        warm = getattr(self.decoder, "warm", None)
+        if due is None or warm is None or last is None:
+            return
+        if self._warmed_for is not None and abs(due - self._warmed_for) < 1e-6:
+            return  # this window's graphs are warm already
+        if due - newest > min(WARM_LEAD_S, 1.5 * (newest - last)):
+            return
+        self._warmed_for = due
+        try:
+            self.n_warm_runs += bool(warm(WARM_IDLE_S))
+        except Exception:  # a decoding error never ends the session
+            self._inference_failed(f"warming the graphs before the window due at {due:.3f} s")
 
     def _inference_failed(self, what: str) -> None:
         self.n_inference_errors += 1

@@ -171,6 +171,14 @@ class KeystrokeBeamDecoder:
         self.n_keystrokes += 1
         return self._texts[0]
 
+    def warm(self) -> None:
+        """Look up the LM rows the next :meth:`step` reads (nothing changes).
+
+        Called just before a keystroke is due, it brings those rows back into the CPU caches,
+        where live at 1x the LM's tables have been idle since the last keystroke.
+        """
+        self._lm_rows(self._states)
+
     def _lm_rows(self, states: list) -> np.ndarray:
         if self.lm is None:
             return np.zeros((len(states), N_CLASSES + 1))

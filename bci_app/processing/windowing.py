@@ -132,6 +132,11 @@ class _Windower(ABC):
     def finish(self, reason: str = "the data ended before the window was complete") -> int:
         """Declare the stream ended; return the markers dropped."""
 
+    @property
+    def next_due(self) -> float | None:
+        """Stream time at which the next window will be complete, when known (else None)."""
+        return None
+
     def push_data(
         self, data: np.ndarray, timestamps: np.ndarray, valid: np.ndarray | None = None
     ) -> list[Window]:
@@ -246,6 +251,21 @@ class EventWindower(_Windower):
     def n_pending(self) -> int:
         """Markers waiting for their data."""
         return len(self._pending) + len(self._waiting)
+
+    @property
+    def next_due(self) -> float | None:
+        """Stream time of the last sample of the next window (None: no marker waits).
+
+        Exact on the sample grid once the marker's window start is known; before, the
+        marker's time plus ``tmax`` less one sample.
+        """
+        if self._waiting:
+            start = self._waiting[0][1]
+            missing = start + self.n_times - self._history.n_total
+            return self._history.last_timestamp + missing / self.sfreq
+        if self._pending:
+            return self._pending[0].timestamp + self.tmax - 1.0 / self.sfreq
+        return None
 
     def push_markers(self, markers: Sequence[Marker]) -> list[Window]:
         """Add markers (any order, possibly late); return the windows that are already complete."""

@@ -218,6 +218,14 @@ class SentenceDecoderBase:
         """The onnxruntime provider really running the graphs (e.g. ``CPUExecutionProvider``)."""
         return self._runtimes[0].provider
 
+    def warm(self, idle_s: float = 0.0) -> bool:
+        """Bring the graphs idle for ``idle_s`` seconds back into the caches (no state changes).
+
+        See :meth:`~bci_app.decoders.runtime.OnnxRuntime.warm`; the live session calls it when
+        a window is about to complete. Returns whether any graph ran.
+        """
+        return any([runtime.warm(idle_s) for runtime in self._runtimes])
+
     def start_sentence(self, target: str | None = None) -> None:
         """Open a new sentence (``target``: the text to be typed, when known)."""
         if self._open and self._n_items():

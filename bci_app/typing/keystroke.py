@@ -266,6 +266,31 @@ class KeystrokeDecoder(SentenceDecoderBase):
             )
         return events
 
+    def warm(self, idle_s: float = 0.0) -> bool:
+        """Warm what the next keystroke runs, if the graphs have been idle for ``idle_s`` s.
+
+        The keystroke graph re-runs its last input, the sentence graph runs on the open
+        sentence plus one spare row (binding the buffers of the length the next keystroke
+        brings; the output is dropped) and the beam looks up the LM rows of its next step;
+        nothing of the sentence changes. Measured on the shipped bundle with a keystroke every
+        0.3 s (2-core VM): add_keystroke took 5.0 ms cold, 2.5 ms warmed 20 ms before, 1.1 ms
+        back to back. Returns whether it ran.
+        """
+        if not self._keystroke.warm(idle_s):
+            return False
+        n_next = self._n + 1
+        if n_next <= len(self._embeddings):
+            first = max(0, n_next - MAX_SENTENCE_KEYS)
+            self._sentence.run(
+                {
+                    "embeddings": self._embeddings[None, first:n_next],
+                    "key_mask": np.ones((1, n_next - first), dtype=bool),
+                }
+            )
+        if self._beam is not None:
+            self._beam.warm()
+        return True
+
     def _check_window(self, window_data: np.ndarray) -> np.ndarray:
         data = np.asarray(window_data)
         if data.shape != (self.n_channels, self.n_times):

@@ -28,6 +28,7 @@ from acquisition.stream import StreamSource
 from acquisition.xdf import read_xdf
 from bci_app.decoders.events import EventQueue, TextEvent
 from bci_app.decoders.shipped import TYPING_BUNDLE
+from bci_app.live import session as session_module
 from bci_app.live.keystroke import KeystrokeStrategy
 from bci_app.live.session import DecodingSession
 from bci_app.processing.preprocessing import PreprocessConfig, Preprocessor, fit_scaler
@@ -145,6 +146,21 @@ def test_session_fed_chunk_by_chunk_gives_the_offline_text(eeg_bundle, simulated
     complete = [k for k in keys if k.timestamp + 0.3 - 1 / 50 <= last]
     assert summary["windows"] == len(complete) >= len(keys) - 3
     assert summary["gaps"] == 0 and summary["latency_ms"]["windowed->inferred"]["n"] > 0
+
+
+def test_the_session_warms_the_graphs_before_a_keystroke_only_when_they_idle(
+    eeg_bundle, simulated_eeg, monkeypatch
+):
+    # fed back to back (a backlog) the graphs never idle for WARM_IDLE_S: nothing is warmed
+    strategy, events, summary = _fed_session(eeg_bundle, simulated_eeg, 0.02)
+    assert summary["warm_runs"] == 0 and summary["windows"] > 20
+    # with no idle threshold, each keystroke window is warmed once, on the chunk before it
+    # completes (20 ms chunks); what is decoded stays the same
+    monkeypatch.setattr(session_module, "WARM_IDLE_S", 0.0)
+    warmed, warm_events, warm_summary = _fed_session(eeg_bundle, simulated_eeg, 0.02)
+    assert warm_summary["warm_runs"] == summary["windows"]
+    assert [s.text for s in warmed.sentences] == [s.text for s in strategy.sentences]
+    assert [e.hypothesis for e in warm_events] == [e.hypothesis for e in events]
 
 
 def test_a_pause_ends_the_sentence_without_sentence_markers(tmp_path):

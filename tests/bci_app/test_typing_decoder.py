@@ -177,6 +177,29 @@ def test_windows_decoded_together_commit_what_one_at_a_time_does(bundle, noisy, 
         batched.add_windows(windows[:2], [None])
 
 
+def test_warming_before_each_keystroke_changes_nothing_it_decodes(bundle, noisy):
+    # warm() runs the graphs and the beam's LM lookups ahead of a keystroke (the live session
+    # does, to find them in the CPU caches): every event and the committed text stay the same
+    plain = KeystrokeDecoder(bundle, provider="cpu")
+    warmed = KeystrokeDecoder(bundle, provider="cpu")
+    runtime = warmed._keystroke
+    assert warmed.warm(0.0)  # the load-time run is its last input
+    assert not warmed.warm(3600.0)  # it just ran: not idle for an hour
+    for windows in _sentences(bundle, noisy):
+        for window in windows:
+            before = runtime.last_run
+            assert warmed.warm(0.0) and runtime.last_run > before
+            one, other = plain.add_window(window), warmed.add_window(window)
+            assert (other.hypothesis, other.candidates) == (one.hypothesis, one.candidates)
+        plain.end_sentence()
+        assert warmed.warm(0.0)  # between sentences too (no open sentence)
+        warmed.end_sentence()
+        np.testing.assert_allclose(
+            warmed.last_sentence.log_probs, plain.last_sentence.log_probs, rtol=1e-5, atol=1e-6
+        )
+    assert warmed.committed == plain.committed and len(warmed.committed) > 20
+
+
 def test_invalid_and_classless_windows_are_skipped_and_counted(bundle, noisy):
     decoder = KeystrokeDecoder(bundle, provider="cpu", use_lm=False)
     windows = _sentences(bundle, noisy)[0][:4]

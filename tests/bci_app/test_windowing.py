@@ -68,12 +68,16 @@ def test_ties_survive_a_clock_offset(t0):
 def test_window_is_emitted_as_soon_as_complete_never_before():
     data, ts = index_stream(100)
     windower = EventWindower(-0.2, 0.3, SFREQ)
-    assert windower.push_markers([Marker(ts[40], key_marker("x"))]) == []
+    assert windower.next_due is None
+    assert windower.push_markers([Marker(ts[40] + 0.004, key_marker("x"))]) == []
+    assert windower.next_due == pytest.approx(ts[54] + 0.004)  # from the marker's time
     assert windower.push_data(data[:54], ts[:54]) == []  # last sample needed: 40 + 14 = 54
     assert windower.n_pending == 1
+    assert windower.next_due == pytest.approx(ts[54])  # on the sample grid once anchored
     windows = windower.push_data(data[54:55], ts[54:55])
     assert len(windows) == 1 and windows[0].t_complete == ts[54]
     assert windower.n_pending == 0 and windower.push_data(data[55:], ts[55:]) == []
+    assert windower.next_due is None
 
 
 def test_late_marker_is_emitted_on_arrival():
