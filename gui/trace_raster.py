@@ -248,13 +248,17 @@ class TraceImage:
     ----------
     redraw_budget : int
         Channel-columns (columns x channels drawn) redrawn per :meth:`update` after a drift.
+        16 000 is ~2.5 ms of drawing: 52 columns of 306 channels a frame, so the old columns of
+        a full-screen view are redrawn over ~27 frames (0.9 s at 30 fps). At 40 000 the
+        306-channel view's frame p99 was 15.1-15.3 ms against 14.1-14.5 ms
+        (``scripts/bench_gui.py --channels 306 --views all --decode``, back to back).
     redraw_pixels : int
         Pixels (columns x image height) redrawn per :meth:`update` after a drift: few channels
         on a tall image cost by their pixels (the old columns of a 25-channel page, 800 pixels
         high, are redrawn over ~8 frames).
     """
 
-    def __init__(self, redraw_budget: int = 40_000, redraw_pixels: int = 150_000) -> None:
+    def __init__(self, redraw_budget: int = 16_000, redraw_pixels: int = 150_000) -> None:
         self._ring = np.zeros((1, 1), dtype=np.uint8)
         self._decimator: ColumnDecimator | None = None
         self._drawn_upto = 0
