@@ -107,7 +107,8 @@ class Strategy(Protocol):
     bundle : Bundle
         The decoder bundle (checked against the stream by the session).
     decoder : object
-        The opened decoder: ``active_provider`` and ``mark_gap(timestamp)`` are used.
+        The opened decoder: ``active_provider`` and ``mark_gap(timestamp)`` are used, and
+        ``warm(idle_s)`` where it has one (before a window is due, see ``WARM_LEAD_S``).
     windower : object | None
         The windows it wants, fed with the preprocessed data and the markers (None: none).
     reads_chunks : bool

@@ -236,11 +236,7 @@ class KeystrokeDecoder(SentenceDecoderBase):
             out = self._keystroke.run({"x": data[None], "subject": self.subject})
             self._append(out["embedding"][0], log_softmax(out["conv_logits"][0]), timestamp)
         first = max(0, self._n - MAX_SENTENCE_KEYS)
-        feeds = {
-            "embeddings": self._embeddings[None, first : self._n],
-            "key_mask": np.ones((1, self._n - first), dtype=bool),
-        }
-        revised = log_softmax(self._sentence.run(feeds)["logits"][0])
+        revised = log_softmax(self._sentence.run(self._sentence_feeds(first, self._n))["logits"][0])
         self._log_probs = np.concatenate([self._log_probs[:first], revised]) if first else revised
         inferred = pylsl.local_clock()
         events = []
@@ -280,16 +276,17 @@ class KeystrokeDecoder(SentenceDecoderBase):
             return False
         n_next = self._n + 1
         if n_next <= len(self._embeddings):
-            first = max(0, n_next - MAX_SENTENCE_KEYS)
-            self._sentence.run(
-                {
-                    "embeddings": self._embeddings[None, first:n_next],
-                    "key_mask": np.ones((1, n_next - first), dtype=bool),
-                }
-            )
+            self._sentence.run(self._sentence_feeds(max(0, n_next - MAX_SENTENCE_KEYS), n_next))
         if self._beam is not None:
             self._beam.warm()
         return True
+
+    def _sentence_feeds(self, first: int, stop: int) -> dict[str, np.ndarray]:
+        """The sentence graph's inputs for keystrokes ``first`` to ``stop`` of the sentence."""
+        return {
+            "embeddings": self._embeddings[None, first:stop],
+            "key_mask": np.ones((1, stop - first), dtype=bool),
+        }
 
     def _check_window(self, window_data: np.ndarray) -> np.ndarray:
         data = np.asarray(window_data)
