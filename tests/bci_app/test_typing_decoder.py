@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from helpers import typing_bundles as tb
 
+import bci_app.typing.keystroke as keystroke_module
 from acquisition.recording import Marker
 from bci_app.decoders.bundle import save_bundle
 from bci_app.lm.beam import CTCPrefixBeamDecoder, KeystrokeBeamDecoder
@@ -175,6 +176,39 @@ def test_windows_decoded_together_commit_what_one_at_a_time_does(bundle, noisy, 
     assert batched.committed == single.committed
     with pytest.raises(ValueError, match="one \\(or None\\) per window"):
         batched.add_windows(windows[:2], [None])
+
+
+def test_live_context_is_bounded_and_the_committed_sentence_is_revised_whole(
+    bundle, noisy, monkeypatch
+):
+    # live (incremental beam), the sentence graph reads only the newest LIVE_CONTEXT_KEYS
+    # keystrokes (its cost grows with its input); end_sentence() re-reads the whole sentence, so
+    # what is committed is what the full-context decoder commits
+    monkeypatch.setattr(keystroke_module, "LIVE_CONTEXT_KEYS", 4)
+    live = KeystrokeDecoder(bundle, provider="cpu")
+    whole = KeystrokeDecoder(bundle, provider="cpu", live_beam="full")
+    lengths = []
+    run = live._sentence.run
+
+    def recorded(feeds, run=run):
+        lengths.append(feeds["key_mask"].shape[1])
+        return run(feeds)
+
+    monkeypatch.setattr(live._sentence, "run", recorded)
+    for windows in _sentences(bundle, noisy):
+        assert len(windows) > 8
+        lengths.clear()
+        for window in windows:
+            one, other = live.add_window(window), whole.add_window(window)
+            assert len(one.hypothesis) == len(other.hypothesis)
+        assert lengths == [min(n, 4) for n in range(1, len(windows) + 1)]
+        live.end_sentence()
+        whole.end_sentence()
+        assert lengths[-1] == len(windows)  # the committed revision read every keystroke
+        one, other = live.last_sentence, whole.last_sentence
+        np.testing.assert_allclose(one.log_probs, other.log_probs, rtol=1e-5, atol=1e-6)
+        assert one.text == other.text and one.variants == other.variants
+    assert live.committed == whole.committed
 
 
 def test_warming_before_each_keystroke_changes_nothing_it_decodes(bundle, noisy):
