@@ -375,8 +375,9 @@ class KeystrokeDecoder(SentenceDecoderBase):
         n = self._n
         text, candidates = "", ()
         if n:
-            if self._first_seen(n, 1) > max(0, n - MAX_SENTENCE_KEYS):
-                self._revise(max(0, n - MAX_SENTENCE_KEYS))  # the whole sentence, as committed
+            whole = max(0, n - MAX_SENTENCE_KEYS)
+            if self._first_seen(n, 1) > whole:  # the last run read only the newest keystrokes
+                self._revise(whole)
             text = self._decode_text(final=True)
             if self._beam is not None:
                 candidates = beam_candidates(self._beam, self.top_k)
