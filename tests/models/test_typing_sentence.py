@@ -141,6 +141,33 @@ def test_confusion_bank_takes_the_confusions_from_training_and_the_margin_from_h
         pretrain.ConfusionBank(np.zeros((3, 5)), np.zeros(3))
 
 
+def test_confusion_bank_makes_rare_classes_less_sure_than_common_ones():
+    """A class the training split saw 4 times reads weaker than one it saw 64 times."""
+    rng = np.random.default_rng(3)
+    counts = np.full(N_CLASSES, 64)
+    counts[5] = 4  # (4 / 64) ** 0.5 = 0.25: held at the floor, RARE_FLOOR
+    counts[7] = 16  # (16 / 64) ** 0.5 = 0.5
+    train_targets = np.repeat(np.arange(N_CLASSES), counts)
+    train = rng.normal(0.0, 0.3, (len(train_targets), N_CLASSES))
+    train[np.arange(len(train)), train_targets] += 6.0
+    train[np.arange(len(train)), (train_targets + 1) % N_CLASSES] += 2.0
+    held = _bank(seed=4, n=290, margin=3.0)
+    bank = pretrain.ConfusionBank(held.logits, held.targets, train, train_targets)
+
+    def gap(c):
+        row = bank.means[c]
+        return row[c] - np.delete(row, c).mean()
+
+    common = np.median([gap(c) for c in range(N_CLASSES) if c not in (5, 7)])
+    assert gap(5) == pytest.approx(pretrain.RARE_FLOOR * common, rel=0.15)
+    assert gap(7) == pytest.approx(0.5 * common, rel=0.15)
+    # the confusions keep their shape: the rare class is still read as its neighbour first
+    assert np.argsort(bank.means[5])[-2] == 6 and bank.means[5].argmax() == 5
+    classes = np.repeat([0, 5], 2000)
+    right = bank.sample(classes, rng).argmax(1) == classes
+    assert right[2000:].mean() < right[:2000].mean() - 0.1
+
+
 @pytest.fixture
 def one_thread():
     """Small matrices: one torch thread (two, on busy shared cores, run 20x slower)."""
