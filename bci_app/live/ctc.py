@@ -12,6 +12,7 @@ decoded continuously and sentences are cut at ``max_sentence_s``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,7 @@ class CTCStrategy:
             boundary = self.boundaries.next_time
             cut = int(np.searchsorted(chunk.timestamps, boundary))
             piece = Chunk(data[start:cut], chunk.timestamps[start:cut], chunk.valid[start:cut])
-            self._feed(ChunkEvent(piece, event.t_pulled, event.t_preprocessed), emit)
+            self._feed(dataclasses.replace(event, chunk=piece), emit)
             if cut >= len(chunk.timestamps):
                 return
             self.boundaries.apply(boundary + 1e-9, emit)  # ends/starts the sentence here

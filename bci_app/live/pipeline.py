@@ -60,6 +60,9 @@ class WindowEvent:
     t_preprocessed: float
     t_windowed: float
     n_following: int = 0
+    #: ``time.thread_time()`` of the thread that pulled the samples, when it pulled them: the
+    #: session's "pulled->emitted (cpu)" is the CPU time that thread spent from there on.
+    cpu_pulled: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class ChunkEvent:
     chunk: Chunk
     t_pulled: float
     t_preprocessed: float
+    cpu_pulled: float = math.nan  # as WindowEvent.cpu_pulled
 
 
 class LivePipeline:
@@ -205,14 +209,16 @@ class LivePipeline:
             new = buffer.read_since(self._counter, self._max_read)
             data, timestamps, valid, n_lost = new.data, new.timestamps, new.valid, new.n_lost
             self._counter = new.next_counter
-            t_pulled = pylsl.local_clock()
+            t_pulled, cpu_pulled = pylsl.local_clock(), time.thread_time()
             if n_lost:
                 # The pipeline fell behind the ring buffer: the filters' history is broken, so
                 # start them over rather than splice unrelated samples together.
                 self.n_lost_samples += n_lost
                 logger.warning("pipeline fell %d samples behind the buffer; filters reset", n_lost)
                 self.preprocessor.reset()
-            n_windows += self.step(data, timestamps, valid, new_markers, t_pulled=t_pulled)
+            n_windows += self.step(
+                data, timestamps, valid, new_markers, t_pulled=t_pulled, cpu_pulled=cpu_pulled
+            )
             if len(timestamps) < self._max_read or self._stop.is_set():
                 return n_windows
 
@@ -224,6 +230,7 @@ class LivePipeline:
         markers: list[Marker] | tuple = (),
         *,
         t_pulled: float | None = None,
+        cpu_pulled: float | None = None,
     ) -> int:
         """Preprocess, window and hand on raw samples and the markers that came with them.
 
@@ -239,6 +246,8 @@ class LivePipeline:
             Markers received with these samples.
         t_pulled : float | None
             When the samples were pulled (LSL local clock; None: now).
+        cpu_pulled : float | None
+            ``time.thread_time()`` then, in the thread calling this (None: now).
 
         Returns
         -------
@@ -252,6 +261,8 @@ class LivePipeline:
         across the break, and markers still waiting for their data are dropped with the reason.
         """
         t_pulled = pylsl.local_clock() if t_pulled is None else t_pulled
+        cpu_pulled = time.thread_time() if cpu_pulled is None else cpu_pulled
+        pulled = (t_pulled, cpu_pulled)
         markers = self._throttle(list(markers))
         if markers and self.on_markers is not None:
             self.on_markers(markers)
@@ -261,7 +272,7 @@ class LivePipeline:
         if len(timestamps):
             self._last_t = float(timestamps[-1])
         if breaks.size == 0:
-            return self._step(data, timestamps, valid, markers, t_pulled)
+            return self._step(data, timestamps, valid, markers, pulled)
         edges = [0, *breaks.tolist(), len(timestamps)]
         n_windows = 0
         for k, (a, b) in enumerate(itertools.pairwise(edges)):
@@ -270,7 +281,7 @@ class LivePipeline:
             last = k == len(edges) - 2  # markers go with the newest data, after any restart
             part_valid = None if valid is None else valid[a:b]
             part_markers = markers if last else []
-            n_windows += self._step(data[a:b], timestamps[a:b], part_valid, part_markers, t_pulled)
+            n_windows += self._step(data[a:b], timestamps[a:b], part_valid, part_markers, pulled)
         return n_windows
 
     def _throttle(self, markers: list[Marker]) -> list[Marker]:
@@ -329,9 +340,13 @@ class LivePipeline:
         timestamps: np.ndarray,
         valid: np.ndarray | None,
         markers: list[Marker],
-        t_pulled: float,
+        pulled: tuple[float, float],
     ) -> int:
-        """Preprocess, window and hand on samples whose timestamps do not go back."""
+        """Preprocess, window and hand on samples whose timestamps do not go back.
+
+        ``pulled``: when they were pulled, LSL local clock and the thread's CPU time.
+        """
+        t_pulled, cpu_pulled = pulled
         windows: list[Window] = []
         if self.windower is not None:
             windows += self.windower.push_markers(markers)
@@ -342,7 +357,7 @@ class LivePipeline:
         chunk = self.preprocessor.process(data, timestamps, valid)
         t_pre = pylsl.local_clock()
         if self.on_chunk is not None and len(chunk.timestamps):
-            self.on_chunk(ChunkEvent(chunk, t_pulled, t_pre))
+            self.on_chunk(ChunkEvent(chunk, t_pulled, t_pre, cpu_pulled))
         if self.windower is not None:
             windows += self.windower.push_data(chunk.data, chunk.timestamps, chunk.valid)
         t_win = pylsl.local_clock()
@@ -350,7 +365,9 @@ class LivePipeline:
             self.n_windows += 1
             self.n_invalid_windows += not window.valid
             self.latency.add("window complete->windowed", t_win - window.t_complete)
-            self.on_window(WindowEvent(window, t_pulled, t_pre, t_win, len(windows) - 1 - k))
+            self.on_window(
+                WindowEvent(window, t_pulled, t_pre, t_win, len(windows) - 1 - k, cpu_pulled)
+            )
         if self.on_step is not None and len(chunk.timestamps):
             self.on_step(float(chunk.timestamps[-1]))
         return len(windows)

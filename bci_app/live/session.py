@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -450,8 +451,15 @@ class DecodingSession:
         self._n_gaps_seen = health.n_gaps
 
     def _emit(self, text_event: TextEvent, origin: WindowEvent | ChunkEvent | None) -> None:
-        """Stamp ``emitted``, record latencies, and hand the event to every consumer."""
+        """Stamp ``emitted``, record latencies, and hand the event to every consumer.
+
+        "pulled->emitted (cpu)" is the CPU time the worker thread itself spent from the pull to
+        here: set against the wall-clock "pulled->emitted" it tells the decoding work from the
+        time the thread waited (the interpreter lock, or the core given to another process).
+        """
         now = pylsl.local_clock()
+        if origin is not None and math.isfinite(origin.cpu_pulled):
+            self.latency.add("pulled->emitted (cpu)", time.thread_time() - origin.cpu_pulled)
         text_event.stages["emitted"] = now
         if isinstance(origin, WindowEvent):
             text_event.stages["sample"] = origin.window.t_complete

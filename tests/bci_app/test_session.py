@@ -146,6 +146,10 @@ def test_session_fed_chunk_by_chunk_gives_the_offline_text(eeg_bundle, simulated
     complete = [k for k in keys if k.timestamp + 0.3 - 1 / 50 <= last]
     assert summary["windows"] == len(complete) >= len(keys) - 3
     assert summary["gaps"] == 0 and summary["latency_ms"]["windowed->inferred"]["n"] > 0
+    # every emitted event also has the worker thread's own CPU time since the pull
+    latency = summary["latency_ms"]
+    assert latency["pulled->emitted (cpu)"]["n"] == latency["pulled->emitted"]["n"]
+    assert latency["pulled->emitted (cpu)"]["p50_ms"] > 0
 
 
 def test_the_session_warms_the_graphs_before_a_keystroke_only_when_they_idle(
