@@ -101,6 +101,11 @@ class LivePipeline:
     on_step : callable | None
         Called on the worker thread after each processed chunk with the timestamp of the newest
         preprocessed sample, e.g. to close a sentence once its last window is complete.
+    on_idle : callable | None
+        Called on the worker thread after a poll that found nothing new, before it waits for
+        the stream: idle-time work (the live session keeps the decoder's graphs warm for a
+        window about to complete). It returns the longest wait it wants before it is called
+        again (seconds; None: ``poll_s``).
     poll_s : float
         Longest wait between polls when no new data has arrived; new samples in the source's
         buffer end the wait at once.
@@ -121,6 +126,7 @@ class LivePipeline:
         on_markers: Callable[[list[Marker]], None] | None = None,
         on_chunk: Callable[[ChunkEvent], None] | None = None,
         on_step: Callable[[float], None] | None = None,
+        on_idle: Callable[[], float | None] | None = None,
         poll_s: float = 0.005,
         max_markers_per_s: float = 50.0,
     ) -> None:
@@ -135,6 +141,7 @@ class LivePipeline:
         self.source, self.preprocessor, self.windower = source, preprocessor, windower
         self.markers, self.on_window, self.poll_s = markers, on_window, float(poll_s)
         self.on_markers, self.on_chunk, self.on_step = on_markers, on_chunk, on_step
+        self.on_idle = on_idle
         self.latency = LatencyStats()
         self.n_windows = 0
         self.n_invalid_windows = 0
@@ -380,7 +387,10 @@ class LivePipeline:
                 if self._counter == before:  # nothing new arrived (a step without a window
                     # does not count: at max speed that throttled replay to a poll per 5 ms);
                     # wake as soon as the stream writes, else after poll_s (markers, stop)
-                    self.source.buffer.wait_for_new(self._counter, self.poll_s)
+                    # or when the idle-time work asks to run again
+                    wait = self.on_idle() if self.on_idle is not None else None
+                    wait = self.poll_s if wait is None else min(wait, self.poll_s)
+                    self.source.buffer.wait_for_new(self._counter, wait)
             except Exception as err:  # a failing worker never dies silently
                 self.error = err
                 logger.error("pipeline worker failed:\n%s", traceback.format_exc())

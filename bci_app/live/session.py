@@ -74,6 +74,17 @@ GAP_MARK_S = 1.0
 WARM_LEAD_S = 0.2
 WARM_IDLE_S = 0.05
 
+#: Warmed on the chunk before, the graphs still ran ~2.4x slower than back to back when the
+#: window came (keystroke graph 0.75 vs 0.31 ms, 1x replay, 2-core VM): a graph that idles
+#: runs slower the longer it idles, whatever the thread does meanwhile (20 ms of sleep or of
+#: busy-waiting: 0.74-0.81 ms; 2-3 ms: 0.45-0.48; 8 MB of other memory traffic without
+#: waiting: 0.31), so it is the wait, not our own work, that cools them. So while that window
+#: is pending the pipeline's idle time warms them again every WARM_AGAIN_S, from WARM_AGAIN_S
+#: before the next chunk is expected (one chunk interval of wall time after the last), for at
+#: most WARM_AGAIN_FOR_S past it (a stalled stream is not warmed for).
+WARM_AGAIN_S = 0.0025
+WARM_AGAIN_FOR_S = 0.05
+
 #: Kind of the marker that says which channels are bad from its time on: ``bads:["MEG 0113"]``.
 BADS_MARKER = "bads"
 
@@ -211,8 +222,12 @@ class DecodingSession:
         self.n_refused = 0
         self.rate_mismatch: str | None = None
         self.n_warm_runs = 0
+        self.n_rewarm_runs = 0
         self._warmed_for: float | None = None
         self._last_newest: float | None = None
+        self._last_step_wall: float | None = None
+        self._warm_again_at: float | None = None  # time.perf_counter() of the next re-warm
+        self._warm_again_until = 0.0
         self._lock = threading.Lock()
         self._stopped = False
         config = strategy.preprocess_config()
@@ -228,6 +243,7 @@ class DecodingSession:
             on_markers=self._on_markers,
             on_chunk=self._on_chunk if strategy.reads_chunks else None,
             on_step=self._on_step,
+            on_idle=self._on_idle,
         )
         self._outlet = None
         if text_outlet:
@@ -348,6 +364,7 @@ class DecodingSession:
             "events_dropped_gui": self.events.n_dropped,
             "events_dropped_log": self.n_log_dropped,
             "warm_runs": self.n_warm_runs,
+            "rewarm_runs": self.n_rewarm_runs,
             "latency_ms": self.latency.summary(),
         }
 
@@ -385,21 +402,56 @@ class DecodingSession:
             self._warm_before_window(newest)
 
     def _warm_before_window(self, newest: float) -> None:
-        """Warm the decoder's graphs once when the next window is due with the next chunk."""
+        """Warm the decoder's graphs when the next window is due with the next chunk.
+
+        Once when that window comes due (``WARM_IDLE_S``); then, while it is pending, the
+        pipeline's idle time warms them again (:meth:`_on_idle`), from just before the next
+        chunk is expected.
+        """
         last, self._last_newest = self._last_newest, newest
+        now = time.perf_counter()
+        last_wall, self._last_step_wall = self._last_step_wall, now
+        self._warm_again_at = None
         due = getattr(self.strategy.windower, "next_due", None)
         warm = getattr(self.decoder, "warm", None)
         if due is None or warm is None or last is None:
             return
-        if self._warmed_for is not None and abs(due - self._warmed_for) < 1e-6:
-            return  # this window's graphs are warm already
-        if due - newest > min(WARM_LEAD_S, 1.5 * (newest - last)):
-            return
-        self._warmed_for = due
-        try:
-            self.n_warm_runs += bool(warm(WARM_IDLE_S))
-        except Exception:  # a decoding error never ends the session
-            self._inference_failed(f"warming the graphs before the window due at {due:.3f} s")
+        if self._warmed_for is None or abs(due - self._warmed_for) >= 1e-6:
+            if due - newest > min(WARM_LEAD_S, 1.5 * (newest - last)):
+                return
+            self._warmed_for = due
+            try:
+                self.n_warm_runs += bool(warm(WARM_IDLE_S))
+            except Exception:  # a decoding error never ends the session
+                self._inference_failed(f"warming the graphs before the window due at {due:.3f} s")
+                return
+        interval = 0.0 if last_wall is None else min(now - last_wall, WARM_LEAD_S)
+        self._warm_again_at = now + interval - WARM_AGAIN_S
+        self._warm_again_until = now + interval + WARM_AGAIN_FOR_S
+
+    def _on_idle(self) -> float | None:
+        """The pipeline found no new data: warm the graphs again if a window is pending.
+
+        Returns how long the pipeline may wait before calling again (None: nothing to do).
+        """
+        at = self._warm_again_at
+        if at is None:
+            return None
+        now = time.perf_counter()
+        if now > self._warm_again_until:
+            self._warm_again_at = None
+            return None
+        if now < at:
+            return at - now
+        with self._lock:
+            try:
+                self.n_rewarm_runs += bool(self.decoder.warm(0.8 * WARM_AGAIN_S))
+            except Exception:  # a decoding error never ends the session
+                self._warm_again_at = None
+                self._inference_failed("warming the graphs again while a window is pending")
+                return None
+        self._warm_again_at = time.perf_counter() + WARM_AGAIN_S
+        return WARM_AGAIN_S
 
     def _inference_failed(self, what: str) -> None:
         self.n_inference_errors += 1

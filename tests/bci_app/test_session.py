@@ -170,6 +170,48 @@ def test_the_session_warms_the_graphs_before_a_keystroke_only_when_they_idle(
     assert [e.hypothesis for e in warm_events] == [e.hypothesis for e in events]
 
 
+def test_a_pending_window_has_its_graphs_warmed_again_in_the_pipelines_idle_time(
+    eeg_bundle, simulated_eeg, monkeypatch
+):
+    """Between chunks the pipeline calls on_idle: it re-warms while a window is pending."""
+    monkeypatch.setattr(session_module, "WARM_AGAIN_S", 0.001)
+    monkeypatch.setattr(session_module, "WARM_AGAIN_FOR_S", 0.003)
+    strategy = KeystrokeStrategy(eeg_bundle, provider="cpu")
+    session = DecodingSession(
+        strategy,
+        channels=simulated_eeg.channels,
+        sfreq=simulated_eeg.sfreq,
+        text_outlet=False,
+    )
+    on_idle = session.pipeline.on_idle
+    pending = sorted(simulated_eeg.markers, key=lambda m: m.timestamp)
+    waits, idle_calls = [], 0
+    for start in range(0, simulated_eeg.n_times, 2):  # 20 ms chunks, then the idle time
+        stop = min(start + 2, simulated_eeg.n_times)
+        arrived = [m for m in pending if m.timestamp <= simulated_eeg.timestamps[stop - 1]]
+        pending = pending[len(arrived) :]
+        session.pipeline.step(
+            simulated_eeg.data[start:stop], simulated_eeg.timestamps[start:stop], markers=arrived
+        )
+        for _ in range(200):  # as the pipeline's loop: wait what it asks, call again
+            wait = on_idle()
+            idle_calls += 1
+            if wait is None:
+                break  # nothing pending, or warmed long enough: the loop waits poll_s
+            waits.append(wait)
+            time.sleep(wait)
+        else:
+            raise AssertionError("on_idle kept asking to be called: a window is warmed forever")
+    summary = session.stop()
+    events = session.events.drain()
+    assert summary["rewarm_runs"] >= summary["windows"] > 20  # each pending window, again
+    assert max(waits) <= 0.001 + 1e-9 and idle_calls > summary["rewarm_runs"]
+    # warming leaves what is decoded as it was
+    strategy_plain, events_plain, _ = _fed_session(eeg_bundle, simulated_eeg, 0.02)
+    assert [s.text for s in strategy.sentences] == [s.text for s in strategy_plain.sentences]
+    assert [e.hypothesis for e in events] == [e.hypothesis for e in events_plain]
+
+
 def test_a_pause_ends_the_sentence_without_sentence_markers(tmp_path):
     texts = ["hello world", "ok"]
     recording = tb.keystroke_recording(texts, noise=0.2, seed=3)
