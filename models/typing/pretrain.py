@@ -440,8 +440,10 @@ def fit_gate(model, encoded: Sequence[tuple[Tensor, Tensor]], gates=GATES) -> di
 
 def _paired_se(a: np.ndarray, b: np.ndarray) -> float:
     """Standard error of the mean of ``a - b`` (0 with fewer than two pairs)."""
+    from scipy import stats
+
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
-    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    return float(stats.sem(d)) if len(d) > 1 else 0.0
 
 
 @torch.no_grad()
