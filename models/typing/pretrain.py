@@ -31,6 +31,8 @@ No library simulates a classifier's confusions for text denoising, so this modul
 from __future__ import annotations
 
 import copy
+import json
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +52,10 @@ MIN_BANK_KEYS = 40
 #: Pseudo-count pulling a class's mean logit vector towards the generic one (true class high,
 #: the others low): a class seen a few times gets a mean shaped mostly by the generic vector.
 SHRINK = 3.0
+#: Simulated vectors from which :meth:`ConfusionBank.sample` draws its keystrokes.
+POOL_SIZE = 8192
 #: Range of the random temperature applied to a simulated logit vector (log-uniform).
 TEMPERATURE_RANGE = (0.7, 1.4)
-#: Largest fraction of simulated keystrokes that read as another class (at difficulty 1).
-MAX_SWAP = 0.2
 #: A class seen less often than the median class in the training split gets its simulated
 #: margin (mean logit gap to the other classes) times ``(count / median) ** RARE_EXPONENT``,
 #: at least ``RARE_FLOOR``. The conv module learns a rare letter less well, and a new session
@@ -64,6 +66,11 @@ RARE_EXPONENT = 0.5
 RARE_FLOOR = 0.3
 #: Scales of the residual transformer's correction that :func:`fit_gate` tries.
 GATES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+#: Margins of the made-up conv heads the context prior is pretrained on (:func:`synthetic_banks`).
+SYNTHETIC_MARGINS = (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0)
+#: The shipped context prior of the ``small`` residual transformer
+#: (``scripts/pretrain_sentence_prior.py``).
+DEFAULT_PRIOR = Path(__file__).resolve().parent / "data" / "sentence_prior_small.npz"
 #: Character-LM weights of the beam search (shallow fusion) that :func:`fit_lm_weight` tries.
 LM_WEIGHTS = (0.3, 0.5, 0.8, 1.0, 1.3, 1.6)
 
@@ -87,6 +94,24 @@ def _weaken_rare(means: np.ndarray, counts_of: np.ndarray) -> np.ndarray:
     factor = np.clip((np.maximum(counts, 1.0) / median) ** RARE_EXPONENT, RARE_FLOOR, 1.0)
     other = (means.sum(1) - np.diag(means)) / (N_CLASSES - 1)
     return other[:, None] + (means - other[:, None]) * factor[:, None]
+
+
+def _calibration_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature that makes ``softmax(logits / T)`` best predict ``targets`` (least NLL).
+
+    Temperature scaling (Guo et al. 2017), fitted on the held-out keystrokes the bank measures.
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = logits.astype(np.float64)
+    rows = np.arange(len(targets))
+
+    def nll(log_t: float) -> float:
+        return float(-log_softmax(logits / np.exp(log_t), axis=1)[rows, targets].mean())
+
+    fit = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(fit.x))
 
 
 @dataclass(frozen=True)
@@ -115,12 +140,16 @@ class ConfusionBank:
         Their true classes.
     train_logits, train_targets : arrays | None
         Conv-only logits and classes of the training split (the confusions' shape).
+    temperature : float | None
+        The temperature at which the simulated logits are calibrated (``calibration``); None
+        fits it on ``logits`` (:func:`_calibration_temperature`).
     """
 
     logits: np.ndarray
     targets: np.ndarray
     train_logits: np.ndarray | None = None
     train_targets: np.ndarray | None = None
+    temperature: float | None = None
 
     def __post_init__(self) -> None:
         logits, targets = self._checked(self.logits, self.targets)
@@ -149,6 +178,10 @@ class ConfusionBank:
         spread = (logits - means[targets]).std(0)
         means = _weaken_rare(means, shape_targets)
         object.__setattr__(self, "means", means.astype(np.float32))
+        calibration = self.temperature or _calibration_temperature(logits, targets)
+        object.__setattr__(self, "calibration", float(calibration))
+        counts = np.bincount(shape_targets, minlength=N_CLASSES)[:N_CLASSES] + 1.0
+        object.__setattr__(self, "frequency", counts / counts.sum())
         object.__setattr__(self, "spread", np.maximum(spread, 1e-3).astype(np.float32))
 
     @staticmethod
@@ -167,24 +200,122 @@ class ConfusionBank:
     ) -> np.ndarray:
         """Simulated conv logits ``(len(classes), 29)`` of keystrokes of the given classes.
 
-        ``difficulty`` in [0, 1] makes the keystrokes harder than the held-out ones: a fraction
-        ``MAX_SWAP * difficulty`` of them read as a keystroke of another class (drawn
-        uniformly), and the noise grows to ``1 + difficulty`` times the measured spread. A new
-        session is usually harder than the held-out part of the calibration one.
+        Vectors are made the way a calibrated conv module meets them, then matched to the
+        classes asked for: ``POOL_SIZE`` vectors, each drawn around the mean vector of a class
+        ``r`` (fresh noise, random temperature), and each is given a true class drawn
+        from its own softmax at the held-out keystrokes' calibration temperature. A keystroke
+        of class ``c`` gets a vector whose drawn truth is ``c``. So a vector that reads 0.6 is
+        right 60 % of the time, as the conv module's are on new sessions (docs/BENCHMARKS.md:
+        per-bin accuracy within a few points of confidence on held-out sessions, MEG 600 s
+        snr 1 and EEG 300 s snr 0.5), its errors are the ambiguous vectors, and nothing in a
+        vector tells its truth beyond its softmax: the transformer can only add context. The
+        pool's classes are drawn as often as the training split typed them (``frequency``),
+        the prior the conv module's posteriors carry.
+
+        Two earlier designs taught the transformer what real data does not hold: noise around
+        the true class's mean (right ~94 % of the time where it read 0.5, so the transformer
+        learned to sharpen whatever conv read), and swapping the true class's logit with
+        another's (the rest of the vector still showed the true class's pattern).
+
+        ``difficulty`` in [0, 1] makes the keystrokes harder than the held-out ones: the noise
+        grows to ``1 + difficulty`` times the measured spread and the vectors are divided by
+        ``1 + difficulty`` (less sure, hence, calibrated, more often wrong). A new session is
+        usually harder than the held-out part of the calibration one.
         """
         classes = np.asarray(classes, np.int64)
-        read = classes.copy()
-        swap = rng.random(len(classes)) < MAX_SWAP * difficulty
-        read[swap] = (classes[swap] + rng.integers(1, N_CLASSES, int(swap.sum()))) % N_CLASSES
-        noise = rng.normal(0.0, 1.0, (len(classes), N_CLASSES)) * self.spread
-        out = self.means[read] + noise * (1.0 + difficulty)
+        read = rng.choice(N_CLASSES, POOL_SIZE, p=self.frequency)
+        noise = rng.normal(0.0, 1.0, (len(read), N_CLASSES)) * self.spread
+        pool = self.means[read] + noise * (1.0 + difficulty)
         low, high = np.log(TEMPERATURE_RANGE)
-        scale = np.exp(rng.uniform(low, high, (len(classes), 1)))
-        return (out * scale).astype(np.float32)
+        pool *= np.exp(rng.uniform(low, high, (len(read), 1))) / (1.0 + difficulty)
+        scaled = pool / self.calibration
+        probs = np.exp(scaled - scaled.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        truth = (probs.cumsum(1) < rng.random((len(read), 1))).sum(1).clip(max=N_CLASSES - 1)
+        order = np.argsort(truth, kind="stable")
+        starts = np.searchsorted(truth[order], np.arange(N_CLASSES + 1))
+        counts = np.diff(starts)
+        out = np.empty((len(classes), N_CLASSES))
+        for c in np.unique(classes):
+            at = np.flatnonzero(classes == c)
+            if counts[c]:
+                picked = order[starts[c] + rng.integers(0, counts[c], len(at))]
+                out[at] = pool[picked]
+            else:  # no vector of the pool was a c: one around c's own mean (rare)
+                out[at] = self.means[c] + rng.normal(0.0, 1.0, (len(at), N_CLASSES)) * self.spread
+        return out.astype(np.float32)
 
     def conv_accuracy(self) -> float:
         """Top-1 accuracy of the held-out conv logits it was measured on."""
         return float((self.logits.argmax(1) == self.targets).mean())
+
+
+def synthetic_banks(
+    margins: Sequence[float] = SYNTHETIC_MARGINS, *, seed: int = 0, n_keys: int = 2900
+) -> list[ConfusionBank]:
+    """Banks of made-up conv heads, one per margin: the context prior's training evidence.
+
+    Each head's logit for a keystroke of class ``c`` is a random confusion row of ``c`` (fixed
+    per head, standard normal) plus fresh standard-normal noise, with ``margin`` added to the
+    true class: about 0.9 right at margin 4, 0.5 at 2 (29 classes). Spelling is the same for
+    every subject, so :func:`pretrain_sentence` on these (``scripts/pretrain_sentence_prior.py``)
+    learns it once, for evidence from near chance to near perfect; :func:`sentence_stage` then
+    adapts it to a subject's own bank.
+    """
+    rng = np.random.default_rng(seed)
+    targets = np.arange(n_keys) % N_CLASSES
+    banks = []
+    for margin in margins:
+        confusion = rng.normal(0.0, 1.0, (N_CLASSES, N_CLASSES))
+        logits = confusion[targets] + rng.normal(0.0, 1.0, (n_keys, N_CLASSES))
+        logits[np.arange(n_keys), targets] += float(margin)
+        # calibrated at temperature 1, as the conv module is on new sessions
+        banks.append(ConfusionBank(logits, targets, temperature=1.0))
+    return banks
+
+
+def prior_parameters(sentence: torch.nn.Module) -> dict[str, Tensor]:
+    """The residual transformer's context weights: what text pretraining trains, by name."""
+    return {
+        name: p
+        for name, p in sentence.named_parameters()
+        if not name.startswith(("conv_head.", "input."))
+    }
+
+
+def save_prior(sentence: torch.nn.Module, path: str | Path, meta: dict) -> Path:
+    """Write the context weights of ``sentence`` and ``meta`` (how they were made) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {k: v.detach().cpu().numpy() for k, v in prior_parameters(sentence).items()}
+    np.savez_compressed(path, __meta__=np.array(json.dumps(meta, sort_keys=True)), **arrays)
+    return path
+
+
+def load_prior(sentence: torch.nn.Module, path: str | Path = DEFAULT_PRIOR) -> dict | None:
+    """Load a context prior into ``sentence`` in place; its ``meta``, or None if it does not fit.
+
+    A prior fits a residual transformer whose context weights have the same names and shapes
+    (the size it was trained for, e.g. the ``small`` config); for any other size (``paper``)
+    None is returned and nothing changes, so the caller starts from scratch.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"Cannot read the sentence-transformer prior {str(path)!r}: {err}. Regenerate it with "
+            "scripts/pretrain_sentence_prior.py, or pass prior=None to start from scratch."
+        ) from err
+    meta = json.loads(str(arrays.pop("__meta__", "{}")))
+    own = prior_parameters(sentence)
+    if set(own) != set(arrays) or any(own[k].shape != arrays[k].shape for k in own):
+        return None
+    with torch.no_grad():
+        for name, param in own.items():
+            param.copy_(torch.from_numpy(arrays[name]))
+    return meta
 
 
 def corpus_texts(path: str | Path = DEFAULT_CORPUS, *, max_lines: int | None = None) -> list:
@@ -218,8 +349,13 @@ def _batch(texts, lengths, bank, rng, batch_size: int, device) -> dict[str, Tens
     n_keys = max(len(r) for r in runs)
     logits = np.zeros((batch_size, n_keys, N_CLASSES), np.float32)
     targets = np.full((batch_size, n_keys), -100, np.int64)
+    banks = bank if isinstance(bank, Sequence) else [bank]
+    # one draw of the bank per batch (its pool of vectors is the costly part)
+    drawn = banks[int(rng.integers(len(banks)))]
+    sampled = drawn.sample(np.concatenate(runs), rng, float(rng.random()))
+    ends = np.cumsum([len(r) for r in runs])
     for b, run in enumerate(runs):
-        logits[b, : len(run)] = bank.sample(run, rng, float(rng.random()))
+        logits[b, : len(run)] = sampled[ends[b] - len(run) : ends[b]]
         targets[b, : len(run)] = run
     targets_t = torch.from_numpy(targets).to(device)
     return {
@@ -231,11 +367,7 @@ def _batch(texts, lengths, bank, rng, batch_size: int, device) -> dict[str, Tens
 
 def _context_parameters(sentence: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The parameters text pretraining trains: all but the conv head's and the embedding path's."""
-    return [
-        p
-        for name, p in sentence.named_parameters()
-        if not name.startswith(("conv_head.", "input."))
-    ]
+    return list(prior_parameters(sentence).values())
 
 
 def denoising_loss(sentence: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
@@ -246,7 +378,7 @@ def denoising_loss(sentence: torch.nn.Module, batch: dict[str, Tensor]) -> Tenso
 
 def pretrain_sentence(
     sentence: torch.nn.Module,
-    bank: ConfusionBank,
+    bank: ConfusionBank | Sequence[ConfusionBank],
     texts: Sequence[np.ndarray],
     *,
     steps: int,
@@ -261,8 +393,9 @@ def pretrain_sentence(
     ----------
     sentence : SentenceTransformer
         A residual sentence transformer (``sentence="residual"``), trained in place.
-    bank : ConfusionBank
-        The conv module's held-out logits.
+    bank : ConfusionBank | sequence of ConfusionBank
+        The conv module's held-out logits; with several (:func:`synthetic_banks`), each
+        simulated sentence draws one.
     texts : sequence of int arrays
         Class sequences (:func:`corpus_texts`).
     steps, batch_size, lr, seed
@@ -523,13 +656,16 @@ def sentence_stage(
     seed: int = 0,
     corpus: str | Path = DEFAULT_CORPUS,
     min_keys: int = MIN_BANK_KEYS,
+    prior: str | Path | None = DEFAULT_PRIOR,
 ) -> dict[str, float]:
     """Text pretraining then fine-tuning of a trained v1 model's residual transformer, in place.
 
-    The conv module (trained, best epoch) is frozen. The transformer is re-initialised (conv only
-    again) and pretrained on the corpus with simulated posteriors (:func:`pretrain_sentence`;
-    the bank's confusions from the training split, its margin and noise from the validation
-    split). ``finetune_epochs`` > 0 then fine-tunes it on the training split
+    The conv module (trained, best epoch) is frozen. The transformer starts from the context
+    ``prior`` (spelling learned once for every subject, :func:`load_prior`; re-initialised to
+    conv only when ``prior`` is None or made for another size) and is pretrained on the corpus
+    with simulated posteriors (:func:`pretrain_sentence`; the bank's confusions from the
+    training split, its margin, noise and calibration from the validation split).
+    ``finetune_epochs`` > 0 then fine-tunes it on the training split
     (:func:`finetune_sentence`); off by default, because the conv module is near-perfect on the
     keystrokes it was trained on (top-1 ~1.0 against ~0.75 held out), so fine-tuning there
     teaches the transformer to trust it (it made held-out "+ transformer" CER worse in the
@@ -539,7 +675,8 @@ def sentence_stage(
     Returns
     -------
     summary : dict
-        ``steps``, ``bank_keys`` (validation keystrokes in the bank), ``bank_conv_accuracy``,
+        ``steps``, ``prior`` (the prior's steps and file, or None), ``bank_keys`` (validation
+        keystrokes in the bank), ``bank_calibration`` (its temperature), ``bank_conv_accuracy``,
         ``loss_first``/``loss_last`` (denoising loss) and the validation CER before
         (``val_cer_joint``, the jointly trained transformer) and after (``val_cer``).
     """
@@ -568,6 +705,7 @@ def sentence_stage(
         }
     lengths = [len(t) for _, t in train] or [60]
     reset_context(model.sentence, seed)
+    loaded = None if prior is None else load_prior(model.sentence, prior)
     losses = pretrain_sentence(
         model.sentence, bank, corpus_texts(corpus), steps=steps, lengths=lengths, seed=seed
     )
@@ -575,8 +713,10 @@ def sentence_stage(
         finetune_sentence(model, train, epochs=finetune_epochs, seed=seed)
     return {
         "steps": steps,
+        "prior": None if loaded is None else {"file": Path(prior).name, "steps": loaded["steps"]},
         "finetune_epochs": finetune_epochs,
         "bank_keys": len(bank.targets),
+        "bank_calibration": bank.calibration,
         "bank_conv_accuracy": bank.conv_accuracy(),
         "loss_first": losses["first"],
         "loss_last": losses["last"],
