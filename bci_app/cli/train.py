@@ -174,7 +174,7 @@ def add_typing_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="STEPS",
         help="v1: steps of the sentence transformer's pretraining on English text (default: "
-        "1000; 0: off)",
+        "4000; 0: off)",
     )
     _add_run_arguments(parser)
 

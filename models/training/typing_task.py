@@ -59,8 +59,10 @@ DEFAULTS: dict[str, Any] = {
     "crop": 0.5,
     # text pretraining of v1's residual transformer (models.typing.pretrain): on held-out
     # sessions it took + transformer below conv only where the jointly trained one was not
-    # (bench_typing --ablation, issue 14); a calibration too small for it skips it by itself
-    "text_pretrain": 1000,
+    # (bench_typing --ablation, issue 14); a calibration too small for it skips it by itself.
+    # 4000 steps from the shipped context prior: below conv only in the mean in the four
+    # conditions compared, where 1000 steps were half as far (docs/BENCHMARKS.md)
+    "text_pretrain": 4000,
 }
 
 
@@ -109,7 +111,7 @@ def train_typing(
     text_pretrain : int | None
         v1 with a residual sentence transformer: steps of its pretraining on English text
         after the conv module is trained, then fine-tuning
-        (:func:`models.typing.pretrain.sentence_stage`; default 1000, skipped when the
+        (:func:`models.typing.pretrain.sentence_stage`; default 4000, skipped when the
         validation split holds too few keystrokes to measure the conv module's confusions);
         0: the jointly trained one is kept.
     resume : path | None

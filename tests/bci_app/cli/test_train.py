@@ -45,7 +45,7 @@ def test_torchrun_parser_has_the_train_subcommands():
     parser = build_parser()
     typing = parser.parse_args(["typing", "a.xdf", "--out", "b", "--arch", "v2", "--crop", "0"])
     assert typing.func.__name__ == "run_train" and typing.arch == "v2" and typing.crop == 0.0
-    assert typing.text_pretrain is None  # the training default (1000 steps) applies
+    assert typing.text_pretrain is None  # the training default (4000 steps) applies
     off = parser.parse_args(["typing", "a.xdf", "--out", "b", "--text-pretrain", "0"])
     assert off.text_pretrain == 0
     speech = parser.parse_args(["speech", "a.xdf", "--audio", "stim", "--out", "b"])
