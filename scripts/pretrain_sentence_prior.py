@@ -3,9 +3,8 @@ r"""Pretrain the residual sentence transformer's context on text once, for every
     .venv/bin/python scripts/pretrain_sentence_prior.py                 # the shipped prior
     .venv/bin/python scripts/pretrain_sentence_prior.py --steps 200 --out /tmp/prior.npz
 
-Spelling is the same for every user, and a calibration's 1000 steps of text pretraining
-(:func:`models.typing.pretrain.sentence_stage`) are too few to learn it: the transformer then
-mostly sharpens what the conv module read. This script trains the ``small`` config's residual
+Spelling is the same for every user, and a calibration's few thousand steps of text pretraining
+(:func:`models.typing.pretrain.sentence_stage`) are too few to learn it. This script trains the ``small`` config's residual
 transformer on the LM corpus (``bci_app/data/text/corpus.txt``, never the simulator's sentence
 bank) with posteriors from made-up conv heads of every accuracy
 (:func:`models.typing.pretrain.synthetic_banks`, calibrated like real ones), and writes its

@@ -48,6 +48,30 @@ def test_bench_speech_trains_scores_and_times_one_case():
     assert 0.0 <= top10 <= 1.0 and 0.0 < chance <= 1.0
 
 
+def test_pretrain_sentence_prior_writes_a_prior_the_small_transformer_loads(tmp_path):
+    out = _run(
+        "pretrain_sentence_prior.py",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path / "prior.npz"),
+    )
+    assert '"steps": 3' in out
+    import torch
+
+    from bci_app.typing.alphabet import N_CLASSES
+    from models.typing.config import Brain2QwertyV1Config
+    from models.typing.model import SentenceTransformer
+    from models.typing.pretrain import load_prior
+
+    config = Brain2QwertyV1Config.named("small")
+    sentence = SentenceTransformer(config, conv_head=torch.nn.Linear(config.hidden, N_CLASSES))
+    meta = load_prior(sentence, tmp_path / "prior.npz")
+    assert meta["steps"] == 3 and meta["config"] == "small" and len(meta["corpus_sha256"]) == 64
+
+
 @pytest.mark.slow
 def test_bench_drift_compares_fixed_and_recentred_statistics():
     out = _run("bench_drift.py", "--seeds", "10", "--duration", "30", "--global-gain", "3")
