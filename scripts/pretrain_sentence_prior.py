@@ -3,13 +3,14 @@ r"""Pretrain the residual sentence transformer's context on text once, for every
     .venv/bin/python scripts/pretrain_sentence_prior.py                 # the shipped prior
     .venv/bin/python scripts/pretrain_sentence_prior.py --steps 200 --out /tmp/prior.npz
 
-Spelling is the same for every user, and a calibration's few thousand steps of text pretraining
-(:func:`models.typing.pretrain.sentence_stage`) are too few to learn it. This script trains the ``small`` config's residual
-transformer on the LM corpus (``bci_app/data/text/corpus.txt``, never the simulator's sentence
-bank) with posteriors from made-up conv heads of every accuracy
-(:func:`models.typing.pretrain.synthetic_banks`, calibrated like real ones), and writes its
-context weights to ``models/typing/data/sentence_prior_small.npz`` with how they were made.
-``sentence_stage`` starts from that prior and adapts it to the subject's own confusions.
+Spelling is the same for every user, and a calibration's few thousand steps of text
+pretraining (:func:`models.typing.pretrain.sentence_stage`) are too few to learn it. This
+script trains the ``small`` config's residual transformer on the LM corpus
+(``bci_app/data/text/corpus.txt``, never the simulator's sentence bank) with posteriors from
+made-up conv heads of every accuracy (:func:`models.typing.pretrain.synthetic_banks`,
+calibrated like real ones), and writes its context weights to
+``models/typing/data/sentence_prior_small.npz`` with how they were made. ``sentence_stage``
+starts from that prior and adapts it to the subject's own confusions.
 """
 
 from __future__ import annotations
