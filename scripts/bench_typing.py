@@ -75,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--text-pretrain",
         type=int,
-        default=1000,
-        help="text pretraining steps of the residual transformer (train typing's default)",
+        default=None,
+        help="text pretraining steps of the residual transformer (default: train typing's)",
     )
     args = p.parse_args(argv)
     if args.quick:
