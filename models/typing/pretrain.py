@@ -371,11 +371,6 @@ def _batch(texts, lengths, bank, rng, batch_size: int, device) -> dict[str, Tens
     }
 
 
-def _context_parameters(sentence: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters text pretraining trains: all but the conv head's and the embedding path's."""
-    return list(prior_parameters(sentence).values())
-
-
 def denoising_loss(sentence: torch.nn.Module, batch: dict[str, Tensor]) -> Tensor:
     """Cross-entropy of ``logits + delta`` on a simulated batch (the pretraining objective)."""
     out = batch["logits"] + sentence.context(batch["logits"], batch["key_mask"])
@@ -423,7 +418,7 @@ def pretrain_sentence(
         raise ValueError(f"Invalid value for 'steps': {steps!r}; use an integer >= 1.")
     device = next(sentence.parameters()).device
     rng = np.random.default_rng(seed)
-    params = _context_parameters(sentence)
+    params = list(prior_parameters(sentence).values())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
