@@ -240,7 +240,7 @@ def test_run_default_decodes_the_simulated_stream_with_the_shipped_bundle(tmp_pa
 
 
 @pytest.mark.slow
-def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
+def test_bench_reports_latency_throughput_the_floor_and_the_ort_torch_ratio():
     proc = bci(
         "bench",
         "--seconds",
@@ -262,6 +262,11 @@ def test_bench_reports_latency_throughput_and_the_ort_torch_ratio():
     stages = result["realtime"]["latency_ms"]
     assert {"sample->emitted", "pulled->emitted", "windowed->inferred"} <= set(stages)
     assert result["realtime"]["dropped_samples"] == 0
+    # the floor decodes the same 1x part without the stream: the same keystrokes, both ways
+    for way in ("paced", "back_to_back"):
+        floor = result["floor"][way]
+        assert floor["windows"] == result["realtime"]["windows"] > 0
+        assert floor["latency_ms"]["pulled->emitted"]["n"] == floor["windows"]
     same = result["inference"]["same_model"]
     assert same["ratio_eager_over_ort_p50"] > 0
     assert result["inference"]["ort_bundle"]["provider"] == "CPUExecutionProvider"

@@ -14,6 +14,12 @@ Four measurements, each printed as percentiles or ratios measured in this one ru
    and (GPU) fp16, with CUDA graphs on CUDA and an engine cache with TensorRT, against torch
    eager, bf16 autocast (CUDA) and ``torch.compile`` on the same input. With ``paper``, the live
    replay runs again with an untrained paper-size decoder (``paper_pipeline``).
+5. The floor of the 1x figures: the same 1x part stepped through a decoding session in this one
+   thread, with no stream, no inlet thread and no player process: paced (each chunk when the
+   clock reaches its last sample, the session's idle-time work in the waits, as its worker
+   does) and back to back. What the 1x replay adds to pulled->emitted beyond the paced floor is
+   the stream and the threads; what the paced floor adds beyond back to back is the wait
+   between chunks (the caches cool).
 
 The JSON is strict (``NaN`` becomes ``null``); a part that cannot run says ``skipped: <why>``.
 """
@@ -138,6 +144,50 @@ def _replay(path: Path, n_times: int, bundle: Bundle, speed, provider: str) -> d
         },
         "summary": summary,
         "lags": np.array(lags),
+    }
+
+
+def _floor(path: Path, n_times: int, bundle: Bundle, provider: str, paced: bool) -> dict:
+    """Decode the first ``n_times`` samples of ``path`` with no stream; return the latencies.
+
+    A :class:`DecodingSession` with no source is stepped chunk by chunk (the player's 20 ms
+    chunks, with the markers stamped up to each chunk's last sample) in this thread. The
+    recording's clock is moved onto the LSL clock, as the player stamps it. ``paced``: each
+    chunk is stepped once the clock reaches its last sample, and the wait runs the session's
+    idle-time work (re-warming the graphs) as its worker's wait does; else back to back.
+    """
+    from acquisition.io import read_recording
+    from acquisition.player import DEFAULT_CHUNK_S
+    from acquisition.recording import Marker
+
+    rec = read_recording(path)
+    n_times = min(n_times, rec.n_times)
+    strategy = make_strategy(bundle, has_markers=True, provider=provider)
+    session = DecodingSession(strategy, channels=rec.channels, sfreq=rec.sfreq, text_outlet=False)
+    data = np.ascontiguousarray(rec.data[:n_times], dtype=np.float32)  # what the stream carries
+    shift = pylsl.local_clock() + 0.2 - float(rec.timestamps[0])
+    stamps = rec.timestamps[:n_times] + shift
+    pending = sorted(
+        (Marker(m.timestamp + shift, m.value) for m in rec.markers), key=lambda m: m.timestamp
+    )
+    step = max(1, round(DEFAULT_CHUNK_S * rec.sfreq))
+    on_idle = session.pipeline.on_idle
+    for start in range(0, n_times, step):
+        stop = min(start + step, n_times)
+        due = float(stamps[stop - 1])
+        while paced and (now := pylsl.local_clock()) < due:
+            wait = on_idle() if on_idle is not None else None
+            time.sleep(due - now if wait is None else max(0.0, min(wait, due - now)))
+        arrived = [m for m in pending if m.timestamp <= due]
+        pending = pending[len(arrived) :]
+        session.pipeline.step(data[start:stop], stamps[start:stop], markers=arrived)
+    summary = session.stop()
+    return {
+        "paced": paced,
+        "windows": summary["windows"],
+        "latency_ms": {
+            k: v for k, v in summary["latency_ms"].items() if k.startswith("pulled->emitted")
+        },
     }
 
 
@@ -295,6 +345,10 @@ def _pipeline(bundle, path, folder, seconds, realtime_s, provider, max_seconds, 
             "lag_growth_ms_per_min": _lag_slope(live["lags"]),
             "dropped_samples": live["summary"]["dropped_samples"],
         }
+        result["floor"] = {
+            "paced": _floor(short, n_short, bundle, provider, paced=True),
+            "back_to_back": _floor(short, n_short, bundle, provider, paced=False),
+        }
     return result
 
 
@@ -373,6 +427,14 @@ def _pipeline_lines(result: dict) -> list[str]:
         growth = "n/a" if growth is None else f"{growth:+.2f} ms/min"
         lag = "n/a" if rt["lag_ms_p50"] is None else f"{rt['lag_ms_p50']:.1f} ms"
         lines.append(f"  stream lag p50 {lag}, growth {growth}")
+    if "floor" in result:
+        lines.append(
+            "the same 1x part in this one thread, no stream, no inlet thread, no player process:"
+        )
+        for key, label in (("paced", "paced at 1x"), ("back_to_back", "back to back")):
+            part = result["floor"][key]
+            lines.append(f"  {label} ({part['windows']} keystrokes):")
+            lines += [_stage_line(k, v) for k, v in part["latency_ms"].items()]
     return lines
 
 
