@@ -52,7 +52,7 @@ from bci_app.decoders.bundle import Bundle
 from bci_app.decoders.manifest import thaw
 from bci_app.decoders.runtime import OnnxRuntime
 from bci_app.live.factory import make_strategy
-from bci_app.live.session import DecodingSession
+from bci_app.live.session import DecodingSession, freeze_for_gc
 from bci_app.typing.common import bundle_window
 
 
@@ -172,6 +172,7 @@ def _floor(path: Path, n_times: int, bundle: Bundle, provider: str, paced: bool)
     )
     step = max(1, round(DEFAULT_CHUNK_S * rec.sfreq))
     on_idle = session.pipeline.on_idle
+    freeze_for_gc(True)  # as the session's start() does
     for start in range(0, n_times, step):
         stop = min(start + step, n_times)
         due = float(stamps[stop - 1])
@@ -181,7 +182,7 @@ def _floor(path: Path, n_times: int, bundle: Bundle, provider: str, paced: bool)
         arrived = [m for m in pending if m.timestamp <= due]
         pending = pending[len(arrived) :]
         session.pipeline.step(data[start:stop], stamps[start:stop], markers=arrived)
-    summary = session.stop()
+    summary = session.stop()  # unfreezes
     return {
         "paced": paced,
         "windows": summary["windows"],

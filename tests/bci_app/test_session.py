@@ -6,12 +6,14 @@ lab will meet.
 
 from __future__ import annotations
 
+import gc
 import json
 import queue
 import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -284,6 +286,34 @@ def test_stream_drop_mid_sentence_is_marked_and_decoding_resumes(source_id, spaw
         summary = session.stop()
     assert summary["gaps"] >= 1 and source.health().reconnections >= 1
     assert summary["inference_errors"] == 0
+
+
+def test_a_running_session_keeps_its_setup_out_of_the_collector_and_a_stopped_one_goes(
+    source_id,
+):
+    """While it runs, the set-up is frozen (no full collection rescans it); stop unfreezes it.
+
+    A session's threads and callbacks hold it in reference cycles: had stop left the freeze,
+    the stopped session (and its ring buffer) could never be collected.
+    """
+    sim = Simulator("meg", "typing", snr=2.0, seed=91, subject=0)
+    with (
+        SimulatorStream(sim, source_id=source_id),
+        StreamSource(source_id=source_id, resolve_timeout=30) as source,
+        MarkerSource(source_id=f"{source_id}-markers", resolve_timeout=30) as markers,
+    ):
+        session = DecodingSession(
+            KeystrokeStrategy(TYPING_BUNDLE, provider="cpu"), source, markers, text_outlet=False
+        )
+        with session:
+            assert gc.get_freeze_count() > 0
+            seen: list[TextEvent] = []
+            _collect(session, seen, until=lambda: any(e.kind == "keystroke" for e in seen))
+        assert gc.get_freeze_count() == 0
+        gone = weakref.ref(session)
+        del session
+        gc.collect()
+        assert gone() is None
 
 
 def _collect(session, seen, until, timeout=40.0):
