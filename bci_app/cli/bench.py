@@ -172,17 +172,19 @@ def _floor(path: Path, n_times: int, bundle: Bundle, provider: str, paced: bool)
     )
     step = max(1, round(DEFAULT_CHUNK_S * rec.sfreq))
     on_idle = session.pipeline.on_idle
-    freeze_for_gc(True)  # as the session's start() does
-    for start in range(0, n_times, step):
-        stop = min(start + step, n_times)
-        due = float(stamps[stop - 1])
-        while paced and (now := pylsl.local_clock()) < due:
-            wait = on_idle() if on_idle is not None else None
-            time.sleep(due - now if wait is None else max(0.0, min(wait, due - now)))
-        arrived = [m for m in pending if m.timestamp <= due]
-        pending = pending[len(arrived) :]
-        session.pipeline.step(data[start:stop], stamps[start:stop], markers=arrived)
-    summary = session.stop()  # unfreezes
+    freeze_for_gc(True)  # as the session's start() does; its stop() unfreezes
+    try:
+        for start in range(0, n_times, step):
+            stop = min(start + step, n_times)
+            due = float(stamps[stop - 1])
+            while paced and (now := pylsl.local_clock()) < due:
+                wait = on_idle() if on_idle is not None else None
+                time.sleep(due - now if wait is None else max(0.0, min(wait, due - now)))
+            arrived = [m for m in pending if m.timestamp <= due]
+            pending = pending[len(arrived) :]
+            session.pipeline.step(data[start:stop], stamps[start:stop], markers=arrived)
+    finally:
+        summary = session.stop()
     return {
         "paced": paced,
         "windows": summary["windows"],
