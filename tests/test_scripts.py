@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +58,29 @@ def test_pretrain_sentence_prior_writes_a_prior_the_small_transformer_loads(tmp_
         "4",
         "--out",
         str(tmp_path / "prior.npz"),
+        "--eval-margins",
+        "6",
+        "--eval-sentences",
+        "4",
     )
     assert '"steps": 3' in out
+    evaluation = json.loads(out[out.index("{") :])["evaluation"]
+    assert [row["margin"] for row in evaluation] == [6.0]
+    for name in ("conv", "transformer", "lm_conv", "lm_transformer"):
+        low, high = evaluation[0][name]["ci95_sentences"]
+        assert 0.0 <= evaluation[0][name]["mean"] <= 1.0
+        assert low <= evaluation[0][name]["mean"] <= high
+    rescored = _run(
+        "pretrain_sentence_prior.py",
+        "--evaluate-only",
+        "--out",
+        str(tmp_path / "prior.npz"),
+        "--eval-margins",
+        "6",
+        "--eval-sentences",
+        "4",
+    )
+    assert json.loads(rescored[rescored.index("{") :])["evaluation"] == evaluation
     import torch
 
     from bci_app.typing.alphabet import N_CLASSES

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from bci_app.typing.alphabet import N_CLASSES
 from models.checks import check_continuous, check_float32, check_subject
@@ -324,6 +325,15 @@ class SentenceTransformer(nn.Module):
             self.input = nn.Linear(config.hidden, config.d_model)
             # (batch, n_keys, d) seen as (N, C, L): Dropout1d drops whole keystrokes' embeddings
             self.embedding_dropout = nn.Dropout1d(config.embedding_dropout if self.residual else 0)
+        self.local = None
+        if config.sentence_local:
+            # neighbouring keystrokes (a Conformer-style convolution module: gated pointwise,
+            # depthwise over keystrokes, pointwise), residual; see Brain2QwertyV1Config
+            d = config.d_model
+            self.local_norm = nn.LayerNorm(d)
+            self.local_in = nn.Linear(d, 2 * d)
+            self.local = nn.Conv1d(d, d, config.sentence_local, groups=d)
+            self.local_out = nn.Linear(d, d)
         self.layers = nn.ModuleList(
             TransformerLayer(config.d_model, config.n_heads, config.ff_mult, config.seq_dropout)
             for _ in range(config.n_layers)
@@ -375,6 +385,8 @@ class SentenceTransformer(nn.Module):
             x = embedded if x is None else x + embedded
         n_keys = x.shape[1]
         x = x + sinusoidal_positions(n_keys, x.shape[-1], x)
+        if self.local is not None:
+            x = x + self._neighbours(x, key_mask)
         index = torch.arange(n_keys, device=x.device)
         allowed = key_mask[:, None, None, :] | (index[:, None] == index[None, :])
         if self.causal:
@@ -382,6 +394,14 @@ class SentenceTransformer(nn.Module):
         for layer in self.layers:
             x = layer(x, allowed)
         return self.head(self.norm(x))
+
+    def _neighbours(self, x: Tensor, key_mask: Tensor) -> Tensor:
+        """The local convolution's term: padded keystrokes read as zeros, length kept."""
+        kernel = self.local.kernel_size[0]
+        left = kernel - 1 if self.causal else kernel // 2
+        h = F.glu(self.local_in(self.local_norm(x)), dim=-1) * key_mask[..., None].to(x.dtype)
+        h = F.pad(h.transpose(1, 2), (left, kernel - 1 - left))
+        return self.local_out(F.gelu(self.local(h).transpose(1, 2)))
 
 
 class CTCBackEnd(nn.Module):

@@ -83,11 +83,38 @@ def test_checkpoints_made_before_the_residual_rebuild_as_plain(positions):
     assert rebuilt.config.sentence == "plain" and not rebuilt.sentence.residual
 
 
+def test_residual_checkpoints_made_before_the_local_convolution_rebuild_without_it(positions):
+    """A residual checkpoint whose config has no ``sentence_local`` has no convolution weights."""
+    old = v1(positions, sentence_local=0)
+    config = old.config.to_dict()
+    config.pop("sentence_local")
+    rebuilt = build_model("brain2qwerty_v1", config, N_CHANS, positions, 2)
+    rebuilt.load_state_dict(old.state_dict())  # strict, as model_from_checkpoint loads
+    assert rebuilt.sentence.local is None and v1(positions).sentence.local is not None
+
+
+def test_the_local_convolution_reads_neighbours_within_its_kernel(positions):
+    """A keystroke's output moves with a neighbour inside the kernel, not with a far one
+    (one transformer-free check: the convolution's term alone)."""
+    sentence = v1(positions).sentence.eval()
+    x = torch.randn(1, 20, sentence.layers[0].norm.normalized_shape[0])
+    mask = torch.ones(1, 20, dtype=torch.bool)
+    base = sentence._neighbours(x, mask)
+    near, far = x.clone(), x.clone()
+    near[0, 14] = torch.randn(x.shape[-1])  # 4 keys after key 10: inside a kernel of 9
+    far[0, 15] = torch.randn(x.shape[-1])  # 5 keys after: outside
+    assert (sentence._neighbours(near, mask)[0, 10] - base[0, 10]).abs().max() > 1e-4
+    torch.testing.assert_close(sentence._neighbours(far, mask)[0, 10], base[0, 10])
+
+
 def test_invalid_sentence_kind_is_refused():
     with pytest.raises(ValueError, match="Invalid value for 'sentence': 'mixed'"):
         dataclasses.replace(Brain2QwertyV1Config.named("small"), sentence="mixed")
     with pytest.raises(ValueError, match="'embedding_dropout': must be in \\[0, 1\\)"):
         dataclasses.replace(Brain2QwertyV1Config.named("small"), embedding_dropout=1.0)
+    for kernel in (-1, 4):
+        with pytest.raises(ValueError, match="'sentence_local': must be 0 \\(none\\) or a "):
+            dataclasses.replace(Brain2QwertyV1Config.named("small"), sentence_local=kernel)
 
 
 def _bank(seed: int = 0, n: int = 600, margin: float = 1.5) -> pretrain.ConfusionBank:
@@ -360,6 +387,8 @@ def test_lm_weight_is_the_one_with_the_best_validation_cer_of_the_live_beam(
     assert result["weight"] == min(  # ties go to the weight nearest the default, 0.5
         (w for w in scores if scores[w] == min(scores.values())), key=lambda w: abs(w - 0.5)
     )
+    assert model.training  # left as it was found
+    model.eval()  # as fit_lm_weight runs it (dropout off)
     beam = KeystrokeBeamDecoder(lm, top_k=5, beam_width=8, lm_weight=2.0)
     cers = []
     with torch.no_grad():
@@ -370,7 +399,6 @@ def test_lm_weight_is_the_one_with_the_best_validation_cer_of_the_live_beam(
                 beam.step(row)
             cers.append(cer(beam.finalize(), classes_to_text(targets.numpy())))
     assert scores[2.0] == pytest.approx(np.mean(cers))
-    assert model.training  # left as it was found
 
 
 @pytest.mark.slow
