@@ -50,19 +50,8 @@ def test_bench_speech_trains_scores_and_times_one_case():
 
 
 def test_pretrain_sentence_prior_writes_a_prior_the_small_transformer_loads(tmp_path):
-    out = _run(
-        "pretrain_sentence_prior.py",
-        "--steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--out",
-        str(tmp_path / "prior.npz"),
-        "--eval-margins",
-        "6",
-        "--eval-sentences",
-        "4",
-    )
+    prior = ["--out", str(tmp_path / "prior.npz"), "--eval-margins", "6", "--eval-sentences", "4"]
+    out = _run("pretrain_sentence_prior.py", "--steps", "3", "--batch-size", "4", *prior)
     assert '"steps": 3' in out
     evaluation = json.loads(out[out.index("{") :])["evaluation"]
     assert [row["margin"] for row in evaluation] == [6.0]
@@ -70,16 +59,7 @@ def test_pretrain_sentence_prior_writes_a_prior_the_small_transformer_loads(tmp_
         low, high = evaluation[0][name]["ci95_sentences"]
         assert 0.0 <= evaluation[0][name]["mean"] <= 1.0
         assert low <= evaluation[0][name]["mean"] <= high
-    rescored = _run(
-        "pretrain_sentence_prior.py",
-        "--evaluate-only",
-        "--out",
-        str(tmp_path / "prior.npz"),
-        "--eval-margins",
-        "6",
-        "--eval-sentences",
-        "4",
-    )
+    rescored = _run("pretrain_sentence_prior.py", "--evaluate-only", *prior)
     assert json.loads(rescored[rescored.index("{") :])["evaluation"] == evaluation
     import torch
 
