@@ -94,8 +94,7 @@ def test_residual_checkpoints_made_before_the_local_convolution_rebuild_without_
 
 
 def test_the_local_convolution_reads_neighbours_within_its_kernel(positions):
-    """A keystroke's output moves with a neighbour inside the kernel, not with a far one
-    (one transformer-free check: the convolution's term alone)."""
+    """A keystroke's term moves with a neighbour inside the kernel, not with a far one."""
     sentence = v1(positions).sentence.eval()
     x = torch.randn(1, 20, sentence.layers[0].norm.normalized_shape[0])
     mask = torch.ones(1, 20, dtype=torch.bool)
