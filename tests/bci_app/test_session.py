@@ -207,7 +207,11 @@ def test_a_pending_window_has_its_graphs_warmed_again_in_the_pipelines_idle_time
     summary = session.stop()
     events = session.events.drain()
     assert summary["rewarm_runs"] >= summary["windows"] > 20  # each pending window, again
-    assert max(waits) <= 0.001 + 1e-9 and idle_calls > summary["rewarm_runs"]
+    # after each re-warm it asks for WARM_AGAIN_S; before the first, for the time until
+    # WARM_AGAIN_S before the next chunk is due (how long the last step took, at most
+    # WARM_LEAD_S: a loaded machine makes it longer than WARM_AGAIN_S)
+    assert waits.count(0.001) >= summary["rewarm_runs"] and idle_calls > summary["rewarm_runs"]
+    assert max(waits) <= session_module.WARM_LEAD_S + 1e-9
     # warming leaves what is decoded as it was
     strategy_plain, events_plain, _ = _fed_session(eeg_bundle, simulated_eeg, 0.02)
     assert [s.text for s in strategy.sentences] == [s.text for s in strategy_plain.sentences]
