@@ -68,7 +68,6 @@ def evaluate_prior(
 ) -> list[dict]:
     """CER on test sentences read by unseen made-up heads: conv, + transformer, + LM (both)."""
     import numpy as np
-    from scipy.special import log_softmax
 
     from acquisition.simulator.sentences import load_sentences
     from bci_app.lm.beam import KeystrokeBeamDecoder
@@ -93,10 +92,7 @@ def evaluate_prior(
             scores["conv"].append(cer(classes_to_text(logits.argmax(1)), text))
             scores["transformer"].append(cer(classes_to_text(out.argmax(1)), text))
             for name, values in (("lm_conv", logits), ("lm_transformer", out)):
-                beam.reset()
-                for row in log_softmax(values, axis=1):
-                    beam.step(row)
-                scores[name].append(cer(beam.finalize(), text))
+                scores[name].append(cer(beam.decode(values), text))  # logits: it normalises
         row = {"margin": margin, "n_sentences": len(sentences)}
         for name, values in scores.items():
             mean, low, high = mean_interval(values)

@@ -95,8 +95,9 @@ def test_residual_checkpoints_made_before_the_local_convolution_rebuild_without_
 
 def test_the_local_convolution_reads_neighbours_within_its_kernel(positions):
     """A keystroke's term moves with a neighbour inside the kernel, not with a far one."""
-    sentence = v1(positions).sentence.eval()
-    x = torch.randn(1, 20, sentence.layers[0].norm.normalized_shape[0])
+    model = v1(positions)
+    sentence = model.sentence.eval()
+    x = torch.randn(1, 20, model.config.d_model)
     mask = torch.ones(1, 20, dtype=torch.bool)
     base = sentence._neighbours(x, mask)
     near, far = x.clone(), x.clone()
